@@ -1,0 +1,120 @@
+"""The one exception type for spec problems, and the helpers that word its messages.
+
+Every problem a user can make in a spec (bad TOML, an unknown field, a cycle,
+a shape that does not fit) is raised as a :class:`SpecError`. Each problem
+carries where it is (file, line, node, field), what was expected, what was
+found and a hint, so the CLI can print one clear paragraph and exit 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec."""
+
+    message: str
+    file: Path | None = None
+    line: int | None = None
+    column: int | None = None
+    node: str | None = None
+    field: str | None = None
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = str(self.file)
+            if self.line is not None:
+                where += f":{self.line}"
+                if self.column is not None:
+                    where += f":{self.column}"
+            where += ": "
+        subject = ""
+        if self.node is not None:
+            subject = f"node '{self.node}'"
+            if self.field is not None:
+                subject += f", field '{self.field}'"
+            subject += ": "
+        elif self.field is not None:
+            subject = f"field '{self.field}': "
+        text = f"{where}{subject}{self.message}"
+        if self.hint:
+            text += f" Hint: {self.hint}"
+        return text
+
+
+class SpecError(Exception):
+    """A spec is malformed (form) or meaningless (graph). Holds one or more problems.
+
+    Attributes mirror the first problem (``file``, ``line``, ``node``, ``field``,
+    ``hint``); ``problems`` holds them all. ``str(error)`` is the user-facing
+    message, one paragraph per problem.
+    """
+
+    def __init__(self, problems: Problem | Iterable[Problem]):
+        self.problems: tuple[Problem, ...] = (
+            (problems,) if isinstance(problems, Problem) else tuple(problems)
+        )
+        if not self.problems:
+            raise ValueError("SpecError needs at least one problem")
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+    @property
+    def first(self) -> Problem:
+        return self.problems[0]
+
+    @property
+    def file(self) -> Path | None:
+        return self.first.file
+
+    @property
+    def line(self) -> int | None:
+        return self.first.line
+
+    @property
+    def node(self) -> str | None:
+        return self.first.node
+
+    @property
+    def field(self) -> str | None:
+        return self.first.field
+
+    @property
+    def hint(self) -> str | None:
+        return self.first.hint
+
+
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The most similar of ``choices`` to ``word``, if any is reasonably close."""
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """A hint naming the closest valid choice, or listing the choices."""
+    choices = list(choices)
+    best = closest(word, choices)
+    if best is not None:
+        return f"did you mean '{best}'?"
+    if choices and len(choices) <= 12:
+        return "valid names are: " + ", ".join(f"'{c}'" for c in choices) + "."
+    return None
+
+
+class UsageError(Exception):
+    """A command was called wrongly (bad option value, unknown format, unwritable path
+    given as an option...). The CLI prints the message and exits 2."""
+
+
+class RunError(Exception):
+    """A runtime failure the user can fix (missing data, corrupt checkpoint, failed
+    parity check...). The CLI prints the message and exits 1."""
