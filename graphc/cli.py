@@ -92,7 +92,7 @@ def check(specs: List[Path] = typer.Argument(..., help="Spec files to validate."
         except SpecError as exc:
             failed += 1
             err.print(f"[bold red]invalid[/] {_escape(str(path))}")
-            err.print(_escape(str(exc)), markup=False)
+            err.print(str(exc), markup=False)
             continue
         out.print(
             f"[green]ok[/] {_escape(str(path))}: {graph.name}, heads {_heads_summary(graph)}, "
@@ -149,6 +149,41 @@ def show(
 def schema() -> None:
     """Print the JSON schema of the spec format (with field descriptions)."""
     print(json.dumps(graphc.json_schema(), indent=2))
+
+
+# --------------------------------------------------------------------------- report
+
+
+@app.command()
+@guarded
+def report(
+    runs: List[Path] = typer.Argument(
+        ..., help="Run directories, or directories holding runs (e.g. runs/).", show_default=False
+    ),
+    out_dir: Path = typer.Option(Path("report"), "-o", "--out", help="Where results.md/.csv/.json and the plots go."),
+    split: str = typer.Option("val", "--split", help="val: validation metrics; test: summary.json 'test'."),
+    epoch: str = typer.Option("best", "--epoch", help="val split: each run's best epoch (train.select) or its last."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Spec name to show differences against."),
+    fmt: str = typer.Option("md", "--format", help="What to print: md (a table), csv or json (also writes results.json)."),
+) -> None:
+    """Compare runs: one row per spec, mean ± sd over seeds, learning curves per head."""
+    from runtime import report as reporting
+
+    if fmt not in reporting.FORMATS:
+        raise UsageError(f"--format '{fmt}': expected one of {', '.join(reporting.FORMATS)}.")
+    result = reporting.build_report(runs, split=split, epoch=epoch, baseline=baseline)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {_escape(warning)}")
+    written = reporting.write_report(result, out_dir, json_file=fmt == "json")
+    if fmt == "csv":
+        print(reporting.render_csv(result), end="")
+    elif fmt == "json":
+        print(reporting.render_json(result))
+    else:
+        out.print(reporting.rich_table(result))
+        for note in result.notes:
+            out.print(_escape(note))
+    (out if fmt == "md" else err).print(f"wrote {', '.join(_escape(str(p)) for p in written)}")
 
 
 def main() -> None:

@@ -404,11 +404,19 @@ MONITOR_PATTERN = r"^(train|val)/([A-Za-z_][A-Za-z0-9_]*/)?[A-Za-z_][A-Za-z0-9_]
 class Monitor(_Strict):
     metric: str = Field(
         default="val/loss",
-        pattern=MONITOR_PATTERN,
         description="Metric to watch: 'SPLIT/METRIC' or 'SPLIT/TASK/METRIC' with SPLIT train or val "
         "(never test), e.g. 'val/loss', 'val/fine/acc'.",
     )
     mode: Literal["min", "max"] = Field(default="min", description="Whether lower or higher is better.")
+
+    @field_validator("metric")
+    @classmethod
+    def _train_or_val(cls, value: str) -> str:
+        if value.startswith("test/"):
+            raise ValueError("the test split is only for the final evaluation, never for model selection; watch 'val/...'")
+        if not re.fullmatch(MONITOR_PATTERN, value):
+            raise ValueError("expected 'train/METRIC', 'val/METRIC' or 'val/TASK/METRIC', e.g. 'val/loss' or 'val/fine/acc'")
+        return value
 
 
 class EarlyStopping(Monitor):
@@ -607,7 +615,9 @@ def _problem_from_pydantic(error: dict, raw: dict, path: Path | None, where: _So
         if info is not None and info.description:
             hint = f"'{rest[-1]}' is: {info.description}"
     else:
-        message = f"{error['msg'].rstrip('.')}; found {found!r}."
+        message = error["msg"].removeprefix("Value error, ").rstrip(".")
+        # A model-level check receives the whole table as input; repeating it helps nobody.
+        message += "." if isinstance(found, dict) else f"; found {found!r}."
         if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
             hint = "see `graphc schema` for the allowed range."
         elif kind == "string_pattern_mismatch":
@@ -615,7 +625,44 @@ def _problem_from_pydantic(error: dict, raw: dict, path: Path | None, where: _So
         elif kind == "literal_error":
             choices = re.findall(r"'([^']*)'", error["msg"])
             hint = did_you_mean(str(found), choices)
+        if hint is None and rest:
+            owner = _owner_model(model, [p for p in rest[:-1] if not isinstance(p, int)])
+            name = next((str(p) for p in reversed(rest) if not isinstance(p, int)), None)
+            info = owner.model_fields.get(name) if owner is not None and name else None
+            if info is not None and info.description:
+                hint = f"'{name}' is: {info.description}"
     return Problem(message, file=path, line=line, node=node_name, field=field, hint=hint)
+
+
+# Tags of discriminated unions and names of union members that pydantic puts in an
+# error's location (e.g. ('nodes', 2, 'conv_block', 'channels') or ('classes', 'constrained-int')).
+_UNION_TAGS = frozenset(NODE_CLASSES) | {"keras_affine", "flip_crop", "none", "adam", "adamw", "sgd"}
+
+
+def _is_union_member(part: Any) -> bool:
+    return isinstance(part, str) and (
+        part in _UNION_TAGS or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part)
+        or part in ("int", "str", "float", "bool", "list", "tuple", "dict")
+    )
+
+
+def _merge_union_errors(errors: list[dict]) -> list[dict]:
+    """One error per location: a value that fits no member of a union (``5 | 'auto'``)
+    gets one message listing what each member expected."""
+    merged: dict[tuple, dict] = {}
+    for error in errors:
+        loc = list(error["loc"])
+        # Keep the first element (always a Spec field) and node indices; drop member names.
+        clean = tuple(p for i, p in enumerate(loc) if i < 2 or not _is_union_member(p))
+        if clean[:1] == ("nodes",) and len(loc) > 2 and loc[2] in NODE_CLASSES:
+            clean = clean[:2] + (loc[2],) + clean[2:]  # the node's kind tag is stripped later
+        if clean in merged:
+            first = merged[clean]
+            if error["msg"] not in first["msg"]:
+                first["msg"] = f"{first['msg']}, or {error['msg'][:1].lower()}{error['msg'][1:]}"
+            continue
+        merged[clean] = {**error, "loc": clean}
+    return list(merged.values())
 
 
 def _owner_model(model: type[BaseModel] | None, path: list) -> type[BaseModel] | None:
@@ -664,9 +711,8 @@ def parse_spec(text: str, path: Path | None = None, name: str | None = None) -> 
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(
-            [_problem_from_pydantic(e, raw, path, where) for e in exc.errors()]
-        ) from None
+        problems = [_problem_from_pydantic(e, raw, path, where) for e in _merge_union_errors(exc.errors())]
+        raise SpecError(problems) from None
     return spec.model_copy(update={"source": path, "text": text})
 
 
