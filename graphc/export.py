@@ -1,0 +1,607 @@
+"""IR -> ONNX: a deployable file with checked output names and self-describing metadata.
+
+``export_onnx(spec, out)`` compiles the spec (or loads a run's trained weights),
+wraps it so that the graph's contract is explicit, exports it with the
+torch.export-based ("dynamo") exporter, checks it, verifies it against PyTorch in
+ONNX Runtime and only then writes it::
+
+    input   <input node name>  float32 (batch, C, H, W), pixels / 255 in [0, 1];
+            the spec's mean/std normalisation, if any, is applied inside the model
+    outputs <task>             float32 (batch, classes) logits, one per head, in spec order
+
+Why the dynamo exporter: it is torch's default and supported path (the TorchScript
+exporter, ``dynamo=False``, is deprecated), and with ``dynamic_shapes`` it gives
+every output a symbolic ``batch`` dimension. Both exporters flatten a dict output
+by position and only *label* the results with ``output_names``, so the model is
+wrapped to return a tuple in spec order and the names are then checked against
+the values (``verify``): a swapped pair of heads fails the check.
+
+Metadata (``metadata_props``, JSON values, read back with ``read_metadata``) makes
+the file self-describing for consumers such as ``graphc predict``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+import graphc
+from graphc.errors import Problem, RunError, SpecError, UsageError
+from graphc.ir import Graph
+
+if TYPE_CHECKING:
+    from graphc.spec import Spec
+
+ATOL = 1e-4  # fp32 tolerance on logits, absolute
+PREFIX = "graphc."
+SCALING = "pixel / 255"  # the input contract's version: float32 in [0, 1], NCHW
+VERIFY_BATCHES = (1, 7)
+REAL_IMAGES = 64  # data-set images used for parity when a checkpoint and its data are available
+
+
+# --------------------------------------------------------------------------- the deployed model
+
+
+class DeployedModel(nn.Module):
+    """The compiled model as a deployment sees it: [0, 1] pixels in, logits per task out (a tuple in spec order).
+
+    The spec's normalisation lives here, inside the exported graph, so a consumer only
+    has to scale pixels to [0, 1] and cannot forget or misapply the mean and std.
+    """
+
+    def __init__(self, model: nn.Module, tasks: tuple[str, ...], normalize: Mapping[str, Any] | None = None):
+        super().__init__()
+        self.model = model
+        self.tasks = tuple(tasks)
+        self.normalize = normalize is not None
+        if normalize is not None:
+            self.register_buffer("mean", torch.tensor(normalize["mean"], dtype=torch.float32).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(normalize["std"], dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.normalize:
+            image = (image - self.mean) / self.std  # (B, C, H, W)
+        logits = self.model(image)
+        return tuple(logits[task] for task in self.tasks)  # spec order, never dict order
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 in [0, 1]: the exported model's input scaling."""
+    return images.to(torch.float32) / 255.0
+
+
+def require(package: str):
+    """Import ``onnx``/``onnxruntime``/``onnxscript`` or say clearly how to get it."""
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise RunError(
+            f"ONNX export needs the Python package '{package}', which is not installed. "
+            "Install it with `pip install onnx onnxscript onnxruntime` (graphc's own dependencies)."
+        ) from None
+
+
+# --------------------------------------------------------------------------- trained weights
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where the model's weights came from: a checkpoint of a run, or a seeded initialisation."""
+
+    source: str | None = None  # checkpoint file; None for random initialisation
+    epoch: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # validation metrics of that epoch
+    class_names: dict[str, list[str]] = field(default_factory=dict)
+    normalize: dict | None = None  # the normalisation the run trained with
+    data: dict | None = None  # the run's data config (dataset, root, DataSpec), for real-image parity
+    note: str | None = None
+    seed: int | None = None
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint file, or a run directory (then its best.pt)."""
+    from runtime.runs import BEST, is_run_dir
+
+    path = Path(path)
+    if path.is_dir():
+        if (path / BEST).is_file():
+            return path / BEST
+        what = "run directory" if is_run_dir(path) else "directory"
+        raise RunError(
+            f"{path}: this {what} has no {BEST}. A run writes it after its first epoch; "
+            "pass a run directory of a run that completed an epoch, or a .pt file."
+        )
+    return path
+
+
+def read_checkpoint(path: Path) -> tuple[Path, dict]:
+    from runtime.runs import load_checkpoint
+
+    file = resolve_checkpoint(path)
+    return file, load_checkpoint(file)
+
+
+def graph_for(spec: "Spec", checkpoint: Mapping[str, Any] | None = None) -> Graph:
+    """Build the IR; with a checkpoint, with the run's class counts (a folder data set's are known only from disk).
+
+    A spec read from a run's copy (spec.toml) without a ``name`` takes its name from the
+    file; when its text is the checkpoint's own, the checkpoint's name is the right one.
+    """
+    classes = None
+    if checkpoint is not None:
+        classes = (checkpoint.get("config") or {}).get("classes")
+        name = checkpoint.get("spec_name")
+        if name and spec.name != name and spec.sha256 == checkpoint.get("spec_sha256"):
+            spec = spec.model_copy(update={"name": name})
+    return graphc.build_graph(spec, classes=classes)
+
+
+def load_trained(graph: Graph, file: Path, checkpoint: Mapping[str, Any]) -> tuple[nn.Module, Weights]:
+    """Compile ``graph`` and load the checkpoint's weights into it; a clear RunError if it is another spec's."""
+    name, sha = checkpoint.get("spec_name"), checkpoint.get("spec_sha256")
+    if name != graph.name:
+        raise RunError(
+            f"{file} is a checkpoint of spec '{name}', not of '{graph.name}' ({graph.source or 'the spec given'}). "
+            f"Hint: export the spec the run was trained from (the run directory keeps a copy as spec.toml)."
+        )
+    model = graphc.compile_graph(graph, seed=0)
+    different = f" (its spec text differs: sha256 {str(sha)[:12]}... vs {graph.sha256[:12]}...)" if sha != graph.sha256 else ""
+    state = _strip_wrappers(checkpoint.get("model") or {})
+    problems = _state_dict_problems(model.state_dict(), state)
+    if problems:
+        shown = problems[:6] + ([f"and {len(problems) - 6} more"] if len(problems) > 6 else [])
+        raise RunError(
+            f"{file}: its weights do not fit spec '{graph.name}'{different}: " + "; ".join(shown) + ". "
+            "Hint: export the spec the run was trained from (the run directory keeps a copy as spec.toml)."
+        )
+    note = None
+    if sha != graph.sha256:
+        changes = _inference_changes(graph, checkpoint)
+        if changes:
+            raise RunError(
+                f"{file} was trained from a different version of spec '{graph.name}'{different}; the weights fit "
+                f"but the model computes something else: {'; '.join(changes)}. "
+                "Hint: export the spec the run was trained from (the run directory keeps a copy as spec.toml)."
+            )
+        note = "the spec text differs from the checkpoint's, but not in anything inference uses"
+    model.load_state_dict(state)
+    config = checkpoint.get("config") or {}
+    data = config.get("data") or {}
+    metrics = {k: v for k, v in (checkpoint.get("metrics") or {}).items() if k.startswith("val/")}
+    weights = Weights(
+        source=str(file),
+        epoch=checkpoint.get("epoch"),
+        metrics=metrics,
+        class_names={k: list(v) for k, v in (checkpoint.get("class_names") or {}).items()},
+        normalize=data.get("normalize") if "normalize" in data else _normalize_of(graph),
+        data={"dataset": config.get("dataset"), "root": config.get("data_root"), "spec": data} if data else None,
+        note=note,
+        seed=config.get("seed"),
+    )
+    return model, weights
+
+
+def _strip_wrappers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys saved from a torch.compile'd or DDP-wrapped module carry a prefix; the weights are the same."""
+    clean = {}
+    for key, value in state.items():
+        for prefix in ("_orig_mod.", "module."):
+            key = key.removeprefix(prefix)
+        clean[key] = value
+    return clean
+
+
+def _state_dict_problems(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> list[str]:
+    """What does not fit, per parameter, naming the node (state-dict keys start with the node's name)."""
+    problems = []
+    for key, tensor in expected.items():
+        node = key.split(".")[0]
+        if key not in found:
+            problems.append(f"node '{node}': '{key}' {list(tensor.shape)} is missing from the checkpoint")
+        elif tuple(found[key].shape) != tuple(tensor.shape):
+            problems.append(
+                f"node '{node}': '{key}' expects {list(tensor.shape)}, checkpoint has {list(found[key].shape)}"
+            )
+    for key in found:
+        if key not in expected:
+            problems.append(f"the checkpoint has '{key}' {list(found[key].shape)}, which spec node '{key.split('.')[0]}' does not")
+    return problems
+
+
+# Node attributes that change nothing at inference (eval mode, no gradients).
+_TRAINING_ONLY = frozenset({"loss_weight", "label_smoothing", "dropout", "reuse_gradient"})
+
+
+def _inference_changes(graph: Graph, checkpoint: Mapping[str, Any]) -> list[str]:
+    """Differences between ``graph`` and the checkpoint's spec that change what the model computes."""
+    text = checkpoint.get("spec_text")
+    if not text:
+        return ["the checkpoint holds no spec text to compare with"]
+    try:
+        classes = (checkpoint.get("config") or {}).get("classes")
+        trained = graphc.build_graph(graphc.parse_spec(text, name=graph.name), classes=classes)
+    except graphc.SpecError as exc:
+        return [f"the checkpoint's spec no longer builds ({exc.first})"]
+    changes = []
+    for node in graph:
+        if node.name not in trained:
+            changes.append(f"node '{node.name}' is new")
+            continue
+        old = trained[node.name]
+        if (node.kind, node.inputs) != (old.kind, old.inputs):
+            changes.append(f"node '{node.name}' reads {list(node.inputs)}, was {list(old.inputs)}")
+        for key in sorted(set(node.attrs) | set(old.attrs)):
+            if key not in _TRAINING_ONLY and node.attrs.get(key) != old.attrs.get(key):
+                changes.append(f"node '{node.name}', field '{key}': {node.attrs.get(key)!r}, was {old.attrs.get(key)!r}")
+    changes += [f"node '{n.name}' was removed" for n in trained if n.name not in graph]
+    if graph.layers.bn_eps != trained.layers.bn_eps:
+        changes.append(f"layers.bn_eps: {graph.layers.bn_eps}, was {trained.layers.bn_eps}")
+    if graph.head_order != trained.head_order:
+        changes.append(f"head order {list(graph.head_order)}, was {list(trained.head_order)}")
+    return changes
+
+
+def _normalize_of(graph: Graph) -> dict | None:
+    normalize = graph.data.normalize
+    return normalize.model_dump(mode="json") if normalize is not None else None
+
+
+def load_model(spec: "str | Path | Spec | Graph", checkpoint: str | Path | None = None) -> tuple[Graph, DeployedModel, Weights]:
+    """The model to export, in eval mode: a run's weights from ``checkpoint`` (a run directory or a .pt file),
+    else the spec's seeded initialisation."""
+    if isinstance(spec, (str, Path)):
+        spec = graphc.load_spec(spec)
+    if checkpoint is None:
+        graph = spec if isinstance(spec, Graph) else graph_for(spec)
+        model = graphc.compile_graph(graph, seed=graph.train.seed)
+        weights = Weights(normalize=_normalize_of(graph), seed=graph.train.seed)
+    else:
+        file, saved = read_checkpoint(Path(checkpoint))
+        graph = spec if isinstance(spec, Graph) else graph_for(spec, saved)
+        model, weights = load_trained(graph, file, saved)
+    _check_normalize(weights.normalize, graph.input.shape[0])
+    return graph, DeployedModel(model, graph.tasks, weights.normalize).eval(), weights
+
+
+def _check_normalize(normalize: Mapping[str, Any] | None, channels: int) -> None:
+    for key in ("mean", "std"):
+        if normalize is not None and len(normalize[key]) not in (1, channels):
+            raise SpecError(Problem(
+                f"normalize.{key} has {len(normalize[key])} values but the input has {channels} channels.",
+                field=f"data.normalize.{key}", hint=f"give one value per channel ({channels}) or a single value.",
+            ))
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def build_metadata(graph: Graph, weights: Weights) -> dict[str, Any]:
+    """What a consumer needs to use the file without the spec: names, classes, input contract, provenance."""
+    class_names = {}
+    for head in graph.heads:
+        task, count = head.attrs["task"], head.attrs["classes"]
+        names = weights.class_names.get(task)
+        class_names[task] = list(names) if names and len(names) == count else [str(i) for i in range(count)]
+    metadata: dict[str, Any] = {
+        "version": graphc.__version__,
+        "spec_name": graph.name,
+        "spec_sha256": graph.sha256,
+        "spec": graph.spec_text,
+        "tasks": list(graph.tasks),
+        "class_names": class_names,
+        "class_names_source": "checkpoint" if weights.class_names else "indices (no checkpoint)",
+        "outputs": "logits",  # softmax is left to the consumer
+        "input": {
+            "name": graph.input.name,
+            "layout": "NCHW",
+            "shape": ["batch", *graph.input.shape],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "scaling": SCALING,
+            "channels": {1: "L", 3: "RGB", 4: "RGBA"}.get(graph.input.shape[0], "unknown"),
+            "normalize": weights.normalize,
+            "normalize_applied": "in_model" if weights.normalize else None,
+        },
+        "weights": "checkpoint" if weights.source else f"random initialisation (seed {weights.seed})",
+    }
+    if weights.source:
+        metadata["checkpoint"] = {"file": weights.source, "epoch": weights.epoch, "metrics": weights.metrics, "seed": weights.seed}
+    return metadata
+
+
+def read_metadata(model: "str | Path | Any") -> dict[str, Any]:
+    """graphc's metadata of an ONNX file (or ModelProto), JSON values decoded; {} if it has none."""
+    onnx = require("onnx")
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+    metadata = {}
+    for prop in proto.metadata_props:
+        if prop.key.startswith(PREFIX):
+            key = prop.key[len(PREFIX):]
+            try:
+                metadata[key] = json.loads(prop.value)
+            except json.JSONDecodeError:
+                metadata[key] = prop.value
+    return metadata
+
+
+def _write_metadata(proto, metadata: Mapping[str, Any]) -> None:
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = PREFIX + key, json.dumps(value)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_structure(proto, graph: Graph) -> None:
+    """Input named after the input node; outputs named after the tasks, in spec order; a symbolic batch axis on each."""
+    inputs = [i.name for i in proto.graph.input]
+    outputs = [o.name for o in proto.graph.output]
+    problems = []
+    if inputs != [graph.input.name]:
+        problems.append(f"inputs are {inputs}, expected ['{graph.input.name}']")
+    if outputs != list(graph.tasks):
+        problems.append(f"outputs are {outputs}, expected {list(graph.tasks)} (the tasks in spec order)")
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if not dims or not dims[0].dim_param:
+            shown = [d.dim_param or d.dim_value for d in dims]
+            problems.append(f"'{value.name}' has shape {shown}, expected a symbolic batch dimension first")
+    if problems:
+        raise RunError("the exported ONNX graph is not what graphc promises: " + "; ".join(problems) + ".")
+
+
+@dataclass(frozen=True)
+class Parity:
+    """One row of the parity table: one head on one set of inputs."""
+
+    inputs: str  # e.g. "random, batch 7"
+    task: str
+    max_abs_diff: float
+    argmax_agreement: float  # fraction of images with the same top class
+    ties: int  # disagreements where torch's top two logits are within the tolerance
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def verify(session, reference: DeployedModel, inputs: Mapping[str, torch.Tensor], atol: float = ATOL) -> list[Parity]:
+    """Run ONNX Runtime and PyTorch on the same inputs; compare each ONNX output with the torch output of the
+    task it is *named* after (so a mislabelled output fails, whatever its position)."""
+    input_name = session.get_inputs()[0].name
+    output_names = [o.name for o in session.get_outputs()]
+    rows = []
+    for label, images in inputs.items():
+        with torch.inference_mode():
+            expected = dict(zip(reference.tasks, (t.numpy() for t in reference(images))))
+        results = dict(zip(output_names, session.run(None, {input_name: images.numpy()})))
+        for task in reference.tasks:
+            rows.append(_compare(label, task, results, expected, atol))
+    return rows
+
+
+def _compare(label: str, task: str, results: Mapping[str, Any], expected: Mapping[str, Any], atol: float) -> Parity:
+    if task not in results:
+        return Parity(label, task, math.nan, 0.0, 0, f"no ONNX output is named '{task}'")
+    got, want = results[task], expected[task]
+    if got.shape != want.shape:
+        return Parity(label, task, math.nan, 0.0, 0, f"output '{task}' has shape {list(got.shape)}, task '{task}' gives {list(want.shape)}")
+    diff = float(np.abs(got - want).max())
+    same = got.argmax(1) == want.argmax(1)
+    ordered = np.sort(want, axis=1)
+    tie = (ordered[:, -1] - ordered[:, -2] <= atol) if want.shape[1] > 1 else np.zeros(len(want), bool)
+    ties = int((~same & tie).sum())
+    problem = None
+    if not diff <= atol or not (same | tie).all():
+        problem = f"max |diff| {diff:.3g} > {atol:g}" if not diff <= atol else "argmax disagrees"
+        swapped = [
+            other for other, values in expected.items()
+            if other != task and values.shape == got.shape and float(np.abs(got - values).max()) <= atol
+        ]
+        if swapped:
+            problem = f"output '{task}' carries the values of task '{swapped[0]}' (outputs mislabelled)"
+    return Parity(label, task, diff, float(same.mean()), ties, problem)
+
+
+def verification_inputs(shape: tuple[int, ...], weights: Weights) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Random [0, 1] images at batch 1 and 7; plus data-set images when the checkpoint's data is at hand."""
+    g = torch.Generator().manual_seed(0)
+    inputs = {f"random, batch {b}": torch.rand(b, *shape, generator=g) for b in VERIFY_BATCHES}
+    note = None
+    if weights.data is not None:
+        try:
+            images, split = _real_images(weights.data, shape)
+            inputs[f"{weights.data['dataset']} {split}, batch {len(images)}"] = to_unit_float(images)
+        except Exception as exc:  # the data is optional here: say why it was skipped, never fail the export on it
+            note = f"data-set images skipped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    return inputs, note
+
+
+def _real_images(data: Mapping[str, Any], shape: tuple[int, ...]) -> tuple[torch.Tensor, str]:
+    from graphc.spec import DataSpec
+    from runtime.data import load_dataset
+
+    spec = DataSpec.model_validate(data["spec"])
+    dataset = load_dataset(spec, dataset=data["dataset"], root=data["root"], image_shape=tuple(shape), download=False)
+    split, name = (dataset.test, "test") if len(dataset.test) else (dataset.val, "val")
+    return split.images[:REAL_IMAGES], name
+
+
+# --------------------------------------------------------------------------- export
+
+
+@dataclass
+class ExportReport:
+    path: str
+    spec: str
+    tasks: list[str]
+    opset: int
+    size_bytes: int
+    export_s: float
+    verify_s: float | None
+    parity: list[Parity]
+    metadata: dict[str, Any]
+    notes: list[str]
+    written: bool
+
+    @property
+    def passed(self) -> bool:
+        return all(row.ok for row in self.parity)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["parity"] = [
+            {**asdict(row), "max_abs_diff": row.max_abs_diff if math.isfinite(row.max_abs_diff) else None, "ok": row.ok}
+            for row in self.parity
+        ]
+        out["verified"] = bool(self.parity)
+        out["passed"] = self.passed
+        out["metadata"] = {k: v for k, v in self.metadata.items() if k != "spec"}
+        return out
+
+
+def check_writable(path: Path) -> None:
+    """Fail before the (slow) export if ``path`` cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--onnx {path}: is a directory; give a file name such as {path / 'model.onnx'}.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"--onnx {path}: the directory {parent} does not exist; create it or choose another path.")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--onnx {path}: cannot write in {parent} ({exc.strerror}); choose another path.") from None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter reports progress on stdout and version-conversion fallbacks as warnings and log
+    records (with tracebacks); graphc reports the outcome itself, so silence them for the call."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def to_onnx(model: DeployedModel, graph: Graph, opset: int | None = None):
+    """Export ``model`` (eval mode) with the dynamo exporter: a ModelProto with named I/O and a symbolic batch axis."""
+    require("onnxscript")
+    onnx = require("onnx")
+    if opset is not None and not 13 <= opset <= onnx.defs.onnx_opset_version():
+        raise UsageError(f"--opset {opset}: expected 13 to {onnx.defs.onnx_opset_version()} (the installed onnx's newest).")
+    clash = graph.input.name in graph.tasks
+    if clash:
+        raise UsageError(
+            f"the input node '{graph.input.name}' has the name of a task; ONNX needs distinct input and output names. "
+            "Rename the input node."
+        )
+    example = torch.rand(2, *graph.input.shape)  # batch 2: torch.export specialises a batch of 1
+    try:
+        with _quiet():
+            program = torch.onnx.export(
+                model,
+                (example,),
+                input_names=[graph.input.name],
+                output_names=list(graph.tasks),
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
+    except Exception as exc:  # the exporter raises many types; the user needs the gist, not its traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"ONNX export of spec '{graph.name}' failed ({type(exc).__name__}: {first}).") from None
+    proto = program.model_proto
+    if opset is not None and _opset_of(proto) != opset:
+        raise RunError(
+            f"the exporter could not convert spec '{graph.name}' to opset {opset} (it produced opset {_opset_of(proto)}). "
+            "Choose a newer --opset, or omit it for the exporter's own."
+        )
+    proto.graph.name = graph.name
+    proto.doc_string = graph.description or f"graphc spec {graph.name}"
+    return proto
+
+
+def export_onnx(
+    spec: "str | Path | Spec | Graph",
+    out: str | Path,
+    checkpoint: str | Path | None = None,
+    opset: int | None = None,
+    verify_model: bool = True,
+) -> ExportReport:
+    """Export a spec (with a run's weights if ``checkpoint`` is given) to ``out``.
+
+    The file is written only if it passes the checker and, unless ``verify_model`` is
+    false, the parity check; ``report.passed`` says whether it did.
+    """
+    onnx = require("onnx")
+    if verify_model:
+        ort = require("onnxruntime")
+    out = Path(out)
+    check_writable(out)
+    graph, model, weights = load_model(spec, checkpoint)
+
+    start = time.perf_counter()
+    proto = to_onnx(model, graph, opset)
+    export_s = time.perf_counter() - start
+    metadata = build_metadata(graph, weights)
+    _write_metadata(proto, metadata)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise RunError(f"the exported ONNX model of spec '{graph.name}' fails onnx.checker: {str(exc).splitlines()[0]}") from None
+    check_structure(proto, graph)
+    data = proto.SerializeToString()
+    notes = [weights.note] if weights.note else []
+
+    parity: list[Parity] = []
+    verify_s = None
+    if verify_model:
+        start = time.perf_counter()
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        inputs, note = verification_inputs(graph.input.shape, weights)
+        notes += [note] if note else []
+        parity = verify(session, model, inputs)
+        verify_s = time.perf_counter() - start
+
+    report = ExportReport(
+        path=str(out), spec=graph.name, tasks=list(graph.tasks), opset=_opset_of(proto), size_bytes=len(data),
+        export_s=export_s, verify_s=verify_s, parity=parity, metadata=metadata, notes=notes, written=False,
+    )
+    if report.passed:
+        from runtime.runs import atomic_write_bytes
+
+        try:
+            atomic_write_bytes(out, data)
+        except OSError as exc:
+            raise RunError(f"{out}: cannot be written ({exc.strerror}).") from None
+        report.written = True
+    return report
+
+
+def _opset_of(proto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)

@@ -1,0 +1,186 @@
+"""Predict labels of image files with an exported ONNX model or a run directory.
+
+This is the consumer side of ``graphc export``: given only a ``.onnx`` file it
+reads graphc's metadata (input name, shape, scaling, tasks, class names) and
+needs neither the spec nor torch's model code, which proves the file is
+self-describing. Given a run directory it compiles the run's spec, loads
+``best.pt`` and runs it with PyTorch (no export: quicker, and no ONNX Runtime
+needed), through the same ``DeployedModel`` wrapper the export uses, so both
+paths take the same [0, 1] input and apply the same normalisation.
+
+Images are decoded with Pillow (PNG, JPEG, ...), converted to the model's
+channels (L, RGB or RGBA), and resized (bilinear, to exactly H x W, aspect ratio
+not kept) when their size differs from the input's - or rejected with
+``resize=False``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from graphc.errors import RunError, UsageError
+
+MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+@dataclass
+class Predictor:
+    """A model behind one interface: [0, 1] float32 (N, C, H, W) in, {task: logits (N, classes)} out."""
+
+    source: str
+    kind: str  # "onnx" or "torch"
+    input_shape: tuple[int, int, int]
+    tasks: list[str]
+    class_names: dict[str, list[str]]
+    run: Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def open_model(path: str | Path) -> Predictor:
+    """An exported ``.onnx`` file, or a run directory (its spec and best.pt, run with PyTorch)."""
+    from runtime.runs import is_run_dir
+
+    path = Path(path)
+    if path.is_dir():
+        if not is_run_dir(path) and not (path / "best.pt").is_file():
+            raise UsageError(f"{path}: is a directory but not a run directory (no config.json); give a run directory or a .onnx file.")
+        return _torch_predictor(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file or run directory; give an exported .onnx file or a run directory.")
+    return _onnx_predictor(path)
+
+
+def _onnx_predictor(path: Path) -> Predictor:
+    from graphc.export import SCALING, read_metadata, require
+
+    onnx = require("onnx")
+    ort = require("onnxruntime")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise RunError(f"{path}: cannot be read as an ONNX model ({type(exc).__name__}). Is it a .onnx file?") from None
+    meta = read_metadata(proto)
+    needed = ("tasks", "class_names", "input")
+    if any(key not in meta for key in needed):
+        raise RunError(
+            f"{path}: has no graphc metadata ({', '.join(needed)}), so its input scaling and class names are unknown. "
+            "Export it with `graphc export SPEC --onnx FILE`."
+        )
+    spec_input = meta["input"]
+    if spec_input.get("scaling") != SCALING or spec_input.get("layout") != "NCHW":
+        raise RunError(
+            f"{path}: expects input {spec_input.get('layout')} scaled as {spec_input.get('scaling')!r}; this graphc "
+            f"knows only NCHW scaled as {SCALING!r}. Re-export it with this version of graphc."
+        )
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
+    name = spec_input["name"]
+
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(outputs, session.run(None, {name: images})))
+
+    return Predictor(str(path), "onnx", tuple(spec_input["shape"][1:]), list(meta["tasks"]), meta["class_names"], run)
+
+
+def _torch_predictor(run_dir: Path) -> Predictor:
+    import graphc
+    from graphc.export import build_metadata, load_model, read_checkpoint
+    from runtime.runs import SPEC_COPY
+
+    spec_file = run_dir / SPEC_COPY
+    if spec_file.is_file():
+        spec = graphc.load_spec(spec_file)
+    else:  # the checkpoint carries the spec text too
+        _, saved = read_checkpoint(run_dir)
+        spec = graphc.parse_spec(saved.get("spec_text") or "", name=saved.get("spec_name"))
+    graph, model, weights = load_model(spec, run_dir)  # its best.pt
+    meta = build_metadata(graph, weights)
+
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            return {task: t.numpy() for task, t in zip(model.tasks, model(torch.from_numpy(images)))}
+
+    return Predictor(str(run_dir), "torch", tuple(graph.input.shape), list(graph.tasks), meta["class_names"], run)
+
+
+# --------------------------------------------------------------------------- images
+
+
+@dataclass
+class LoadedImage:
+    path: str
+    size: tuple[int, int]  # (height, width) as found in the file
+    resized: bool
+
+
+def load_images(paths: Sequence[str | Path], shape: tuple[int, int, int], resize: bool = True) -> tuple[np.ndarray, list[LoadedImage]]:
+    """Decode images to uint8 (N, C, H, W) at the model's input shape."""
+    from PIL import Image, UnidentifiedImageError
+
+    channels, height, width = shape
+    if channels not in MODES:
+        raise RunError(f"the model takes {channels}-channel images; image files give 1 (L), 3 (RGB) or 4 (RGBA) channels.")
+    arrays, loaded = [], []
+    for path in map(Path, paths):
+        try:
+            with Image.open(path) as image:
+                image = image.convert(MODES[channels])
+                found = (image.height, image.width)
+                if found != (height, width):
+                    if not resize:
+                        raise RunError(
+                            f"{path}: is {found[1]}x{found[0]} (width x height) but the model takes {width}x{height}. "
+                            "Resize it, or drop --no-resize to let graphc resize it (bilinear, aspect ratio not kept)."
+                        )
+                    image = image.resize((width, height), Image.BILINEAR)
+                array = np.asarray(image, dtype=np.uint8)
+        except FileNotFoundError:
+            raise RunError(f"{path}: no such image file.") from None
+        except IsADirectoryError:
+            raise RunError(f"{path}: is a directory, not an image file.") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise RunError(f"{path}: cannot be read as an image ({exc}); give PNG or JPEG files.") from None
+        arrays.append(array.reshape(height, width, channels).transpose(2, 0, 1))  # (H, W, C) -> (C, H, W)
+        loaded.append(LoadedImage(str(path), found, found != (height, width)))
+    return np.stack(arrays), loaded
+
+
+# --------------------------------------------------------------------------- predict
+
+
+@dataclass
+class Prediction:
+    image: LoadedImage
+    heads: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # task -> [{index, label, probability}]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def predict(model: str | Path | Predictor, images: Sequence[str | Path], top_k: int = 3, resize: bool = True) -> tuple[Predictor, list[Prediction]]:
+    """Top-k labels and probabilities per head for each image."""
+    if top_k < 1:
+        raise UsageError(f"--top-k {top_k}: expected a positive number of labels per head.")
+    if not images:
+        raise UsageError("no images given; name one or more PNG or JPEG files.")
+    predictor = model if isinstance(model, Predictor) else open_model(model)
+    pixels, loaded = load_images(images, predictor.input_shape, resize=resize)
+    logits = predictor.run((pixels.astype(np.float32) / 255.0))  # the exported model's input scaling
+    predictions = [Prediction(image) for image in loaded]
+    for task in predictor.tasks:
+        probabilities = softmax(logits[task].astype(np.float64))
+        names = predictor.class_names.get(task) or [str(i) for i in range(probabilities.shape[1])]
+        k = min(top_k, probabilities.shape[1])
+        for row, prediction in zip(probabilities, predictions):
+            best = np.argsort(-row, kind="stable")[:k]
+            prediction.heads[task] = [
+                {"index": int(i), "label": names[i], "probability": float(row[i])} for i in best
+            ]
+    return predictor, predictions
