@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from graphc.build import build_graph
 from graphc.errors import Problem, SpecError
 from graphc.ir import Graph, Node
-from graphc.spec import Spec, json_schema, load_spec, parse_spec
+from graphc.load import load_spec, parse_spec
+from graphc.spec import Spec, json_schema
 
 if TYPE_CHECKING:
     from torch import fx

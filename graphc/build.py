@@ -31,8 +31,8 @@ from graphc.spec import (
     HeadNode,
     InputNode,
     Spec,
-    _SourceMap,
 )
+from graphc.load import SourceMap
 
 
 def _inputs_of(node) -> tuple[str, ...]:
@@ -47,7 +47,7 @@ class _Builder:
     def __init__(self, spec: Spec, classes: Mapping[str, int] | None):
         self.spec = spec
         self.file = spec.source
-        self.where = _SourceMap(spec.text)
+        self.where = SourceMap(spec.text)
         self.index = {node.name: i for i, node in enumerate(spec.nodes)}
         self.data_classes: Mapping[str, int | None] = (
             dict(classes) if classes is not None else spec.data.known_classes()

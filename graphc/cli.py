@@ -167,23 +167,230 @@ def report(
     fmt: str = typer.Option("md", "--format", help="What to print: md (a table), csv or json (also writes results.json)."),
 ) -> None:
     """Compare runs: one row per spec, mean ± sd over seeds, learning curves per head."""
-    from runtime import report as reporting
+    from runtime import report_render as render
+    from runtime.report import FORMATS, build_report, write_report
 
-    if fmt not in reporting.FORMATS:
-        raise UsageError(f"--format '{fmt}': expected one of {', '.join(reporting.FORMATS)}.")
-    result = reporting.build_report(runs, split=split, epoch=epoch, baseline=baseline)
+    if fmt not in FORMATS:
+        raise UsageError(f"--format '{fmt}': expected one of {', '.join(FORMATS)}.")
+    result = build_report(runs, split=split, epoch=epoch, baseline=baseline)
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {_escape(warning)}")
-    written = reporting.write_report(result, out_dir, json_file=fmt == "json")
+    written = write_report(result, out_dir, json_file=fmt == "json")
     if fmt == "csv":
-        print(reporting.render_csv(result), end="")
+        print(render.render_csv(result), end="")
     elif fmt == "json":
-        print(reporting.render_json(result))
+        print(render.render_json(result))
     else:
-        out.print(reporting.rich_table(result))
+        out.print(render.rich_table(result))
         for note in result.notes:
             out.print(_escape(note))
     (out if fmt == "md" else err).print(f"wrote {', '.join(_escape(str(p)) for p in written)}")
+
+
+# --------------------------------------------------------------------------- train / eval
+
+
+@app.command()
+@guarded
+def train(
+    specs: Optional[List[Path]] = typer.Argument(
+        None, metavar="SPEC", help="Spec files to train, one after another.", show_default=False
+    ),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Run N seeds per spec, from the spec's train.seed up."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Run this one seed (instead of the spec's train.seed)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override train.epochs (with --resume: the new total)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Override train.batch_size."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Override the optimiser's learning rate."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Override data.dataset: cifar100, imagefolder, synthetic."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Override data.root (where the data set is or goes)."),
+    out_dir: Path = typer.Option(Path("runs"), "--out", help="Root of the run directories (runs/<spec>/<seed>-<time>/)."),
+    limit_train: Optional[int] = typer.Option(None, "--limit-train", min=1, help="Train on the first N training images."),
+    limit_val: Optional[int] = typer.Option(None, "--limit-val", min=1, help="Validate on the first N validation images."),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR from its last.pt (no SPEC then)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar: only the per-epoch lines (for logs)."),
+) -> None:
+    """Train specs: every spec x seed gets a run directory, printed on stdout as it ends.
+
+    Ctrl-C stops after the last completed epoch (exit 130) and prints how to resume.
+    """
+    from runtime import launch
+
+    if lr is not None and not lr > 0:
+        raise UsageError(f"--lr must be positive, got {lr}.")
+    overrides = launch.Overrides(
+        epochs=epochs, batch_size=batch_size, lr=lr, device=device, dataset=dataset,
+        data_dir=data_dir, limit_train=limit_train, limit_val=limit_val,
+    )
+
+    def announce(result) -> None:
+        summary = result.summary
+        test = summary.get("test") or {}
+        accs = ", ".join(f"{key[:-4]} {value:.2%}" for key, value in test.items() if key.endswith("/acc"))
+        err.print(
+            f"{result.status.replace('_', ' ')}: epochs {summary['epochs_completed']}, best epoch {summary['best_epoch']}"
+            + (f", test accuracy {accs}" if accs else "")
+            + f" ({summary['wall_time_s']:.1f} s)",
+            markup=False, highlight=False,
+        )
+        out.print(str(result.run_dir), markup=False, highlight=False)
+
+    try:
+        results = launch.train_command(
+            specs or [], seeds=seeds, seed=seed, overrides=overrides, out=out_dir, resume=resume,
+            quiet=quiet, console=err, on_result=announce,
+        )
+    except KeyboardInterrupt:  # outside an epoch (e.g. while loading data): nothing to save
+        err.print("interrupted.", markup=False)
+        raise typer.Exit(130) from None
+    if results and results[-1].status == "interrupted":
+        last = results[-1]
+        err.print(
+            f"interrupted; {last.run_dir / 'last.pt'} holds the last completed epoch ({last.summary['epochs_completed']}). "
+            f"Resume with:\n  {last.resume_command}",
+            markup=False, highlight=False,
+        )
+        raise typer.Exit(130)
+
+
+@app.command(name="eval")
+@guarded
+def eval_command(
+    run_dir: Path = typer.Argument(..., help="A run directory (runs/<spec>/<seed>-<time>/).", show_default=False),
+    split: str = typer.Option("val", "--split", help="val or test."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best (best.pt) or last (last.pt)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where the run's data set is now, if it moved."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Evaluate a run's checkpoint on its validation or test split: per-head loss and accuracies."""
+    from runtime.evaluate import evaluate_run, metrics_table
+
+    result = evaluate_run(run_dir, split=split, checkpoint=checkpoint, device=device, data_dir=data_dir)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        out.print(metrics_table(result))
+
+
+# --------------------------------------------------------------------------- export / predict
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+@app.command()
+@guarded
+def export(
+    spec: Path = typer.Argument(..., help="Spec file.", show_default=False),
+    onnx_file: Path = typer.Option(..., "--onnx", help="Write an ONNX model to this file.", show_default=False),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Trained weights: a run directory (its best.pt) or a .pt file."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's)."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check ONNX Runtime against PyTorch (batch 1 and 7, plus the run's data)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the export report as JSON."),
+) -> None:
+    """Export a spec (randomly initialised, or with a run's weights) to ONNX, checked and verified.
+
+    The file is written only if it passes onnx.checker and the parity check (logits within 1e-4, same argmax); otherwise exit 1.
+    """
+    from graphc.export import ATOL, export_onnx
+
+    report = export_onnx(spec, onnx_file, checkpoint=checkpoint, opset=opset, verify_model=verify)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        if report.parity:
+            table = Table(title=f"ONNX Runtime vs PyTorch (tolerance {ATOL:g} on logits)")
+            for column in ("inputs", "head", "max |diff|", "argmax agreement", ""):
+                table.add_column(column, justify="right" if column in ("max |diff|", "argmax agreement") else "left")
+            for row in report.parity:
+                table.add_row(
+                    row.inputs, row.task, f"{row.max_abs_diff:.2e}", f"{row.argmax_agreement:.1%}",
+                    "[green]ok[/]" if row.ok else f"[bold red]{_escape(row.problem or '')}[/]",
+                )
+            out.print(table)
+        for note in report.notes:
+            out.print(f"note: {_escape(note)}")
+        weights = report.metadata.get("checkpoint")
+        source = f"weights of epoch {weights['epoch']} from {weights['file']}" if weights else report.metadata["weights"]
+        heads = ", ".join(f"{t}({len(report.metadata['class_names'][t])})" for t in report.tasks)
+        if report.written:
+            out.print(
+                f"wrote {_escape(report.path)}: {_size(report.size_bytes)}, opset {report.opset}, "
+                f"exported in {report.export_s:.1f} s; spec {report.spec}, heads {heads}; {_escape(source)}"
+                + ("" if report.parity else " [yellow](not verified: --no-verify)[/]")
+            )
+    if not report.passed:
+        raise fail(
+            f"the ONNX model does not match PyTorch (see the table); {_escape(report.path)} was not written. "
+            "Re-run with --no-verify to write it anyway.",
+            1,
+        )
+
+
+@app.command()
+@guarded
+def predict(
+    model: Path = typer.Argument(..., help="An exported .onnx file, or a run directory (its spec and best.pt, run with PyTorch).", show_default=False),
+    images: List[Path] = typer.Argument(..., help="PNG or JPEG images.", show_default=False),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="Labels to show per head."),
+    resize: bool = typer.Option(True, "--resize/--no-resize", help="Resize images of another size to the model's input (bilinear), or reject them."),
+    as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
+) -> None:
+    """Predict per-head top-k labels with probabilities for image files."""
+    from dataclasses import asdict
+
+    from runtime.predict import predict as run_predict
+
+    predictor, predictions = run_predict(model, images, top_k=top_k, resize=resize)
+    if as_json:
+        print(json.dumps({
+            "model": predictor.source, "runtime": predictor.kind, "input_shape": list(predictor.input_shape),
+            "tasks": predictor.tasks, "predictions": [{**asdict(p.image), "heads": p.heads} for p in predictions],
+        }, indent=2))
+        return
+    table = Table(title=f"{predictor.source} ({'ONNX Runtime' if predictor.kind == 'onnx' else 'PyTorch'})")
+    table.add_column("image")
+    for task in predictor.tasks:
+        table.add_column(task)
+    for p in predictions:
+        name = p.image.path + (f" (resized from {p.image.size[1]}x{p.image.size[0]})" if p.image.resized else "")
+        cells = ["\n".join(f"{c['label']} {c['probability']:.1%}" for c in p.heads[task]) for task in predictor.tasks]
+        table.add_row(_escape(name), *map(_escape, cells))
+    out.print(table)
+
+
+@app.command()
+@guarded
+def render(
+    specs: List[Path] = typer.Argument(..., help="Spec files to draw.", show_default=False),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", show_default=False,
+        help="Output file (several specs: drawn side by side on one page); '-' prints svg, dot or mermaid "
+        "to stdout. Default: <spec-stem>.<format> in the current directory, one file per spec.",
+    ),
+    fmt: Optional[str] = typer.Option(
+        None, "--format", "-f", show_default=False,
+        help="svg, png, pdf (pictures, drawn with matplotlib) or dot, mermaid (text). Default: from -o's suffix, else svg.",
+    ),
+    no_shapes: bool = typer.Option(False, "--no-shapes", help="Leave tensor shapes off edges and boxes."),
+    direction: str = typer.Option("TB", "--direction", help="TB (inputs at the top) or LR (inputs at the left)."),
+) -> None:
+    """Draw specs' architecture: shared and reused nodes, shapes, parameter counts. No graphviz needed."""
+    import sys
+
+    from graphc.render import render_specs
+
+    for result in render_specs(specs, output, fmt, direction=direction, shapes=not no_shapes):
+        if result.path is None:
+            sys.stdout.write(result.data.decode())
+            sys.stdout.flush()
+            err.print(f"printed {result.format} ({result.how})")
+        else:
+            out.print(f"wrote {_escape(str(result.path))} ({result.format}, {result.how})")
 
 
 def main() -> None:

@@ -353,7 +353,7 @@ def render_specs(
     UsageError, both before anything is written.
     """
     from graphc.build import build_graph
-    from graphc.spec import load_spec
+    from graphc.load import load_spec
 
     fmt, how = resolve_format(fmt, output)
     direction = check_direction(direction)
