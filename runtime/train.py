@@ -6,7 +6,7 @@ The loop is plain PyTorch::
 
     for epoch:                                      # fit
         for batch in a seeded permutation:          # train_epoch
-            x = augment(to_float(uint8 batch on device))
+            x = normalize(augment(to_float(uint8 batch on device)))
             loss = sum_t w_t * CE_t(model(x)[t])    # train_step
             backward, clip, step, schedule step
         evaluate on val; append metrics; write last.pt (and best.pt)
@@ -266,7 +266,7 @@ def training_tensors(run: Run) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
 
 def train_epoch(run: Run, epoch: int, progress: EpochProgress) -> tuple[dict[str, float], float, float]:
     """One pass over the training split in a fresh seeded order: ``(metrics, images/s, lr)``."""
-    from runtime.augment import to_float
+    from runtime.augment import normalize_, to_float
 
     split, device = run.dataset.train, run.device
     images, labels = training_tensors(run)
@@ -280,8 +280,10 @@ def train_epoch(run: Run, epoch: int, progress: EpochProgress) -> tuple[dict[str
     lr = run.optimizer.param_groups[0]["lr"]
     for step, index in enumerate(batches, start=1):
         index = index.to(images.device)
-        x = to_float(images[index].to(device, non_blocking=True), run.spec.data.normalize)  # (B, C, H, W) float
-        x = run.augment(x, run.augment_rng)
+        # Augment pixels in [0, 1] (so a "zeros" fill is black), then normalise.
+        x = run.augment(to_float(images[index].to(device, non_blocking=True), None), run.augment_rng)  # (B, C, H, W)
+        if run.spec.data.normalize is not None:
+            x = normalize_(x, run.spec.data.normalize)
         y = {t: labels[t][index].to(device, non_blocking=True) for t in run.tasks}  # {task: (B,)}
         lr = run.optimizer.param_groups[0]["lr"]
         outputs, total, parts = train_step(run, x, y)
