@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 
 from graphc.errors import Problem, RunError, SpecError, did_you_mean
 from runtime.data import Split, default_data_dir
+from runtime.runs import atomic_write
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHE_FORMAT = "graphc-imagefolder/1"
@@ -216,17 +216,7 @@ def _read_cache(path: Path, key: str) -> dict | None:
 
 def _write_cache(path: Path, content: dict) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(content, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda f: torch.save(content, f))  # streamed: the cache can be hundreds of MB
     except OSError as exc:  # read-only home, full disk: the data is still good, just not cached
         warnings.warn(f"could not write the image cache {path} ({exc}); images will be decoded again next time.")
 
