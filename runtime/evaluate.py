@@ -22,6 +22,7 @@ from graphc.ir import Graph
 from graphc.spec import DataSpec, InputNode, Spec, TrainSpec
 from runtime import runs
 from runtime.metrics import HeadInfo, Hierarchy, Meter, compute_loss, heads_of, hierarchies_of
+from runtime.weights import load_trained
 
 # --------------------------------------------------------------------------- where to run
 
@@ -208,13 +209,7 @@ def evaluate_run(
     target = resolve_device(device)
     dataset = load_run_data(spec, config, data_dir)
     graph = graphc.build_graph(spec, classes=dataset.classes)
-    model = graphc.compile_graph(graph)
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as exc:
-        raise RunError(
-            f"{path}: its weights do not fit the model of {run_dir / runs.SPEC_COPY} ({str(exc).splitlines()[0]})."
-        ) from None
+    model, _ = load_trained(graph, path, state)  # names the node whose weights do not fit
     model.to(target)
     heads = heads_of(graph)
     data_split = dataset.val if split == "val" else dataset.test

@@ -88,7 +88,8 @@ def _onnx_predictor(path: Path) -> Predictor:
 
 def _torch_predictor(run_dir: Path) -> Predictor:
     import graphc
-    from graphc.export import build_metadata, load_model, read_checkpoint
+    from graphc.export import build_metadata, load_model
+    from runtime.weights import read_checkpoint
     from runtime.runs import SPEC_COPY
 
     spec_file = run_dir / SPEC_COPY

@@ -77,7 +77,8 @@ def test_eval_checkpoint_that_does_not_fit_the_spec(run_dir, tmp_path):
     shutil.copytree(run_dir, copy)
     (copy / "spec.toml").write_text((copy / "spec.toml").read_text().replace("units = [32]", "units = [16]"))
     result = invoke("eval", copy, code=1)
-    assert "do not fit the model" in result.stderr
+    assert "its weights do not fit spec" in result.stderr
+    assert "expects [16, " in result.stderr and "node '" in result.stderr  # names the node and tensor
 
 
 def test_eval_bad_options(run_dir):
