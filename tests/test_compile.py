@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,6 +68,17 @@ def test_inferred_shapes_and_counts_match_a_real_forward(reference):
         real = sum(p.numel() for p in submodule.parameters()) if submodule is not None else 0
         assert real == node.num_params, node.name
     assert list(module(torch.rand(2, 3, 32, 32))) == ["fine", "coarse"]
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in Path("specs").rglob("*.toml") if "examples" in p.parts))
+def test_example_specs_shapes_and_counts_match_a_real_forward(path):
+    module, graph = graphc.model_from_spec(path, seed=0)
+    outputs = node_outputs(module.eval(), torch.rand(2, *graph.input.shape))
+    for node in graph:
+        assert tuple(outputs[node.name].shape) == (2, *node.shape), node.name
+        submodule = getattr(module, node.name, None)
+        assert (sum(p.numel() for p in submodule.parameters()) if submodule is not None else 0) == node.num_params
+    assert sum(p.numel() for p in module.parameters()) == graph.total_params
 
 
 def test_layer_defaults_are_keras_equivalent(reference):
