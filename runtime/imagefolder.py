@@ -13,7 +13,7 @@
   dropped, palette images are expanded. They must all have the input node's
   height and width (or, without one, the first image's), unless ``data.resize =
   [H, W]`` is set: then every image is resized to it (bilinear, antialiased).
-- Files with other suffixes and hidden folders are ignored; an empty class folder,
+- Files with other suffixes and hidden folders are ignored; a single class, an empty class folder,
   or a test class that has no training folder, is an error.
 
 Decoding happens once: the uint8 tensors go to a cache file in
@@ -69,6 +69,11 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]], str]:
     classes = _class_folders(root / "train")
     if not classes:
         raise RunError(f"{root / 'train'} has no class folders; expected {LAYOUT}.")
+    if len(classes) == 1:  # one class: the loss is 0 and the accuracy 100% whatever the model does
+        raise RunError(
+            f"{root / 'train'} has a single class folder ({classes[0]}); a classifier needs at least two. "
+            "Add a folder per class."
+        )
     if not _class_folders(root / "test"):
         raise RunError(f"{root / 'test'} has no class folders; expected {LAYOUT}.")
     index = {name: i for i, name in enumerate(classes)}

@@ -25,7 +25,7 @@ from graphc.errors import RunError, UsageError, did_you_mean
 from graphc.spec import DATASETS, DataSpec, Spec, TrainSpec
 from runtime import runs
 from runtime.evaluate import input_shape, load_run_data, read_config, resolve_device, resolve_precision, spec_of_run
-from runtime.train import Run, build_run, check_monitors, finish, fit, make_checkpoint, restore_checkpoint
+from runtime.train import Run, build_run, check_run, finish, fit, make_checkpoint, restore_checkpoint
 
 
 # --------------------------------------------------------------------------- options
@@ -199,7 +199,7 @@ def train_run(
         "started": _now(),
     }
     run = build_run(Path("."), spec, graph, dataset, device, config)
-    check_monitors(run)
+    check_run(run)
     run.run_dir = runs.new_run_dir(out, graph.name, seed)
     runs.atomic_write_text(run.run_dir / runs.SPEC_COPY, graph.spec_text)
     runs.write_json(run.run_dir / runs.CONFIG, config)
@@ -272,9 +272,15 @@ def resume_run(
 
     run = build_run(run_dir, spec, graph, dataset, device, config)
     restore_checkpoint(run, checkpoint, last)
-    if overrides.epochs is not None and overrides.epochs > done:
-        run.monitor["stopped"] = False  # asked explicitly for more epochs
-    check_monitors(run)
+    if overrides.epochs is not None and overrides.epochs > done and run.monitor["stopped"]:
+        # Asked explicitly for more epochs after early stopping: give patience a fresh start,
+        # or the first epoch without improvement would stop the run again.
+        run.monitor["stopped"], run.monitor["stop_wait"] = False, 0
+    check_run(run)
+    if done and run.monitor["best_epoch"] == done:
+        # last.pt is written before best.pt: a run killed between the two writes of its best
+        # epoch has a stale (or no) best.pt, while last.pt holds exactly that best epoch.
+        runs.atomic_write_bytes(run_dir / runs.BEST, last.read_bytes())
     runs.truncate_metrics(run_dir, done)  # rows of an epoch that never reached last.pt
     (run_dir / runs.SUMMARY).unlink(missing_ok=True)  # in progress again
     runs.write_json(run_dir / runs.CONFIG, config)

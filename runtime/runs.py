@@ -146,8 +146,10 @@ def new_run_dir(root: Path, spec_name: str, seed: int) -> Path:
 
 
 def is_run_dir(path: Path) -> bool:
+    """A directory graphc train wrote: its metrics file, or its config beside the spec copy
+    (a lone config.json is too common a name to claim a folder)."""
     path = Path(path)
-    return (path / CONFIG).is_file() or (path / METRICS_JSONL).is_file()
+    return (path / METRICS_JSONL).is_file() or ((path / CONFIG).is_file() and (path / SPEC_COPY).is_file())
 
 
 def find_runs(paths: Iterable[Path]) -> list[Path]:

@@ -165,6 +165,25 @@ def check_monitors(run: Run) -> None:
         raise SpecError(Problem(message, file=run.spec.source, field=f"train.{name}.metric", hint=hint))
 
 
+def check_run(run: Run) -> None:
+    """What would otherwise fail only inside the first epoch, checked before any file is written."""
+    from runtime.augment import normalize_
+
+    check_monitors(run)
+    if run.spec.train.batch_size < 2:  # BatchNorm1d cannot normalise over a single image while training
+        norms = [name for name, m in run.model.named_modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        if norms:
+            raise SpecError(Problem(
+                f"is 1, but node '{norms[0].split('.')[0]}' has batch norm, which needs at least 2 images per training batch.",
+                file=run.spec.source, field="train.batch_size", hint="set train.batch_size (or --batch-size) to 2 or more.",
+            ))
+    if run.spec.data.normalize is not None:  # normalize_ checks its values against the image channels
+        try:
+            normalize_(torch.zeros(1, run.dataset.image_shape[0], 1, 1), run.spec.data.normalize)
+        except SpecError as exc:
+            raise SpecError(Problem(exc.first.message, file=run.spec.source, field=f"data.{exc.field}", hint=exc.hint)) from None
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -298,6 +317,14 @@ def train_epoch(run: Run, epoch: int, progress: EpochProgress) -> tuple[dict[str
     return metrics, meter.count / max(seconds, 1e-9), lr
 
 
+def evaluate_split(run: Run, split) -> dict[str, float]:
+    """The run's model on a split, in eval mode, as the run trains it (device, precision, normalisation)."""
+    return evaluate(
+        run.model, split, run.heads, run.hierarchies, device=run.device,
+        precision=run.precision, normalize=run.spec.data.normalize, batch_size=run.spec.train.batch_size,
+    )
+
+
 def improved(value: float | None, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
     if value is None or value != value:  # missing or NaN never improves
         return False
@@ -332,12 +359,7 @@ def fit(run: Run, console: Console, quiet: bool = False) -> str:
             epoch = run.epoch + 1
             started = time.perf_counter()
             train_metrics, images_per_s, lr = train_epoch(run, epoch, progress)
-            val_metrics = None
-            if len(run.dataset.val):
-                val_metrics = evaluate(
-                    run.model, run.dataset.val, run.heads, run.hierarchies, device=run.device,
-                    precision=run.precision, normalize=run.spec.data.normalize, batch_size=run.spec.train.batch_size,
-                )
+            val_metrics = evaluate_split(run, run.dataset.val) if len(run.dataset.val) else None
             seconds = time.perf_counter() - started
             train_row = {"epoch": epoch, "split": "train", **train_metrics, "lr": lr, "images_per_s": images_per_s, "time_s": seconds}
             rows = [train_row] + ([{"epoch": epoch, "split": "val", **val_metrics}] if val_metrics else [])
@@ -360,6 +382,13 @@ def fit(run: Run, console: Console, quiet: bool = False) -> str:
     except KeyboardInterrupt:
         progress.stop()
         return "interrupted"
+    except torch.cuda.OutOfMemoryError:
+        progress.stop()
+        raise RunError(
+            f"out of GPU memory in epoch {run.epoch + 1} with batch size {run.spec.train.batch_size} on {run.device}. "
+            f"{run.run_dir / runs.LAST} holds epoch {run.epoch}. Hint: train again with a smaller --batch-size, "
+            "or on another device (--device)."
+        ) from None
     return "early_stopped" if run.monitor["stopped"] else "completed"
 
 
@@ -377,10 +406,7 @@ def finish(run: Run, status: str) -> dict:
     if status != "interrupted" and best_path.is_file():
         best = runs.load_checkpoint(best_path)
         run.model.load_state_dict(best["model"])
-        test = evaluate(
-            run.model, run.dataset.test, run.heads, run.hierarchies, device=run.device,
-            precision=run.precision, normalize=run.spec.data.normalize, batch_size=run.spec.train.batch_size,
-        )
+        test = evaluate_split(run, run.dataset.test)
     speeds = [r["images_per_s"] for r in rows if r["split"] == "train" and r.get("images_per_s")]
     summary = {
         "spec": run.graph.name,

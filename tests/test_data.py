@@ -417,6 +417,13 @@ def test_imagefolder_layout_errors(tmp_path):
         load_dataset(folder_spec(root))
 
 
+def test_imagefolder_with_a_single_class_is_refused(tmp_path):
+    # One class: every loss would be 0 and every accuracy 100%, whatever the model learns.
+    write_image_folder(tmp_path / "pics", ["cat"], per_class=2)
+    with pytest.raises(RunError, match=r"train has a single class folder \(cat\); a classifier needs at least two"):
+        load_dataset(folder_spec(tmp_path / "pics", hierarchy={}))
+
+
 def test_imagefolder_cifar10_style_hierarchy(tmp_path):
     """The shape of the shared CIFAR-10 example: 10 classes, vehicle/animal."""
     classes = sorted(c for group in CIFAR10_HIERARCHY.values() for c in group)

@@ -445,8 +445,6 @@ synthetic = {{ classes = 4, coarse_classes = 2, train_size = 128, test_size = 32
 
 
 def test_end_to_end_with_graphc_train(tmp_path):
-    if "train" not in {c.name or c.callback.__name__ for c in app.registered_commands}:
-        pytest.skip("graphc train is not there yet")
     runs = tmp_path / "runs"
     specs = []
     for name, channels in (("small", 4), ("wider", 8)):

@@ -235,6 +235,32 @@ def test_early_stopping_stops_after_patience(tmp_path):
     assert summary["test"] is not None
 
 
+def test_resuming_an_early_stopped_run_for_more_epochs_gives_patience_a_fresh_start(tmp_path):
+    spec = _variant(tmp_path, 'early_stopping = { metric = "train/loss", mode = "min", patience = 2, min_delta = 100.0 }')
+    run_dir = run_dirs(train(spec, "--epochs", "10", "--out", tmp_path, "--quiet"))[0]
+    assert runs.read_json(run_dir / "summary.json")["epochs_completed"] == 3  # reference at 1, waits at 2 and 3
+    train("--resume", run_dir, "--epochs", "10", "--quiet")
+    summary = runs.read_json(run_dir / "summary.json")
+    # Two more epochs of patience (4 and 5), not an immediate stop after epoch 4.
+    assert summary["status"] == "early_stopped" and summary["epochs_completed"] == 5
+
+
+def test_out_of_gpu_memory_is_a_clear_runtime_error(tmp_path, monkeypatch):
+    real, calls = training.train_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == STEPS + 2:  # in epoch 2
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_step", step)
+    result = train(SPEC, "--out", tmp_path, "--quiet", code=1)
+    assert "out of GPU memory in epoch 2 with batch size 32" in result.stderr and "--batch-size" in result.stderr
+    run_dir = next((tmp_path / "tiny_train").iterdir())
+    assert runs.load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+
+
 def test_best_checkpoint_follows_select_and_test_is_used_once_at_the_end(tmp_path, monkeypatch):
     spec = _variant(tmp_path, 'select = { metric = "train/fine/acc", mode = "min" }')  # deliberately odd: worst epoch
     seen = []
@@ -364,3 +390,35 @@ def test_progress_bar_on_a_terminal(tmp_path, monkeypatch):
     live = [s for s in seen if s]
     assert live and "img/s" in live[-1] and "fine" in live[-1] and "loss" in live[-1]
     assert "epoch 1/1  train loss" in buffer.getvalue()
+
+
+def test_batch_size_one_with_batch_norm_is_refused_before_any_file(tmp_path):
+    # tiny_train's fc block has BatchNorm1d, which cannot train on single-image batches.
+    result = train(SPEC, "--batch-size", "1", "--limit-train", "4", "--out", tmp_path, code=2)
+    assert "train.batch_size" in result.stderr and "node 'fc' has batch norm" in result.stderr
+    assert not (tmp_path / "tiny_train").exists()
+
+
+def test_normalize_that_does_not_fit_the_images_is_refused_before_any_file(tmp_path):
+    spec = tmp_path / "norm.toml"
+    text = SPEC.read_text().replace('augment = { preset = "flip_crop", padding = 1 }',
+                                    'augment = { preset = "flip_crop", padding = 1 }\nnormalize = { mean = [0.5, 0.5], std = [0.2, 0.2] }')
+    spec.write_text(text)
+    result = train(spec, "--out", tmp_path, code=2)
+    assert "data.normalize.mean" in result.stderr and "2 values but the images have 3 channels" in result.stderr
+    assert not (tmp_path / "tiny_train").exists()
+
+
+def test_resume_after_a_kill_between_last_pt_and_best_pt(tmp_path):
+    # Epoch 1 is always the best so far; a kill after its last.pt but before its best.pt
+    # (and before summary.json) leaves no best.pt. Resuming must restore it from last.pt,
+    # so the final test evaluation happens, on the epoch-1 weights.
+    run_dir = run_dirs(train(SPEC, "--epochs", "1", "--out", tmp_path, "--quiet"))[0]
+    expected = runs.read_json(run_dir / "summary.json")["test"]
+    (run_dir / "best.pt").unlink()
+    (run_dir / "summary.json").unlink()
+    train("--resume", run_dir, "--quiet")
+    summary = runs.read_json(run_dir / "summary.json")
+    assert summary["status"] == "completed" and summary["best_epoch"] == 1
+    assert summary["test"] == pytest.approx(expected, rel=1e-12)
+    assert_same_weights(weights(run_dir, "best.pt"), weights(run_dir, "last.pt"))
