@@ -322,6 +322,8 @@ def test_in_progress_runs_count_at_their_last_completed_epoch(tmp_path):
     running = make_run(tmp_path, "a", 2, epochs=3, finished=False)
     make_run(tmp_path, "b", 0, epochs=2, finished=False, name="0-new")
     (tmp_path / "b" / "1-empty").mkdir()
+    # What graphc train writes before its first epoch: the spec copy, then config.json.
+    (tmp_path / "b" / "1-empty" / "spec.toml").write_text('name = "b"\n')
     write_json(tmp_path / "b" / "1-empty" / "config.json", {"spec": "b", "seed": 1, "tasks": list(TASKS)})
 
     report = build_report([tmp_path])
