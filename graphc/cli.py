@@ -117,16 +117,16 @@ def show(
     if code:
         print(graphc.compile_graph(graph).code.strip())
         return
-    table = Table(title=f"{graph.name}: {graph.description}" if graph.description else graph.name)
+    table = Table(title=_escape(f"{graph.name}: {graph.description}" if graph.description else graph.name))
     for column in ("node", "kind", "inputs", "output", "params", "heads", "sharing"):
         table.add_column(column, justify="right" if column == "params" else "left", no_wrap=column != "inputs")
     order = {task: i for i, task in enumerate(graph.tasks)}
     for node in graph:
-        sharing = ""
+        sharing = []  # a node can be both, e.g. read by heads A and B directly and by C through A
         if node.is_hard_shared:
-            sharing = "[bold magenta]shared[/]"
+            sharing.append("[bold magenta]shared[/]")
         if node.reused_by:
-            sharing = f"[cyan]reused by {', '.join(sorted(node.reused_by, key=order.get))}[/]"
+            sharing.append(f"[cyan]reused by {', '.join(sorted(node.reused_by, key=order.get))}[/]")
         table.add_row(
             node.name,
             node.kind,
@@ -134,7 +134,7 @@ def show(
             "x".join(map(str, node.shape)),
             f"{node.num_params:,}",
             ", ".join(sorted(node.direct_heads, key=order.get)),
-            sharing,
+            ", ".join(sharing),
         )
     out.print(table)
     total = graph.total_params or 1

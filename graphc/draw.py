@@ -123,7 +123,10 @@ def _panel(graph: Graph, pid: str, direction: str, shapes: bool, extra_gap: floa
         _node_text(scene, rect, content)
 
     curves = []
+    seen: dict[tuple[str, str], int] = {}
     for route, (source, target) in zip(lay.routes, edges):
+        # A concat may read one node twice: number the repeats so SVG ids stay unique.
+        repeat = seen[(source, target)] = seen.get((source, target), 0) + 1
         reuse = graph.is_reuse_edge(source)
         segments = tuple(tuple((x + dx, y + top) for x, y in seg) for seg in route.segments)
         curve = Curve(
@@ -131,7 +134,7 @@ def _panel(graph: Graph, pid: str, direction: str, shapes: bool, extra_gap: floa
             color=REUSE_COLOR if reuse else EDGE_COLOR,
             linewidth=1.8 if reuse else 1.2,
             dashed=reuse,
-            gid=f"edge--{pid}--{source}--{target}",
+            gid=f"edge--{pid}--{source}--{target}" + (f"--{repeat}" if repeat > 1 else ""),
         )
         curves.append(curve)
         scene.curves.append(curve)

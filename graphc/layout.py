@@ -34,8 +34,8 @@ import networkx as nx
 Point = tuple[float, float]
 Bezier = tuple[Point, Point, Point, Point]  # start, two control points, end
 
-EXHAUSTIVE_RANK_SIZE = 7
-CHAIN_WEIGHT = 50.0  # how much more a chain link resists bending than a fan link  # 7! = 5040 orders: still instant, and covers any readable diagram's rank
+EXHAUSTIVE_RANK_SIZE = 7  # 7! = 5040 orders: still instant, and covers any readable diagram's rank
+CHAIN_WEIGHT = 50.0  # how much more a chain link resists bending than a fan link
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
 from graphc.errors import Problem, SpecError, did_you_mean
-from graphc.spec import NODE_CLASSES, Spec
+from graphc.spec import NAME_PATTERN, NODE_CLASSES, Spec
 
 
 class SourceMap:
@@ -67,19 +68,35 @@ def _merge_templates(raw: dict, path: Path | None, where: SourceMap) -> dict:
     nodes = raw.get("nodes")
     if not isinstance(templates, dict) or not isinstance(nodes, list):
         return raw
+    for name, template in templates.items():
+        if isinstance(template, dict) and "use" in template:
+            # The node's own `use` would replace it when merged: say so instead of dropping it.
+            raise SpecError(
+                Problem(
+                    f"template '{name}' uses template {template['use']!r}, but templates cannot be chained.",
+                    file=path,
+                    line=where.line("templates", name, "use"),
+                    field=f"templates.{name}.use",
+                    hint=f"copy the fields you need into [templates.{name}].",
+                )
+            )
     merged = []
     for index, node in enumerate(nodes):
         if isinstance(node, dict) and "use" in node:
             template = templates.get(node["use"]) if isinstance(node["use"], str) else None
             if not isinstance(template, dict):
+                defined = node["use"] in templates if isinstance(node["use"], str) else False
                 raise SpecError(
                     Problem(
-                        f"uses template {node['use']!r}, which is not defined.",
+                        f"uses template {node['use']!r}, which is "
+                        + ("not a table." if defined else "not defined."),
                         file=path,
                         line=where.line("nodes", index, "use"),
                         node=str(node.get("name", f"#{index + 1}")),
                         field="use",
-                        hint=did_you_mean(str(node["use"]), templates) or "define it as [templates.NAME].",
+                        hint=f"write it as a [templates.{node['use']}] table of node fields."
+                        if defined
+                        else did_you_mean(str(node["use"]), templates) or "define it as [templates.NAME].",
                     )
                 )
             node = {**template, **node}
@@ -93,6 +110,7 @@ def _problem_from_pydantic(error: dict, raw: dict, path: Path | None, where: Sou
     kind = error["type"]
     node_name = None
     model: type[BaseModel] | None = Spec
+    table: Any = raw  # the raw TOML table that ``model`` validates
     line_path: list = []
     if loc and loc[0] == "nodes" and len(loc) > 1 and isinstance(loc[1], int):
         index = loc[1]
@@ -101,9 +119,10 @@ def _problem_from_pydantic(error: dict, raw: dict, path: Path | None, where: Sou
         line_path = ["nodes", index]
         rest = loc[2:]
         kind_tag = raw_node.get("kind") if isinstance(raw_node, dict) else None
+        kind_tag = kind_tag if isinstance(kind_tag, str) else None  # kind = ["input"] is an error, not a key
         if rest and rest[0] == kind_tag:
             rest = rest[1:]
-        model = NODE_CLASSES.get(kind_tag)
+        model, table = NODE_CLASSES.get(kind_tag), raw_node
         # A field a template supplied is located in the template, not the node.
         template = raw_node.get("use") if isinstance(raw_node, dict) else None
         if template and rest and where.line("nodes", index, rest[0]) == where.line("nodes", index):
@@ -119,7 +138,7 @@ def _problem_from_pydantic(error: dict, raw: dict, path: Path | None, where: Sou
 
     if kind == "extra_forbidden":
         bad = str(rest[-1]) if rest else "?"
-        owner = _owner_model(model, rest[:-1])
+        owner = _owner_model(model, rest[:-1], table)
         valid = list(owner.model_fields) if owner is not None else []
         valid = [v for v in valid if v not in ("source", "text")]
         message = f"unknown field '{bad}'."
@@ -140,9 +159,18 @@ def _problem_from_pydantic(error: dict, raw: dict, path: Path | None, where: Sou
         message = f"missing required field '{tag_name}'."
         if tag_name == "kind":
             hint = "set kind to one of " + ", ".join(f"'{k}'" for k in NODE_CLASSES) + "."
+    elif kind == "missing" and len(rest) > 1 and isinstance(rest[-1], int):
+        # A tuple given too few values, e.g. shape = [3, 32]: name the tuple, not "field '2'".
+        index, rest = rest[-1], rest[:-1]
+        field = ".".join(str(p) for p in rest if not isinstance(p, int))
+        message = f"value {index + 1} is missing; found {found!r}."
+        owner = _owner_model(model, rest[:-1], table)
+        info = owner.model_fields.get(str(rest[-1])) if owner is not None else None
+        if info is not None and info.description:
+            hint = f"'{rest[-1]}' is: {info.description}"
     elif kind == "missing":
         message = f"missing required field '{rest[-1] if rest else '?'}'."
-        owner = _owner_model(model, rest[:-1])
+        owner = _owner_model(model, rest[:-1], table)
         info = owner.model_fields.get(str(rest[-1])) if owner is not None and rest else None
         if info is not None and info.description:
             hint = f"'{rest[-1]}' is: {info.description}"
@@ -152,13 +180,15 @@ def _problem_from_pydantic(error: dict, raw: dict, path: Path | None, where: Sou
         message += "." if isinstance(found, dict) else f"; found {found!r}."
         if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
             hint = "see `graphc schema` for the allowed range."
-        elif kind == "string_pattern_mismatch":
+        elif kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NAME_PATTERN:
             hint = "names are Python identifiers: letters, digits and _, not starting with a digit."
+        elif kind == "string_pattern_mismatch":  # the spec's own name
+            hint = "spec names use letters, digits, '_', '.' and '-' only."
         elif kind == "literal_error":
             choices = re.findall(r"'([^']*)'", error["msg"])
             hint = did_you_mean(str(found), choices)
         if hint is None and rest:
-            owner = _owner_model(model, [p for p in rest[:-1] if not isinstance(p, int)])
+            owner = _owner_model(model, [p for p in rest[:-1] if not isinstance(p, int)], table)
             name = next((str(p) for p in reversed(rest) if not isinstance(p, int)), None)
             info = owner.model_fields.get(name) if owner is not None and name else None
             if info is not None and info.description:
@@ -171,11 +201,14 @@ def _problem_from_pydantic(error: dict, raw: dict, path: Path | None, where: Sou
 _UNION_TAGS = frozenset(NODE_CLASSES) | {"keras_affine", "flip_crop", "none", "adam", "adamw", "sgd"}
 
 
-def _is_union_member(part: Any) -> bool:
-    return isinstance(part, str) and (
-        part in _UNION_TAGS or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part)
-        or part in ("int", "str", "float", "bool", "list", "tuple", "dict")
-    )
+def _is_union_member(part: Any, previous: Any) -> bool:
+    if not isinstance(part, str):
+        return False
+    if part in _UNION_TAGS:
+        # A tag only right after the union field (a node's kind tag stays: it is stripped
+        # later); elsewhere it is a field, e.g. a head's 'input'.
+        return previous in ("augment", "optimizer")
+    return not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part) or part in ("int", "str", "float", "bool", "list", "tuple", "dict")
 
 
 def _merge_union_errors(errors: list[dict]) -> list[dict]:
@@ -185,30 +218,43 @@ def _merge_union_errors(errors: list[dict]) -> list[dict]:
     for error in errors:
         loc = list(error["loc"])
         # Keep the first element (always a Spec field) and node indices; drop member names.
-        clean = tuple(p for i, p in enumerate(loc) if i < 2 or not _is_union_member(p))
-        if clean[:1] == ("nodes",) and len(loc) > 2 and loc[2] in NODE_CLASSES:
-            clean = clean[:2] + (loc[2],) + clean[2:]  # the node's kind tag is stripped later
+        clean = tuple(p for i, p in enumerate(loc) if i < 2 or not _is_union_member(p, loc[i - 1]))
         if clean in merged:
             first = merged[clean]
             if error["msg"] not in first["msg"]:
                 first["msg"] = f"{first['msg']}, or {error['msg'][:1].lower()}{error['msg'][1:]}"
             continue
-        merged[clean] = {**error, "loc": clean}
-    return list(merged.values())
+        merged[clean] = {**error, "loc": clean, "union": clean != tuple(loc)}
+    # A list that fits its union member but for one item (padding = ["same", -1]) is
+    # reported at that item; "not a string or an integer" about the whole list is noise.
+    return [
+        error for loc, error in merged.items()
+        if not (error["union"] and any(len(other) > len(loc) and other[: len(loc)] == loc for other in merged))
+    ]
 
 
-def _owner_model(model: type[BaseModel] | None, path: list) -> type[BaseModel] | None:
-    """The pydantic model that owns the field at ``path`` below ``model``."""
+def _owner_model(model: type[BaseModel] | None, path: list, table: Any = None) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at ``path`` below ``model``; ``table`` (the raw
+    TOML under ``model``) picks the member of a tagged union, e.g. flip_crop for augment."""
     for part in path:
         if model is None or isinstance(part, int):
             continue
         info = model.model_fields.get(str(part))
         if info is None:
             return None
+        table = table.get(str(part)) if isinstance(table, dict) else None
         annotation = info.annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        candidates = [c for c in (annotation, *getattr(annotation, "__args__", ())) if isinstance(c, type) and issubclass(c, BaseModel)]
+        model = next((c for c in candidates if _is_tagged(c, table)), candidates[0] if candidates else None)
     return model
+
+
+def _is_tagged(model: type[BaseModel], table: Any) -> bool:
+    """Whether ``table`` carries the tag (kind, preset or name) of this member of a tagged union."""
+    return isinstance(table, dict) and any(
+        field in model.model_fields and get_args(model.model_fields[field].annotation) == (table.get(field),)
+        for field in ("kind", "preset", "name")
+    )
 
 
 def parse_spec(text: str, path: Path | None = None, name: str | None = None) -> Spec:
@@ -239,11 +285,15 @@ def parse_spec(text: str, path: Path | None = None, name: str | None = None) -> 
         ) from None
     where = SourceMap(text)
     raw = _merge_templates(raw, path, where)
+    named = "name" in raw
     raw.setdefault("name", name or (path.stem if path is not None else "spec"))
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
         problems = [_problem_from_pydantic(e, raw, path, where) for e in _merge_union_errors(exc.errors())]
+        if not named:  # the name came from the file: say so, or the user looks for a line that is not there
+            hint = "the spec has no `name`, so it is named after its file; add name = \"...\" or rename the file."
+            problems = [replace(p, hint=hint) if p.field == "name" and p.node is None else p for p in problems]
         raise SpecError(problems) from None
     return spec.model_copy(update={"source": path, "text": text})
 
@@ -262,7 +312,7 @@ def load_spec(path: str | Path) -> Spec:
     if path.is_dir():
         raise SpecError(Problem("is a directory, not a spec file.", file=path, hint="name a .toml file."))
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(Problem(f"cannot be read: {exc}.", file=path, hint="is it a UTF-8 text file?")) from None
     return parse_spec(text, path)

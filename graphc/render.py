@@ -108,7 +108,7 @@ def key_params(graph: Graph, node: Node) -> str:
 
 
 def node_text(graph: Graph, node: Node, shapes: bool = True) -> NodeText:
-    details = [key_params(graph, node)] if key_params(graph, node) else []
+    details = [params] if (params := key_params(graph, node)) else []
     size = []
     if shapes:
         size.append(shape_text(node.shape) if node.kind == "input" else "→ " + shape_text(node.shape))
@@ -151,7 +151,7 @@ def panel_id(graph: Graph, index: int, graphs: Sequence[Graph]) -> str:
 
 
 def _dot_quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + _dot_escape_line(text) + '"'
 
 
 def to_dot(graphs: Sequence[Graph], direction: str = "TB", shapes: bool = True) -> str:

@@ -37,14 +37,25 @@ from pydantic import (
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
-# Node names become attribute names of the compiled nn.Module / fx.GraphModule,
-# so they must not shadow what those classes already define.
+# Node names become attribute names of the compiled fx.GraphModule, so they must not
+# shadow what it (or nn.Module) already defines: add_module refuses most of these, and
+# a method name would be called instead of the submodule. "self" would be rebound by
+# the generated forward. tests/test_compile.py checks this list against torch's.
 RESERVED_NAMES = frozenset(
     {
-        "forward", "training", "graph", "code", "state_dict", "parameters", "buffers",
-        "modules", "children", "train", "eval", "to", "cpu", "cuda", "type", "float",
-        "double", "half", "apply", "zero_grad", "register_buffer", "add_module",
-        "load_state_dict", "named_modules", "named_parameters", "meta", "recompile",
+        "self", "T_destination", "add_module", "add_submodule", "apply", "bfloat16", "buffers",
+        "call_super_init", "children", "code", "compile", "cpu", "cuda",
+        "delete_all_unused_submodules", "delete_submodule", "double", "dump_patches", "eval",
+        "extra_repr", "float", "forward", "get_buffer", "get_extra_state", "get_parameter",
+        "get_submodule", "graph", "half", "ipu", "load_state_dict", "meta", "modules", "mtia",
+        "named_buffers", "named_children", "named_modules", "named_parameters", "parameters",
+        "print_readable", "recompile", "register_backward_hook", "register_buffer",
+        "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+        "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook", "register_module", "register_parameter",
+        "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_",
+        "set_extra_state", "set_submodule", "shape_env", "share_memory", "state_dict", "to",
+        "to_empty", "to_folder", "train", "training", "type", "xpu", "zero_grad",
     }
 )
 
@@ -71,7 +82,8 @@ NodeName = Annotated[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are valid TOML floats but no sensible loss weight, rate or epsilon.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- nodes
@@ -330,7 +342,8 @@ class DataSpec(_Strict):
     label: str = Field(
         default="fine", pattern=NAME_PATTERN, description="imagefolder: label field named by the class folder."
     )
-    hierarchy: dict[str, dict[str, list[str]]] = Field(
+    # Non-empty groups and fields: an empty one would give a head zero classes.
+    hierarchy: dict[str, Annotated[dict[str, Annotated[list[str], Field(min_length=1)]], Field(min_length=1)]] = Field(
         default_factory=dict,
         description="imagefolder: extra label fields derived from the folder label, "
         "e.g. coarse = { vehicle = ['airplane', ...], animal = [...] }. Every class must appear exactly once.",

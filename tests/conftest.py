@@ -53,3 +53,9 @@ def write_spec(tmp_path: Path):
         return path
 
     return write
+
+
+def clean_exit(result) -> bool:
+    """True when a CliRunner result ended by the CLI's own exit, not an escaped exception
+    (CliRunner catches those, so a traceback never shows in ``result.output``)."""
+    return result.exception is None or isinstance(result.exception, SystemExit)

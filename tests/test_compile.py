@@ -261,3 +261,73 @@ def test_distributed_data_parallel_averages_gradients_across_processes(tmp_path)
     for key, value in expected.items():
         torch.testing.assert_close(grads[0][key], value)
         torch.testing.assert_close(grads[1][key], value)
+
+
+def test_reserved_names_cover_every_graph_module_attribute(write_spec):
+    """A node named after a GraphModule attribute either fails add_module or is shadowed by a method,
+    and 'self' is rebound by the generated forward: the spec must refuse them all."""
+    from graphc.spec import RESERVED_NAMES
+
+    attributes = {n for n in dir(fx.GraphModule) if not n.startswith("_")}
+    attributes |= {n for n in vars(fx.GraphModule(nn.Module(), fx.Graph())) if not n.startswith("_")}
+    assert attributes | {"self"} <= RESERVED_NAMES
+    for name in ("self", "compile", "print_readable", "named_buffers"):
+        with pytest.raises(graphc.SpecError, match="reserved"):
+            graphc.load_spec(write_spec(TINY_SPEC.replace('"trunk"', f'"{name}"')))
+
+
+CODE_NAMES_SPEC = """\
+[[nodes]]
+name = "input"
+kind = "input"
+shape = [3, 8, 8]
+
+[[nodes]]
+name = "torch"
+kind = "conv_block"
+input = "input"
+channels = [4]
+
+[[nodes]]
+name = "detach"
+kind = "head"
+input = "torch"
+task = "coarse"
+reuse_as = "probabilities"
+reuse_gradient = false
+
+[[nodes]]
+name = "flatten"
+kind = "concat"
+inputs = ["torch", "detach"]
+
+[[nodes]]
+name = "softmax"
+kind = "fc_block"
+input = "flatten"
+units = [5]
+
+[[nodes]]
+name = "cat"
+kind = "head"
+input = "softmax"
+task = "fine"
+
+[data]
+dataset = "synthetic"
+synthetic = { classes = 4, coarse_classes = 2 }
+"""
+
+
+def test_node_names_that_are_names_in_the_generated_code(write_spec):
+    """Nodes named like the functions and builtins the generated forward calls still compute the right thing."""
+    module = graphc.compile_graph(graphc.build_graph(graphc.load_spec(write_spec(CODE_NAMES_SPEC))), seed=0).eval()
+    image = torch.rand(3, 3, 8, 8)
+    with torch.no_grad():
+        out = module(image)
+        trunk = module.torch(image)  # (B, 4, 8, 8)
+        coarse = module.detach(trunk)  # (B, 2)
+        joined = torch.cat([trunk.flatten(1), torch.softmax(coarse, dim=1)], dim=1)
+        fine = module.cat(module.softmax(joined))
+    torch.testing.assert_close(out["coarse"], coarse)
+    torch.testing.assert_close(out["fine"], fine)

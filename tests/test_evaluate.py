@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.conftest import clean_exit
 from graphc.cli import app
 from graphc.errors import RunError, UsageError
 from runtime import runs
@@ -22,7 +23,7 @@ SPEC = Path(__file__).parent / "specs" / "tiny_train.toml"
 def invoke(*args, code: int = 0):
     result = runner.invoke(app, [*map(str, args)])
     assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
+    assert clean_exit(result)
     return result
 
 

@@ -135,3 +135,80 @@ def test_schema_documents_every_field():
         if not prop.get("description")
     ]
     assert undocumented == []
+
+
+def test_a_field_named_like_a_node_kind_keeps_its_name(write_spec):
+    # 'input' is both a node kind and a field; a wrong value must still name the field and its line.
+    error = spec_error(write_spec, TINY_SPEC.replace('input = "trunk"', "input = 5", 1))
+    assert error.node == "fine_head" and error.field == "input" and error.line == 18
+    assert "valid string; found 5" in str(error)
+
+
+def test_a_list_item_that_fits_no_member_is_reported_once_at_the_item(write_spec):
+    error = spec_error(write_spec, TINY_SPEC.replace("channels = [4]", 'channels = [4, 4]\npadding = ["same", -1]'))
+    assert [p.field for p in error.problems] == ["padding[1]"]
+    assert "greater than or equal to 0; found -1" in str(error)
+
+
+def test_a_tuple_with_too_few_values_names_the_tuple(write_spec):
+    error = spec_error(write_spec, TINY_SPEC.replace("shape = [3, 8, 8]", "shape = [3, 8]"))
+    assert error.node == "image" and error.field == "shape" and error.line == 6
+    assert "value 3 is missing; found [3, 8]" in str(error) and "[channels, height, width]" in error.hint
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_infinite_and_nan_numbers_are_rejected(write_spec, value):
+    error = spec_error(write_spec, TINY_SPEC.replace('task = "fine"', f'task = "fine"\nloss_weight = {value}'))
+    assert error.node == "fine_head" and error.field == "loss_weight"
+    assert f"finite number; found {value}" in str(error)
+
+
+def test_a_template_that_is_not_a_table(write_spec):
+    text = "[templates]\nblock = 5\n\n" + TINY_SPEC.replace('kind = "conv_block"', 'use = "block"\nkind = "conv_block"')
+    error = spec_error(write_spec, text.replace('name = "tiny"\n', ""))
+    assert error.node == "trunk" and error.field == "use" and "'block', which is not a table" in str(error)
+
+
+def test_chained_templates_are_refused_not_dropped(write_spec):
+    text = TINY_SPEC.replace(
+        "[data]",
+        '[templates.base]\nkind = "conv_block"\nchannels = [4]\n\n[templates.pooled]\nuse = "base"\npool = "max"\n\n[data]',
+    )
+    error = spec_error(write_spec, text)
+    assert error.field == "templates.pooled.use" and "cannot be chained" in str(error)
+    assert error.line == text.splitlines().index('use = "base"') + 1
+
+
+def test_a_kind_that_is_not_a_string_is_a_spec_error(write_spec):
+    error = spec_error(write_spec, TINY_SPEC.replace('kind = "input"', 'kind = ["input"]'))
+    assert error.node == "image" and error.field == "kind" and "did you mean 'input'" in str(error)
+
+
+def test_a_byte_order_mark_is_tolerated(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + TINY_SPEC.encode())
+    assert graphc.load_spec(path).name == "tiny"
+
+
+def test_spec_name_errors_say_where_the_name_came_from(write_spec):
+    error = spec_error(write_spec, TINY_SPEC.replace('name = "tiny"', 'name = "my model"'))
+    assert error.field == "name" and error.line == 1 and "'.' and '-'" in error.hint
+    unnamed = write_spec(TINY_SPEC.replace('name = "tiny"\n', ""), name="my model")
+    with pytest.raises(graphc.SpecError) as info:
+        graphc.load_spec(unnamed)
+    assert info.value.field == "name" and "named after its file" in info.value.hint
+
+
+def test_unknown_fields_of_tagged_tables_are_checked_against_the_chosen_member(write_spec):
+    text = TINY_SPEC.replace("[data]", '[train]\noptimizer = { name = "sgd", nesterv = true }\n\n[data]')
+    text += 'augment = { preset = "flip_crop", paddng = 4 }\n'
+    error = spec_error(write_spec, text)
+    hints = {p.field: p.hint for p in error.problems}
+    assert hints == {"train.optimizer.nesterv": "did you mean 'nesterov'?", "data.augment.paddng": "did you mean 'padding'?"}
+
+
+@pytest.mark.parametrize("groups, field", [("{}", "data.hierarchy.coarse"), ('{ a = [] }', "data.hierarchy.coarse.a")])
+def test_an_empty_hierarchy_group_cannot_give_a_head_zero_classes(write_spec, groups, field):
+    data = f'[data]\ndataset = "imagefolder"\nroot = "x"\n[data.hierarchy]\ncoarse = {groups}\n'
+    error = spec_error(write_spec, TINY_SPEC.split("[data]")[0] + data)
+    assert error.field == field and "at least 1 item" in str(error)

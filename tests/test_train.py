@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import runtime.launch as launch
 import runtime.train as training
+from tests.conftest import clean_exit
 from graphc.cli import app
 from runtime import runs
 
@@ -26,7 +27,7 @@ TIMING = ("images_per_s", "time_s")
 def train(*args: str, code: int = 0):
     result = runner.invoke(app, ["train", *map(str, args)])
     assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
+    assert clean_exit(result)
     return result
 
 
