@@ -133,6 +133,30 @@ class _Builder:
                 )
             tasks[head.task_name] = head.name
 
+    def check_recipe(self) -> None:
+        """The parts of [data] and [train] that refer to the graph: watched tasks, normalisation channels."""
+        tasks = [n.task_name for n in self.spec.nodes if isinstance(n, HeadNode)]
+        train = self.spec.train
+        monitors = [("select", train.select)] + ([("early_stopping", train.early_stopping)] if train.early_stopping else [])
+        for name, monitor in monitors:
+            parts = monitor.metric.split("/")
+            if len(parts) == 3 and parts[1] not in tasks:
+                raise SpecError(Problem(
+                    f"watches '{monitor.metric}', but no head predicts task '{parts[1]}'.",
+                    file=self.file, line=self.where.line("train", name), field=f"train.{name}.metric",
+                    hint=did_you_mean(parts[1], tasks) or "name one of the heads' tasks, or a total such as 'val/loss'.",
+                ))
+        normalize = self.spec.data.normalize
+        channels = next(n.shape[0] for n in self.spec.nodes if isinstance(n, InputNode))
+        for key in ("mean", "std") if normalize is not None else ():
+            values = getattr(normalize, key)
+            if len(values) not in (1, channels):
+                raise SpecError(Problem(
+                    f"normalize.{key} has {len(values)} values, but the input has {channels} channels.",
+                    file=self.file, line=self.where.line("data", "normalize"), field=f"data.normalize.{key}",
+                    hint=f"give one value per channel ({channels}) or a single value for all.",
+                ))
+
     def dag(self) -> nx.DiGraph:
         graph = nx.DiGraph()
         graph.add_nodes_from(self.index)
@@ -265,6 +289,7 @@ class _Builder:
         self.check_names()
         self.check_references()
         self.check_inputs_and_heads()
+        self.check_recipe()
         dag = self.dag()
         self.check_reach_heads(dag)
         order = list(nx.lexicographical_topological_sort(dag, key=self.index.__getitem__))

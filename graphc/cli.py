@@ -115,7 +115,10 @@ def show(
         print(json.dumps(graph.to_dict(), indent=2))
         return
     if code:
-        print(graphc.compile_graph(graph).code.strip())
+        import torch
+
+        with torch.device("meta"):  # the code needs no weights: don't allocate (or initialise) them
+            print(graphc.compile_graph(graph).code.strip())
         return
     table = Table(title=_escape(f"{graph.name}: {graph.description}" if graph.description else graph.name))
     for column in ("node", "kind", "inputs", "output", "params", "heads", "sharing"):
@@ -123,7 +126,7 @@ def show(
     order = {task: i for i, task in enumerate(graph.tasks)}
     for node in graph:
         sharing = []  # a node can be both, e.g. read by heads A and B directly and by C through A
-        if node.is_hard_shared:
+        if node.is_hard_shared and node.kind != "input":  # the input feeds every head by definition
             sharing.append("[bold magenta]shared[/]")
         if node.reused_by:
             sharing.append(f"[cyan]reused by {', '.join(sorted(node.reused_by, key=order.get))}[/]")

@@ -69,6 +69,17 @@ def _merge_templates(raw: dict, path: Path | None, where: SourceMap) -> dict:
     if not isinstance(templates, dict) or not isinstance(nodes, list):
         return raw
     for name, template in templates.items():
+        if isinstance(template, dict) and "name" in template:
+            # Every node that used it would get the same name: a duplicate waiting to happen.
+            raise SpecError(
+                Problem(
+                    f"template '{name}' sets `name`, but a name belongs to one node, not to a template.",
+                    file=path,
+                    line=where.line("templates", name, "name"),
+                    field=f"templates.{name}.name",
+                    hint="remove `name` from the template and write it on each node that uses it.",
+                )
+            )
         if isinstance(template, dict) and "use" in template:
             # The node's own `use` would replace it when merged: say so instead of dropping it.
             raise SpecError(

@@ -222,3 +222,17 @@ def test_reference_specs_build():
     for name in ("independent", "shared_conv", "reuse_coarse", "reuse_fine", "shared_reuse_coarse", "shared_reuse_fine"):
         graph = graphc.build_graph(graphc.load_spec(f"specs/{name}.toml"))
         assert graph.tasks == ("fine", "coarse")
+
+
+def test_watched_metric_of_a_task_no_head_predicts(write_spec):
+    text = TINY_SPEC + '\n[train]\nselect = { metric = "val/fien/acc", mode = "max" }\n'
+    error = build_error(write_spec, text)
+    assert error.field == "train.select.metric" and "no head predicts task 'fien'" in str(error)
+    assert "did you mean 'fine'" in str(error)
+
+
+def test_normalisation_must_fit_the_input_channels(write_spec):
+    text = TINY_SPEC.replace("[data]", "[data]\nnormalize = { mean = [0.5, 0.5], std = [0.25] }")
+    error = build_error(write_spec, text)
+    assert error.field == "data.normalize.mean" and "has 2 values, but the input has 3 channels" in str(error)
+    assert build(write_spec, TINY_SPEC.replace("[data]", "[data]\nnormalize = { mean = [0.5], std = [0.2, 0.2, 0.2] }"))

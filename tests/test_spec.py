@@ -212,3 +212,9 @@ def test_an_empty_hierarchy_group_cannot_give_a_head_zero_classes(write_spec, gr
     data = f'[data]\ndataset = "imagefolder"\nroot = "x"\n[data.hierarchy]\ncoarse = {groups}\n'
     error = spec_error(write_spec, TINY_SPEC.split("[data]")[0] + data)
     assert error.field == field and "at least 1 item" in str(error)
+
+
+def test_a_template_cannot_set_a_name(write_spec):
+    text = TINY_SPEC.replace("[data]", '[templates.t]\nname = "same"\nkind = "head"\n\n[data]')
+    error = spec_error(write_spec, text)
+    assert error.field == "templates.t.name" and "belongs to one node" in str(error)
