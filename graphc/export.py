@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 import graphc
-from graphc.errors import Problem, RunError, SpecError, UsageError
+from graphc.errors import RunError, UsageError
 from graphc.ir import Graph
 
 if TYPE_CHECKING:
@@ -112,17 +112,7 @@ def load_model(spec: "str | Path | Spec | Graph", checkpoint: str | Path | None 
         file, saved = read_checkpoint(Path(checkpoint))
         graph = spec if isinstance(spec, Graph) else graph_for(spec, saved)
         model, weights = load_trained(graph, file, saved)
-    _check_normalize(weights.normalize, graph.input.shape[0])
     return graph, DeployedModel(model, graph.tasks, weights.normalize).eval(), weights
-
-
-def _check_normalize(normalize: Mapping[str, Any] | None, channels: int) -> None:
-    for key in ("mean", "std"):
-        if normalize is not None and len(normalize[key]) not in (1, channels):
-            raise SpecError(Problem(
-                f"normalize.{key} has {len(normalize[key])} values but the input has {channels} channels.",
-                field=f"data.normalize.{key}", hint=f"give one value per channel ({channels}) or a single value.",
-            ))
 
 
 # --------------------------------------------------------------------------- metadata

@@ -166,9 +166,8 @@ def check_monitors(run: Run) -> None:
 
 
 def check_run(run: Run) -> None:
-    """What would otherwise fail only inside the first epoch, checked before any file is written."""
-    from runtime.augment import normalize_
-
+    """What would otherwise fail only inside the first epoch, checked before any file is written
+    (build_graph has already checked the spec's normalisation against the input channels)."""
     check_monitors(run)
     if run.spec.train.batch_size < 2:  # BatchNorm1d cannot normalise over a single image while training
         norms = [name for name, m in run.model.named_modules() if isinstance(m, torch.nn.BatchNorm1d)]
@@ -177,11 +176,6 @@ def check_run(run: Run) -> None:
                 f"is 1, but node '{norms[0].split('.')[0]}' has batch norm, which needs at least 2 images per training batch.",
                 file=run.spec.source, field="train.batch_size", hint="set train.batch_size (or --batch-size) to 2 or more.",
             ))
-    if run.spec.data.normalize is not None:  # normalize_ checks its values against the image channels
-        try:
-            normalize_(torch.zeros(1, run.dataset.image_shape[0], 1, 1), run.spec.data.normalize)
-        except SpecError as exc:
-            raise SpecError(Problem(exc.first.message, file=run.spec.source, field=f"data.{exc.field}", hint=exc.hint)) from None
 
 
 # --------------------------------------------------------------------------- checkpoints

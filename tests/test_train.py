@@ -406,7 +406,7 @@ def test_normalize_that_does_not_fit_the_images_is_refused_before_any_file(tmp_p
                                     'augment = { preset = "flip_crop", padding = 1 }\nnormalize = { mean = [0.5, 0.5], std = [0.2, 0.2] }')
     spec.write_text(text)
     result = train(spec, "--out", tmp_path, code=2)
-    assert "data.normalize.mean" in result.stderr and "2 values but the images have 3 channels" in result.stderr
+    assert "data.normalize.mean" in result.stderr and "has 2 values, but the input has 3 channels" in result.stderr
     assert not (tmp_path / "tiny_train").exists()
 
 
