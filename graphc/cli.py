@@ -214,6 +214,11 @@ def train(
         None, "--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR from its last.pt (no SPEC then)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar: only the per-epoch lines (for logs)."),
+    nproc: Optional[int] = typer.Option(
+        None, "--nproc", metavar="N", show_default=False,
+        help="Train each run on N data-parallel processes: one GPU each on CUDA, else CPU processes. "
+        "Default 1 (with --resume: the run's own).",
+    ),
 ) -> None:
     """Train specs: every spec x seed gets a run directory, printed on stdout as it ends.
 
@@ -225,7 +230,7 @@ def train(
         raise UsageError(f"--lr must be positive, got {lr}.")
     overrides = launch.Overrides(
         epochs=epochs, batch_size=batch_size, lr=lr, device=device, dataset=dataset,
-        data_dir=data_dir, limit_train=limit_train, limit_val=limit_val,
+        data_dir=data_dir, limit_train=limit_train, limit_val=limit_val, nproc=nproc,
     )
 
     def announce(result) -> None:

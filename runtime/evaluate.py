@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -97,8 +97,13 @@ def evaluate(
     precision: str = "fp32",
     normalize=None,
     batch_size: int = 256,
+    reduce: Callable[[Meter], None] | None = None,
 ) -> dict[str, float]:
-    """Loss and metrics of ``model`` on ``split`` (a runtime.data.Split), in eval mode, no augmentation."""
+    """Loss and metrics of ``model`` on ``split`` (a runtime.data.Split), in eval mode, no augmentation.
+
+    ``reduce`` adds other processes' sums to the Meter's before the means are taken
+    (each evaluated its part of a split; runtime.distributed).
+    """
     from runtime.augment import to_float
 
     was_training = model.training
@@ -113,6 +118,8 @@ def evaluate(
         total, parts = compute_loss(outputs, labels, heads)
         meter.update(outputs, labels, total, parts)
     model.train(was_training)
+    if reduce is not None:
+        reduce(meter)
     return meter.compute()
 
 

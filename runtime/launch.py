@@ -5,6 +5,8 @@ graph against the data's label fields (so a head the data cannot serve is a
 SpecError before any training), creates the run directory and calls
 ``runtime.train.fit``. ``resume_run`` rebuilds a run from its directory and
 ``last.pt``. ``train_command`` runs every spec x seed one after another.
+With ``--nproc N`` both prepare the run directory as usual, then N processes
+(runtime/distributed.py) rebuild the run from it with ``train_process`` and train it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from rich.console import Console
 import graphc
 from graphc.errors import RunError, UsageError, did_you_mean
 from graphc.spec import DATASETS, DataSpec, Spec, TrainSpec
-from runtime import runs
+from runtime import distributed, runs
+from runtime.distributed import World
 from runtime.evaluate import input_shape, load_run_data, read_config, resolve_device, resolve_precision, spec_of_run
 from runtime.train import Run, build_run, check_run, finish, fit, make_checkpoint, restore_checkpoint
 
@@ -33,7 +36,8 @@ from runtime.train import Run, build_run, check_run, finish, fit, make_checkpoin
 
 @dataclass(frozen=True)
 class Overrides:
-    """CLI flags that override the spec's [data] and [train] tables (None = keep the spec's)."""
+    """CLI flags that override the spec's [data] and [train] tables (None = keep the spec's),
+    and how many processes train each run (None: 1, or a resumed run's own)."""
 
     epochs: int | None = None
     batch_size: int | None = None
@@ -43,6 +47,7 @@ class Overrides:
     data_dir: Path | None = None
     limit_train: int | None = None
     limit_val: int | None = None
+    nproc: int | None = None
 
     def flags(self) -> dict[str, Any]:
         """``{"--epochs": 2, ...}`` for the flags given (what config.json records)."""
@@ -141,10 +146,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _describe(run: Run, verb: str) -> str:
+def _describe(run: Run, verb: str, nproc: int = 1) -> str:
     data = run.dataset
+    where = str(run.device) if nproc == 1 else f"{nproc} processes ({run.device.type})"
     return (
-        f"{verb} {run.graph.name} seed {run.spec.train.seed} on {run.device} ({run.precision}): "
+        f"{verb} {run.graph.name} seed {run.spec.train.seed} on {where} ({run.precision}): "
         f"{data.name} {len(data.train):,} train / {len(data.val):,} val images, "
         f"{_plural(run.epochs, 'epoch')} of batch {run.spec.train.batch_size} -> {run.run_dir}"
     )
@@ -176,6 +182,7 @@ def train_run(
 ) -> RunResult:
     """Train one spec with one seed into a new run directory under ``out``."""
     console = console or Console(stderr=True)
+    nproc = 1 if overrides.nproc is None else overrides.nproc
     spec = apply_overrides(spec, overrides, seed)
     device = resolve_device(spec.train.device)  # before the data: a bad device fails fast
     dataset = load_data(spec, overrides.limit_train, overrides.limit_val, data_cache)
@@ -194,21 +201,22 @@ def train_run(
         "limit_train": overrides.limit_train,
         "limit_val": overrides.limit_val,
         "device": str(device),
+        "nproc": nproc,  # extension of the run contract: processes that trained it (rank 0 on "device")
         "precision": resolve_precision(spec.train.precision, device),
         "graphc_version": graphc.__version__,
         "started": _now(),
     }
     run = build_run(Path("."), spec, graph, dataset, device, config)
     check_run(run)
+    distributed.check(nproc, device, spec.train.batch_size, run.model)
     run.run_dir = runs.new_run_dir(out, graph.name, seed)
     runs.atomic_write_text(run.run_dir / runs.SPEC_COPY, graph.spec_text)
     runs.write_json(run.run_dir / runs.CONFIG, config)
     runs.write_json(run.run_dir / "env.json", environment(device))
     # An epoch-0 last.pt: even a run stopped in its first epoch can be resumed.
     runs.save_checkpoint(run.run_dir / runs.LAST, make_checkpoint(run, {}))
-    console.print(_describe(run, "training"), markup=False, highlight=False)
-    status = fit(run, console, quiet)
-    return RunResult(run.run_dir, status, finish(run, status))
+    console.print(_describe(run, "training", nproc), markup=False, highlight=False)
+    return train_prepared(run, console, quiet, nproc)
 
 
 RESUME_FIXED = ("batch_size", "lr", "dataset", "limit_train", "limit_val")
@@ -232,7 +240,7 @@ def resume_run(
     if fixed:
         raise UsageError(
             f"{', '.join(fixed)} cannot change when resuming: the run's recipe is fixed in {run_dir / runs.CONFIG}. "
-            "Only --epochs (a new total), --device and --data-dir may be given with --resume; start a new run for other settings."
+            "Only --epochs (a new total), --device, --data-dir and --nproc may be given with --resume; start a new run for other settings."
         )
     config = read_config(run_dir)
     last = run_dir / runs.LAST
@@ -258,6 +266,7 @@ def resume_run(
         raise UsageError(f"--epochs {overrides.epochs} is fewer than the {done} epochs {last} has already completed.")
     spec = apply_overrides(spec, Overrides(epochs=overrides.epochs, device=overrides.device, data_dir=overrides.data_dir))
     device = resolve_device(spec.train.device)
+    nproc = config.get("nproc", 1) if overrides.nproc is None else overrides.nproc
     data_root = str(Path(overrides.data_dir).expanduser().resolve()) if overrides.data_dir else None
     dataset = load_run_data(spec, config, data_root)
     graph = graphc.build_graph(spec, classes=dataset.classes)
@@ -268,7 +277,10 @@ def resume_run(
     if data_root:
         config["data_root"] = data_root
     # Extension of the run contract: each resume is recorded (when, from which epoch, with which flags).
-    config["resumed"] = [*config.get("resumed", []), {"at": _now(), "from_epoch": done, "overrides": overrides.flags(), "device": str(device)}]
+    config["resumed"] = [
+        *config.get("resumed", []),
+        {"at": _now(), "from_epoch": done, "overrides": overrides.flags(), "device": str(device), "nproc": nproc},
+    ]
 
     run = build_run(run_dir, spec, graph, dataset, device, config)
     restore_checkpoint(run, checkpoint, last)
@@ -277,6 +289,7 @@ def resume_run(
         # or the first epoch without improvement would stop the run again.
         run.monitor["stopped"], run.monitor["stop_wait"] = False, 0
     check_run(run)
+    distributed.check(nproc, device, spec.train.batch_size, run.model)
     if done and run.monitor["best_epoch"] == done:
         # last.pt is written before best.pt: a run killed between the two writes of its best
         # epoch has a stale (or no) best.pt, while last.pt holds exactly that best epoch.
@@ -284,9 +297,32 @@ def resume_run(
     runs.truncate_metrics(run_dir, done)  # rows of an epoch that never reached last.pt
     (run_dir / runs.SUMMARY).unlink(missing_ok=True)  # in progress again
     runs.write_json(run_dir / runs.CONFIG, config)
-    console.print(_describe(run, f"resuming after epoch {done}:"), markup=False, highlight=False)
+    console.print(_describe(run, f"resuming after epoch {done}:", nproc), markup=False, highlight=False)
+    return train_prepared(run, console, quiet, nproc)
+
+
+def train_prepared(run: Run, console: Console, quiet: bool, nproc: int) -> RunResult:
+    """Train a run whose directory is ready (config.json, last.pt): here, or on ``nproc`` processes."""
+    if nproc > 1:
+        return distributed.spawn(train_process, nproc, run.device, args=(run.run_dir, run.monitor, quiet))
     status = fit(run, console, quiet)
-    return RunResult(run_dir, status, finish(run, status))
+    return RunResult(run.run_dir, status, finish(run, status))
+
+
+def train_process(world: World, run_dir: Path, monitor: dict, quiet: bool) -> RunResult | None:
+    """One of the processes training a run: rebuild the run from its directory and last.pt, as a
+    resume does, and train its share. Rank 0 writes the files and prints, and at the end evaluates
+    best.pt on the test split (alone: the others have ended) and returns the result."""
+    config = read_config(run_dir)
+    spec = spec_of_run(run_dir, config)
+    dataset = load_run_data(spec, config)
+    graph = graphc.build_graph(spec, classes=dataset.classes)
+    run = build_run(run_dir, spec, graph, dataset, world.device, config, world)
+    restore_checkpoint(run, runs.load_checkpoint(run_dir / runs.LAST), run_dir / runs.LAST)
+    run.monitor = monitor  # as the launching process left it (a resume may have given patience a fresh start)
+    console = Console(stderr=True, highlight=False, soft_wrap=True, quiet=not world.is_main)
+    status = fit(run, console, quiet or not world.is_main)
+    return RunResult(run_dir, status, finish(run, status)) if world.is_main else None
 
 
 def train_command(
@@ -306,6 +342,8 @@ def train_command(
     Stops after an interrupted run. ``on_result`` is called as each run ends.
     """
     console = console or Console(stderr=True)
+    if overrides.nproc is not None:
+        distributed.check_count(overrides.nproc)  # before loading any data
     if resume is not None:
         if spec_paths:
             raise UsageError("--resume RUN_DIR continues a run from its own spec.toml; give no SPEC files with it.")

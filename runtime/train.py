@@ -16,6 +16,10 @@ Every source of randomness is seeded from the run's seed and saved in each
 checkpoint, so resuming from ``last.pt`` continues bit for bit on CPU.
 Ctrl-C ends the run after the last *completed* epoch's files; the checkpoint
 write itself is shielded from the interrupt so it is never half done.
+
+With several processes (``run.world``, see runtime/distributed.py) the same loop
+runs in each: it trains its share of every batch through DDP, metric sums are
+added up over the processes, and rank 0 alone writes the files.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from graphc.errors import Problem, RunError, SpecError, did_you_mean
 from graphc.ir import Graph
 from graphc.spec import Spec, TrainSpec
 from runtime import runs
+from runtime.distributed import SINGLE, World
 from runtime.evaluate import autocast, evaluate, resolve_precision
 from runtime.metrics import HeadInfo, Hierarchy, Meter, compute_loss, heads_of, hierarchies_of, metric_names
 from runtime.optim import make_optimizer, make_scheduler
@@ -74,6 +79,8 @@ class Run:
     session_start: float = field(default_factory=time.perf_counter)
     wall_before: float = 0.0  # seconds spent in earlier sessions of this run (before a resume)
     resident: tuple | None = None  # the training tensors where batches are gathered (training_tensors)
+    world: World = SINGLE  # this process's place among the processes training the run
+    ddp: torch.nn.Module | None = None  # the model in DistributedDataParallel, when there are several
 
     def wall_time(self) -> float:
         return self.wall_before + time.perf_counter() - self.session_start
@@ -87,10 +94,10 @@ class Run:
         return [h.task for h in self.heads]
 
 
-def steps_per_epoch(images: int, batch_size: int) -> int:
-    """Batches per epoch; a last batch of a single image is dropped (batch norm needs two)."""
+def steps_per_epoch(images: int, batch_size: int, processes: int = 1) -> int:
+    """Batches per epoch; a last batch that would give a process a single image is dropped (batch norm needs two)."""
     full, rest = divmod(images, batch_size)
-    return full + (1 if rest > 1 else 0)
+    return full + (1 if rest // processes > 1 else 0)
 
 
 def seed_everything(seed: int) -> None:
@@ -112,8 +119,10 @@ def new_monitor(train: TrainSpec) -> dict:
     }
 
 
-def build_run(run_dir: Path, spec: Spec, graph: Graph, dataset, device: torch.device, config: dict) -> Run:
-    """Model, optimiser, schedule and generators of a run, freshly seeded."""
+def build_run(
+    run_dir: Path, spec: Spec, graph: Graph, dataset, device: torch.device, config: dict, world: World = SINGLE
+) -> Run:
+    """Model, optimiser, schedule and generators of a run, freshly seeded (the same on every process)."""
     from runtime.augment import make_augment
 
     seed = spec.train.seed
@@ -122,7 +131,7 @@ def build_run(run_dir: Path, spec: Spec, graph: Graph, dataset, device: torch.de
     model = graphc.compile_graph(graph, seed=seed).to(device)
     seed_everything(seed)
     optimizer = make_optimizer(model.parameters(), spec.train)
-    scheduler = make_scheduler(optimizer, spec.train, steps_per_epoch(len(dataset.train), spec.train.batch_size))
+    scheduler = make_scheduler(optimizer, spec.train, steps_per_epoch(len(dataset.train), spec.train.batch_size, world.size))
     heads = heads_of(graph)
     return Run(
         run_dir=run_dir,
@@ -141,6 +150,8 @@ def build_run(run_dir: Path, spec: Spec, graph: Graph, dataset, device: torch.de
         augment_rng=torch.Generator().manual_seed(seed + 1),
         config=config,
         monitor=new_monitor(spec.train),
+        world=world,
+        ddp=world.wrap(model),
     )
 
 
@@ -255,7 +266,7 @@ def deferred_interrupt():
 def train_step(run: Run, x: torch.Tensor, labels: dict[str, torch.Tensor]):
     """One optimisation step on a batch; returns ``(outputs, total loss, per-head losses)``."""
     with autocast(run.device, run.precision):
-        outputs = run.model(x)  # {task: (B, classes)}
+        outputs = (run.model if run.ddp is None else run.ddp)(x)  # {task: (B, classes)}
     total, parts = compute_loss(outputs, labels, run.heads)
     run.optimizer.zero_grad(set_to_none=True)
     total.backward()
@@ -284,7 +295,8 @@ def train_epoch(run: Run, epoch: int, progress: EpochProgress) -> tuple[dict[str
     split, device = run.dataset.train, run.device
     images, labels = training_tensors(run)
     order = torch.randperm(len(split), generator=run.shuffle_rng)  # (N,)
-    batches = list(order.split(run.spec.train.batch_size))[: steps_per_epoch(len(split), run.spec.train.batch_size)]
+    batches = list(order.split(run.spec.train.batch_size))[: steps_per_epoch(len(split), run.spec.train.batch_size, run.world.size)]
+    run.world.reseed(run.augment_rng, run.spec.train.seed, epoch)  # processes other than rank 0: their own draws
 
     run.model.train()
     meter = Meter(run.heads, run.hierarchies, device)
@@ -292,7 +304,7 @@ def train_epoch(run: Run, epoch: int, progress: EpochProgress) -> tuple[dict[str
     start = time.perf_counter()
     lr = run.optimizer.param_groups[0]["lr"]
     for step, index in enumerate(batches, start=1):
-        index = index.to(images.device)
+        index = run.world.shard(index).to(images.device)  # this process's share of the global batch
         # Augment pixels in [0, 1] (so a "zeros" fill is black), then normalise.
         x = run.augment(to_float(images[index].to(device, non_blocking=True), None), run.augment_rng)  # (B, C, H, W)
         if run.spec.data.normalize is not None:
@@ -302,20 +314,30 @@ def train_epoch(run: Run, epoch: int, progress: EpochProgress) -> tuple[dict[str
         outputs, total, parts = train_step(run, x, y)
         meter.update(outputs, y, total, parts)
         if progress.due():
-            progress.advance(step, live_stats(meter.compute(), run.tasks, meter.count / (time.perf_counter() - start)))
+            progress.advance(step, live_stats(meter.compute(), run.tasks, meter.count * run.world.size / (time.perf_counter() - start)))
         else:
             progress.advance(step)
+    run.world.reduce_meter(meter)  # the sums over every process's share
     metrics = meter.compute()  # syncs with the device, so the time below is honest
     seconds = time.perf_counter() - start
     progress.stop()
     return metrics, meter.count / max(seconds, 1e-9), lr
 
 
-def evaluate_split(run: Run, split) -> dict[str, float]:
-    """The run's model on a split, in eval mode, as the run trains it (device, precision, normalisation)."""
+def evaluate_split(run: Run, split, shared: bool = False) -> dict[str, float]:
+    """The run's model on a split, in eval mode, as the run trains it (device, precision, normalisation).
+
+    ``shared``: every process evaluates its part of the split, with rank 0's batch-norm
+    statistics (the model it saves), and the sums are added up over the processes.
+    """
+    reduce = None
+    if shared and run.world.size > 1:
+        run.world.sync_buffers(run.model)
+        split, reduce = run.world.share(split), run.world.reduce_meter
     return evaluate(
         run.model, split, run.heads, run.hierarchies, device=run.device,
         precision=run.precision, normalize=run.spec.data.normalize, batch_size=run.spec.train.batch_size,
+        reduce=reduce,
     )
 
 
@@ -353,19 +375,21 @@ def fit(run: Run, console: Console, quiet: bool = False) -> str:
             epoch = run.epoch + 1
             started = time.perf_counter()
             train_metrics, images_per_s, lr = train_epoch(run, epoch, progress)
-            val_metrics = evaluate_split(run, run.dataset.val) if len(run.dataset.val) else None
+            val_metrics = evaluate_split(run, run.dataset.val, shared=True) if len(run.dataset.val) else None
             seconds = time.perf_counter() - started
             train_row = {"epoch": epoch, "split": "train", **train_metrics, "lr": lr, "images_per_s": images_per_s, "time_s": seconds}
             rows = [train_row] + ([{"epoch": epoch, "split": "val", **val_metrics}] if val_metrics else [])
             flat = {f"{row['split']}/{k}": v for row in rows for k, v in row.items() if k not in ("epoch", "split")}
-            monitor, is_best = watch(run, flat, epoch)
+            # Rank 0 decides for all: a monitor may watch its timings, which differ from the other processes'.
+            monitor, is_best = run.world.from_main(watch(run, flat, epoch))
             with deferred_interrupt():  # metrics rows, then last.pt, then best.pt: all or nothing for Ctrl-C
-                runs.append_metrics(run.run_dir, rows)
                 run.epoch, run.monitor = epoch, {**monitor, "wall_time_s": run.wall_time()}
-                checkpoint = make_checkpoint(run, flat)
-                runs.save_checkpoint(run.run_dir / runs.LAST, checkpoint)
-                if is_best:
-                    runs.save_checkpoint(run.run_dir / runs.BEST, checkpoint)
+                if run.world.is_main:  # one process writes the run's files
+                    runs.append_metrics(run.run_dir, rows)
+                    checkpoint = make_checkpoint(run, flat)
+                    runs.save_checkpoint(run.run_dir / runs.LAST, checkpoint)
+                    if is_best:
+                        runs.save_checkpoint(run.run_dir / runs.BEST, checkpoint)
             note = "best" if is_best else ""
             if run.monitor["stopped"]:
                 note = (note + "  early stop").strip()
