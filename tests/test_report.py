@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from tests.conftest import clean_exit
+from tests.conftest import TINY_SPEC, clean_exit
 from graphc.cli import app
 from graphc.errors import RunError, UsageError
 from runtime.report import build_report, write_report
@@ -413,37 +413,13 @@ def test_a_seed_run_twice_counts_once(tmp_path):
 # --------------------------------------------------------------------------- end to end
 
 
-TRAIN_SPEC = """\
-name = "{name}"
-
-[[nodes]]
-name = "image"
-kind = "input"
-shape = [3, 8, 8]
-
-[[nodes]]
-name = "trunk"
-kind = "conv_block"
-input = "image"
-channels = [{channels}]
-pool = "max"
-
-[[nodes]]
-name = "fine_head"
-kind = "head"
-input = "trunk"
-task = "fine"
-
-[[nodes]]
-name = "coarse_head"
-kind = "head"
-input = "trunk"
-task = "coarse"
-
-[data]
-dataset = "synthetic"
-synthetic = {{ classes = 4, coarse_classes = 2, train_size = 128, test_size = 32 }}
-"""
+def train_spec(name: str, channels: int) -> str:
+    """conftest's tiny spec, renamed, with its own trunk width and a small synthetic data set."""
+    return (
+        TINY_SPEC.replace('name = "tiny"', f'name = "{name}"')
+        .replace("channels = [4]", f"channels = [{channels}]")
+        .replace("coarse_classes = 2 }", "coarse_classes = 2, train_size = 128, test_size = 32 }")
+    )
 
 
 def test_end_to_end_with_graphc_train(tmp_path):
@@ -451,7 +427,7 @@ def test_end_to_end_with_graphc_train(tmp_path):
     specs = []
     for name, channels in (("small", 4), ("wider", 8)):
         specs.append(tmp_path / f"{name}.toml")
-        specs[-1].write_text(TRAIN_SPEC.format(name=name, channels=channels))
+        specs[-1].write_text(train_spec(name, channels))
     result = runner.invoke(app, [
         "train", *map(str, specs), "--dataset", "synthetic", "--epochs", "2", "--limit-train", "64",
         "--limit-val", "32", "--seeds", "2", "--out", str(runs), "--device", "cpu", "--quiet",
