@@ -79,11 +79,6 @@ class DeployedModel(nn.Module):
         return tuple(logits[task] for task in self.tasks)  # spec order, never dict order
 
 
-def to_unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 in [0, 1]: the exported model's input scaling."""
-    return images.to(torch.float32) / 255.0
-
-
 def require(package: str):
     """Import ``onnx``/``onnxruntime``/``onnxscript`` or say clearly how to get it."""
     import importlib
@@ -256,8 +251,10 @@ def verification_inputs(shape: tuple[int, ...], weights: Weights) -> tuple[dict[
     note = None
     if weights.data is not None:
         try:
+            from runtime.augment import to_float  # pixels / 255: the same scaling as training and eval
+
             images, split = _real_images(weights.data, shape)
-            inputs[f"{weights.data['dataset']} {split}, batch {len(images)}"] = to_unit_float(images)
+            inputs[f"{weights.data['dataset']} {split}, batch {len(images)}"] = to_float(images, None)
         except Exception as exc:  # the data is optional here: say why it was skipped, never fail the export on it
             note = f"data-set images skipped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     return inputs, note

@@ -307,7 +307,7 @@ def test_normalisation_inside_the_model_matches_training_pipeline(trained):
     graph, deployed, _ = export.load_model(trained / "spec.toml", trained)
     images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
     with torch.no_grad():
-        ours = deployed(export.to_unit_float(images))
+        ours = deployed(to_float(images, None))  # the exported input: pixels / 255, no normalisation
         theirs = deployed.model(to_float(images, spec.data.normalize))
     for task, logits in zip(graph.tasks, ours):
         torch.testing.assert_close(logits, theirs[task], atol=1e-6, rtol=0)
