@@ -18,8 +18,8 @@ import time
 import torch
 from torchvision.transforms import v2
 
-from graphc.spec import FlipCropAugment, KerasAffineAugment
-from runtime.augment import make_augment
+from graphc.lang.spec import FlipCropAugment, KerasAffineAugment
+from runtime.data.augment import make_augment
 
 
 def images_per_second(run, count: int, device: str, repeats: int = 3) -> float:

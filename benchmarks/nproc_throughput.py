@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime import runs
+from runtime.runs import rundir as runs
 
 
 def train_once(spec: Path, nproc: int, epochs: int, extra: list[str], out: Path) -> tuple[float, float]:

@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from graphc.export import export_onnx, load_model
+from runtime.export import export_onnx, load_model
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 REFERENCE = ["independent", "shared_conv", "reuse_coarse", "reuse_fine", "shared_reuse_coarse", "shared_reuse_fine"]

@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from graphc.build import build_graph
+from graphc.ir.build import build_graph
 from graphc.errors import Problem, SpecError
-from graphc.ir import Graph, Node
-from graphc.load import load_spec, parse_spec
-from graphc.spec import Spec, json_schema
+from graphc.ir.graph import Graph, Node
+from graphc.lang.load import load_spec, parse_spec
+from graphc.lang.spec import Spec, json_schema
 
 if TYPE_CHECKING:
     from torch import fx
@@ -44,7 +44,7 @@ __all__ = [
 
 def compile_graph(graph: Graph, seed: int | None = None) -> "fx.GraphModule":
     """Compile the IR to a torch module; ``forward(image)`` returns ``{task: logits}``."""
-    from graphc.compile import compile_graph as _compile  # torch is imported only when needed
+    from graphc.backends.pytorch.compile import compile_graph as _compile  # torch is imported only when needed
 
     return _compile(graph, seed=seed)
 

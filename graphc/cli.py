@@ -83,7 +83,7 @@ def _heads_summary(graph: graphc.Graph) -> str:
 
 
 @app.command()
-def check(specs: List[Path] = typer.Argument(..., help="Spec files to validate.", show_default=False)) -> None:
+def check(specs: List[Path] = typer.Argument(..., help="Spec files (or built-in spec names) to validate.", show_default=False)) -> None:
     """Validate specs: one line each (name, heads, parameters); exit 2 if any is invalid."""
     failed = 0
     for path in specs:
@@ -105,7 +105,7 @@ def check(specs: List[Path] = typer.Argument(..., help="Spec files to validate."
 @app.command()
 @guarded
 def show(
-    spec: Path = typer.Argument(..., help="Spec file.", show_default=False),
+    spec: Path = typer.Argument(..., help="Spec file, or a built-in spec name.", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print the IR as JSON."),
     code: bool = typer.Option(False, "--code", help="Print the generated forward()."),
 ) -> None:
@@ -149,6 +149,19 @@ def show(
 
 
 @app.command()
+def specs() -> None:
+    """List the built-in specs: a name any command takes in place of a file (graphc train shared_conv)."""
+    from graphc.lang.builtin import builtin_specs, specs_dir
+
+    table = Table(title=_escape(f"built-in specs ({specs_dir()})"), title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("description")
+    for spec in builtin_specs():
+        table.add_row(_escape(spec.name), _escape(spec.summary))
+    out.print(table)
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON schema of the spec format (with field descriptions)."""
     print(json.dumps(graphc.json_schema(), indent=2))
@@ -170,7 +183,7 @@ def report(
     fmt: str = typer.Option("md", "--format", help="What to print: md (a table), csv or json (also writes results.json)."),
 ) -> None:
     """Compare runs: one row per spec, mean ± sd over seeds, learning curves per head."""
-    from runtime import report_render as render
+    from runtime.report import render
     from runtime.report import FORMATS, build_report, write_report
 
     if fmt not in FORMATS:
@@ -197,7 +210,7 @@ def report(
 @guarded
 def train(
     specs: Optional[List[Path]] = typer.Argument(
-        None, metavar="SPEC", help="Spec files to train, one after another.", show_default=False
+        None, metavar="SPEC", help="Spec files (or built-in spec names) to train, one after another.", show_default=False
     ),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Run N seeds per spec, from the spec's train.seed up."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Run this one seed (instead of the spec's train.seed)."),
@@ -224,7 +237,7 @@ def train(
 
     Ctrl-C stops after the last completed epoch (exit 130) and prints how to resume.
     """
-    from runtime import launch
+    from runtime.train import launch
 
     if lr is not None and not lr > 0:
         raise UsageError(f"--lr must be positive, got {lr}.")
@@ -304,7 +317,8 @@ def export(
 
     The file is written only if it passes onnx.checker and the parity check (logits within 1e-4, same argmax); otherwise exit 1.
     """
-    from graphc.export import ATOL, export_onnx
+    from graphc.backends.onnx import ATOL
+    from runtime.export import export_onnx
 
     report = export_onnx(spec, onnx_file, checkpoint=checkpoint, opset=opset, verify_model=verify)
     if as_json:
@@ -390,7 +404,7 @@ def render(
     """Draw specs' architecture: shared and reused nodes, shapes, parameter counts. No graphviz needed."""
     import sys
 
-    from graphc.render import render_specs
+    from graphc.backends.diagram.render import render_specs
 
     for result in render_specs(specs, output, fmt, direction=direction, shapes=not no_shapes):
         if result.path is None:
@@ -402,7 +416,7 @@ def render(
 
 
 def main() -> None:
-    app()
+    app(prog_name="graphc")
 
 
 if __name__ == "__main__":

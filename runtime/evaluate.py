@@ -1,4 +1,4 @@
-"""Metrics of a model on a split, where to run it, and ``graphc eval RUN_DIR``.
+"""Metrics of a model on a split, and ``graphc eval RUN_DIR``.
 
 ``evaluate`` runs a model over a split in eval mode and returns a metrics dict
 with the names of a metrics row (``loss``, ``fine/acc``, ...). ``evaluate_run``
@@ -9,7 +9,6 @@ data the run used.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -18,62 +17,13 @@ import torch
 
 import graphc
 from graphc.errors import RunError, UsageError
-from graphc.ir import Graph
-from graphc.spec import DataSpec, InputNode, Spec, TrainSpec
-from runtime import runs
+from graphc.ir.graph import Graph
+from graphc.lang.spec import DataSpec, InputNode, Spec, TrainSpec
+from runtime.device import autocast, resolve_device, resolve_precision
+from runtime.runs import rundir as runs
+from runtime.runs.checkpoint import load_checkpoint
 from runtime.metrics import HeadInfo, Hierarchy, Meter, compute_loss, heads_of, hierarchies_of
-from runtime.weights import load_trained
-
-# --------------------------------------------------------------------------- where to run
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA, then MPS, then CPU; otherwise the named device, which must exist here."""
-    name = name.strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"unknown device '{name}'; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RunError(
-                f"device '{name}' was requested but CUDA is not available here "
-                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'}). "
-                "Use --device cpu or --device auto."
-            )
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        if index >= torch.cuda.device_count():
-            raise RunError(
-                f"device '{name}' was requested but this machine has {torch.cuda.device_count()} CUDA device(s) "
-                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})."
-            )
-        return torch.device("cuda", index)
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise RunError(f"device '{name}' was requested but MPS is not available here. Use --device cpu or auto.")
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> 'bf16' on CUDA (autocast), 'fp32' elsewhere."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the forward pass, or nothing for fp32."""
-    if precision != "bf16":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
+from runtime.runs.weights import load_trained
 
 def input_shape(spec: Spec) -> tuple[int, int, int]:
     """[C, H, W] of the spec's input node: the shape the data set must deliver."""
@@ -99,12 +49,12 @@ def evaluate(
     batch_size: int = 256,
     reduce: Callable[[Meter], None] | None = None,
 ) -> dict[str, float]:
-    """Loss and metrics of ``model`` on ``split`` (a runtime.data.Split), in eval mode, no augmentation.
+    """Loss and metrics of ``model`` on ``split`` (a runtime.data.split.Split), in eval mode, no augmentation.
 
     ``reduce`` adds other processes' sums to the Meter's before the means are taken
-    (each evaluated its part of a split; runtime.distributed).
+    (each evaluated its part of a split; runtime.train.distributed).
     """
-    from runtime.augment import to_float
+    from runtime.data.augment import to_float
 
     was_training = model.training
     model.eval()
@@ -157,7 +107,7 @@ def read_config(run_dir: Path) -> dict:
 
 def load_run_data(spec: Spec, config: dict, data_dir: str | Path | None = None):
     """The data set exactly as the run loaded it (same split seed, limits and image shape)."""
-    from runtime.data import load_dataset
+    from runtime.data.load import load_dataset
 
     root = data_dir if data_dir is not None else config.get("data_root")
     return load_dataset(
@@ -211,7 +161,7 @@ def evaluate_run(
         other = runs.LAST if checkpoint == "best" else runs.BEST
         hint = f" Try --checkpoint {'last' if checkpoint == 'best' else 'best'}." if (run_dir / other).is_file() else ""
         raise RunError(f"{path}: no such checkpoint; the run has not completed an epoch yet.{hint}")
-    state = runs.load_checkpoint(path)
+    state = load_checkpoint(path)
     spec = spec_of_run(run_dir, config)
     target = resolve_device(device)
     dataset = load_run_data(spec, config, data_dir)

@@ -19,7 +19,7 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
-from graphc.ir import Graph
+from graphc.ir.graph import Graph
 
 TOP5_MIN_CLASSES = 11  # top-5 accuracy only means something with more than 10 classes
 

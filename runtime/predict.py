@@ -42,7 +42,7 @@ class Predictor:
 
 def open_model(path: str | Path) -> Predictor:
     """An exported ``.onnx`` file, or a run directory (its spec and best.pt, run with PyTorch)."""
-    from runtime.runs import is_run_dir
+    from runtime.runs.rundir import is_run_dir
 
     path = Path(path)
     if path.is_dir():
@@ -55,7 +55,7 @@ def open_model(path: str | Path) -> Predictor:
 
 
 def _onnx_predictor(path: Path) -> Predictor:
-    from graphc.export import SCALING, read_metadata, require
+    from graphc.backends.onnx import SCALING, read_metadata, require
 
     onnx = require("onnx")
     ort = require("onnxruntime")
@@ -88,9 +88,9 @@ def _onnx_predictor(path: Path) -> Predictor:
 
 def _torch_predictor(run_dir: Path) -> Predictor:
     import graphc
-    from graphc.export import build_metadata, load_model
-    from runtime.weights import read_checkpoint
-    from runtime.runs import SPEC_COPY
+    from runtime.export import build_metadata, load_model
+    from runtime.runs.weights import read_checkpoint
+    from runtime.runs.rundir import SPEC_COPY
 
     spec_file = run_dir / SPEC_COPY
     if spec_file.is_file():

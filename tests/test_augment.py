@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from graphc.errors import SpecError
-from graphc.spec import FlipCropAugment, KerasAffineAugment, NoAugment, Normalize
-from runtime.augment import (
+from graphc.lang.spec import FlipCropAugment, KerasAffineAugment, NoAugment, Normalize
+from runtime.data.augment import (
     AffineParams,
     apply_affine,
     apply_crop,

@@ -266,7 +266,7 @@ def test_distributed_data_parallel_averages_gradients_across_processes(tmp_path)
 def test_reserved_names_cover_every_graph_module_attribute(write_spec):
     """A node named after a GraphModule attribute either fails add_module or is shadowed by a method,
     and 'self' is rebound by the generated forward: the spec must refuse them all."""
-    from graphc.spec import RESERVED_NAMES
+    from graphc.lang.spec import RESERVED_NAMES
 
     attributes = {n for n in dir(fx.GraphModule) if not n.startswith("_")}
     attributes |= {n for n in vars(fx.GraphModule(nn.Module(), fx.Graph())) if not n.startswith("_")}

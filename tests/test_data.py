@@ -24,9 +24,11 @@ from data_fixtures import (
     write_image_folder,
 )
 from graphc.errors import RunError, SpecError, UsageError
-from graphc.spec import DataSpec, SyntheticData
-from runtime import cifar100, imagefolder
-from runtime.data import Split, default_data_dir, load_dataset, split_pool
+from graphc.lang.spec import DataSpec, SyntheticData
+from runtime.data import cifar100
+from runtime.data import imagefolder
+from runtime.data.load import load_dataset
+from runtime.data.split import Split, default_data_dir, split_pool
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,9 @@ from typer.testing import CliRunner
 import graphc
 from graphc.cli import app
 from graphc.errors import Problem, RunError, SpecError, UsageError
-from runtime import distributed, runs
+from runtime.train import distributed
+from runtime.runs import rundir as runs
+from runtime.runs.checkpoint import load_checkpoint
 from runtime.evaluate import evaluate_run
 from tests.conftest import clean_exit
 
@@ -43,7 +45,7 @@ def run_dir_of(result) -> Path:
 
 
 def weights(run_dir: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
-    return runs.load_checkpoint(run_dir / name)["model"]
+    return load_checkpoint(run_dir / name)["model"]
 
 
 def without_timing(rows: list[dict]) -> list[dict]:
@@ -86,12 +88,12 @@ def test_two_processes_write_a_normal_run_that_learns(straight):
     summary = runs.read_json(run_dir / "summary.json")
     assert summary["status"] == "completed" and summary["best_epoch"] == best["epoch"]
     assert summary["test"] == pytest.approx(evaluate_run(run_dir, split="test", checkpoint="best").metrics, rel=1e-6)
-    assert runs.load_checkpoint(run_dir / "best.pt")["epoch"] == best["epoch"]
+    assert load_checkpoint(run_dir / "best.pt")["epoch"] == best["epoch"]
 
 
 def test_each_process_gets_its_own_share_and_draws():
-    from runtime.data import Split
-    from runtime.train import steps_per_epoch
+    from runtime.data.split import Split
+    from runtime.train.loop import steps_per_epoch
 
     World = distributed.World
     index = torch.randperm(10)
@@ -214,7 +216,7 @@ def test_ctrl_c_stops_every_process_and_resume_continues_exactly(tmp_path, strai
     summary = runs.read_json(run_dir / "summary.json")
     done = summary["epochs_completed"]
     assert summary["status"] == "interrupted" and 1 <= done < EPOCHS and summary["test"] is None
-    assert runs.load_checkpoint(run_dir / "last.pt")["epoch"] == done
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == done
     assert {r["epoch"] for r in runs.read_metrics(run_dir)} == set(range(1, done + 1))
     assert not list(run_dir.glob(".*.tmp"))
 

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from tests.conftest import clean_exit
 from graphc.cli import app
 from graphc.errors import RunError, UsageError
-from runtime import runs
-from runtime.evaluate import resolve_device, resolve_precision
+from runtime.runs import rundir as runs
+from runtime.device import resolve_device, resolve_precision
 
 runner = CliRunner()
 SPEC = Path(__file__).parent / "specs" / "tiny_train.toml"

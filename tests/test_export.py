@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import clean_exit
 import graphc
-import graphc.export as export
+import graphc.backends.onnx as export
+import runtime.export as run_export
 from graphc.cli import app
 from graphc.errors import RunError
 
@@ -158,7 +159,7 @@ def reference_exports(tmp_path_factory) -> dict[str, tuple[Path, export.ExportRe
     exported = {}
     for name in REFERENCE:
         start = time.perf_counter()
-        report = export.export_onnx(SPECS_DIR / f"{name}.toml", root / f"{name}.onnx")
+        report = run_export.export_onnx(SPECS_DIR / f"{name}.toml", root / f"{name}.onnx")
         exported[name] = (root / f"{name}.onnx", report, time.perf_counter() - start)
     return exported
 
@@ -229,9 +230,9 @@ def _swap_output_names(model: onnx.ModelProto, a: str, b: str) -> None:
 
 def test_verifier_catches_swapped_output_names(tmp_path, write_spec):
     spec = write_spec(TWINS_SPEC, "twins")
-    graph, reference, _ = export.load_model(spec)
+    graph, reference, _ = run_export.load_model(spec)
     out = tmp_path / "twins.onnx"
-    report = export.export_onnx(spec, out)
+    report = run_export.export_onnx(spec, out)
     assert report.passed
     model = onnx.load(str(out))
     _swap_output_names(model, "fine", "coarse")
@@ -247,7 +248,7 @@ def test_verifier_catches_swapped_output_names(tmp_path, write_spec):
 
 def test_verifier_reports_shape_mismatch_of_swapped_heads(trained_export, trained):
     path, _ = trained_export
-    graph, reference, _ = export.load_model(trained / "spec.toml", trained)
+    graph, reference, _ = run_export.load_model(trained / "spec.toml", trained)
     model = onnx.load(str(path))
     _swap_output_names(model, "fine", "coarse")
     fine, coarse = model.graph.output  # keep the declared types consistent with the swapped values
@@ -294,17 +295,17 @@ def test_metadata_round_trips(trained_export, trained):
     assert meta["checkpoint"]["metrics"] == {k: v for k, v in checkpoint["metrics"].items() if k.startswith("val/")}
     assert "val/fine/acc" in meta["checkpoint"]["metrics"]
     # metadata as written == metadata as built
-    graph, _, weights = export.load_model(trained / "spec.toml", trained)
-    assert meta == json.loads(json.dumps(export.build_metadata(graph, weights)))
+    graph, _, weights = run_export.load_model(trained / "spec.toml", trained)
+    assert meta == json.loads(json.dumps(run_export.build_metadata(graph, weights)))
 
 
 def test_normalisation_inside_the_model_matches_training_pipeline(trained):
-    """The ONNX input is pixels / 255; eval feeds runtime.augment.to_float(images, normalize) to the bare module."""
-    from runtime.augment import to_float
+    """The ONNX input is pixels / 255; eval feeds runtime.data.augment.to_float(images, normalize) to the bare module."""
+    from runtime.data.augment import to_float
     from runtime.evaluate import read_config, spec_of_run
 
     spec = spec_of_run(trained, read_config(trained))
-    graph, deployed, _ = export.load_model(trained / "spec.toml", trained)
+    graph, deployed, _ = run_export.load_model(trained / "spec.toml", trained)
     images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
     with torch.no_grad():
         ours = deployed(to_float(images, None))  # the exported input: pixels / 255, no normalisation
@@ -314,8 +315,8 @@ def test_normalisation_inside_the_model_matches_training_pipeline(trained):
 
 
 def test_random_initialisation_metadata_has_index_labels_and_no_checkpoint(write_spec, tmp_path):
-    graph, _, weights = export.load_model(write_spec(ONE_HEAD_SPEC, "solo"))
-    meta = export.build_metadata(graph, weights)
+    graph, _, weights = run_export.load_model(write_spec(ONE_HEAD_SPEC, "solo"))
+    meta = run_export.build_metadata(graph, weights)
     assert meta["class_names"] == {"fine": ["0", "1", "2", "3", "4"]}
     assert "checkpoint" not in meta and meta["weights"] == "random initialisation (seed 0)"
     assert meta["input"]["normalize"] is None and meta["input"]["name"] == "pixels"
@@ -362,7 +363,7 @@ def test_checkpoint_of_another_spec_is_named(trained, tmp_path):
 def test_checkpoint_shape_mismatch_names_the_node(trained, tmp_path):
     edited = _edit_run_spec(trained, tmp_path, "units = [8]", "units = [16]")
     with pytest.raises(RunError) as info:
-        export.load_model(edited, trained / "best.pt")
+        run_export.load_model(edited, trained / "best.pt")
     message = str(info.value)
     assert "node 'coarse_fc': 'coarse_fc.fc1.weight' expects [16, 64], checkpoint has [8, 64]" in message
     assert "its spec text differs" in message
@@ -371,12 +372,12 @@ def test_checkpoint_shape_mismatch_names_the_node(trained, tmp_path):
 def test_checkpoint_of_a_changed_spec_without_new_shapes_is_refused(trained, tmp_path):
     edited = _edit_run_spec(trained, tmp_path, 'pool = "max"', 'pool = "avg"')
     with pytest.raises(RunError, match="node 'trunk', field 'pool': 'avg', was 'max'"):
-        export.load_model(edited, trained)
+        run_export.load_model(edited, trained)
 
 
 def test_checkpoint_of_a_spec_edited_only_in_comments_and_recipe_loads(trained, tmp_path):
     edited = _edit_run_spec(trained, tmp_path, "[data]", "# a comment\n[train]\nepochs = 7\n\n[data]")
-    graph, _, weights = export.load_model(edited, trained)
+    graph, _, weights = run_export.load_model(edited, trained)
     assert graph.name == "tiny_export" and weights.epoch == 1
     assert "not in anything inference uses" in weights.note
 

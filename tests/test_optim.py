@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from graphc.spec import TrainSpec
-from runtime.optim import lr_factor, make_optimizer, make_scheduler
+from graphc.lang.spec import TrainSpec
+from runtime.train.optim import lr_factor, make_optimizer, make_scheduler
 
 
 def _train(**fields) -> TrainSpec:

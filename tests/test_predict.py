@@ -56,7 +56,7 @@ def predict_json(*args: str) -> dict:
 
 def eval_model_logits(run_dir: Path, images: torch.Tensor) -> dict[str, np.ndarray]:
     """What graphc eval's model computes: spec_of_run -> compile -> best.pt -> to_float(images, normalize)."""
-    from runtime.augment import to_float
+    from runtime.data.augment import to_float
     from runtime.evaluate import read_config, spec_of_run
 
     config = read_config(run_dir)

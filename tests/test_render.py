@@ -23,10 +23,11 @@ from typer.testing import CliRunner
 from tests.conftest import clean_exit
 import graphc
 from graphc.cli import app
-from graphc.draw import Scene, page
+from graphc.backends.diagram.draw import Scene, page
 from graphc.errors import UsageError
-from graphc.layout import count_crossings, layout, order_ranks
-from graphc.render import KIND_COLORS, REUSE_COLOR, render, render_specs
+from graphc.backends.diagram.layout import count_crossings, layout, order_ranks
+from graphc.backends.diagram.render import render, render_specs
+from graphc.backends.diagram.style import KIND_COLORS, REUSE_COLOR
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.toml"))

@@ -1,7 +1,7 @@
 """graphc report: table statistics against numpy on the run files, baseline deltas,
 the markdown/CSV/JSON outputs, plots, in-progress runs and bad input.
 
-Runs are made with the runtime's own writer (runtime.runs.append_metrics / write_json),
+Runs are made with the runtime's own writer (runtime.runs.rundir.append_metrics / write_json),
 following RUNS.md; one end-to-end test trains real tiny runs with `graphc train`.
 """
 
@@ -22,9 +22,10 @@ from typer.testing import CliRunner
 from tests.conftest import TINY_SPEC, clean_exit
 from graphc.cli import app
 from graphc.errors import RunError, UsageError
-from runtime.report import build_report, write_report
-from runtime.report_render import render_markdown
-from runtime.runs import append_metrics, write_json
+from runtime.report.build import build_report
+from runtime.report.write import write_report
+from runtime.report.render import render_markdown
+from runtime.runs.rundir import append_metrics, write_json
 
 runner = CliRunner()
 TASKS = ("fine", "coarse")
@@ -266,7 +267,7 @@ def test_cli_writes_markdown_csv_and_plots(study, tmp_path):
 
 
 def check_plots(out: Path, tasks, n_specs: int) -> None:
-    from runtime.plots import spec_colours
+    from runtime.report.plots import spec_colours
 
     specs = [f"s{i}" for i in range(n_specs)]
     spec_rgb = {tuple(round(255 * c) for c in colour) for colour in spec_colours(specs).values()}

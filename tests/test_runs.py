@@ -10,19 +10,21 @@ import pytest
 import torch
 
 from graphc.errors import RunError
-from runtime import runs
+from runtime.runs import rundir as runs
+from graphc.files import atomic_write, atomic_write_text
+from runtime.runs.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "file.json"
-    runs.atomic_write_text(path, "old")
+    atomic_write_text(path, "old")
 
     def explode(f):
         f.write(b"half of the new")
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        runs.atomic_write(path, explode)
+        atomic_write(path, explode)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.json"]  # no temporary file left
 
@@ -59,14 +61,14 @@ def test_damaged_metrics_line_is_named(tmp_path):
 
 
 def test_checkpoints_round_trip_and_foreign_files_are_refused(tmp_path):
-    runs.save_checkpoint(tmp_path / "last.pt", {"epoch": 3, "model": {"w": torch.ones(2)}})
-    loaded = runs.load_checkpoint(tmp_path / "last.pt")
+    save_checkpoint(tmp_path / "last.pt", {"epoch": 3, "model": {"w": torch.ones(2)}})
+    loaded = load_checkpoint(tmp_path / "last.pt")
     assert loaded["epoch"] == 3 and torch.equal(loaded["model"]["w"], torch.ones(2))
     torch.save({"epoch": 3}, tmp_path / "foreign.pt")
     with pytest.raises(RunError, match="not a graphc checkpoint"):
-        runs.load_checkpoint(tmp_path / "foreign.pt")
+        load_checkpoint(tmp_path / "foreign.pt")
     with pytest.raises(RunError, match="no such checkpoint"):
-        runs.load_checkpoint(tmp_path / "absent.pt")
+        load_checkpoint(tmp_path / "absent.pt")
 
 
 def test_new_run_dirs_are_unique_and_found(tmp_path):
@@ -74,7 +76,7 @@ def test_new_run_dirs_are_unique_and_found(tmp_path):
     second = runs.new_run_dir(tmp_path, "spec", 0)
     assert first != second and first.parent == second.parent == tmp_path / "spec"
     for run in (first, second):
-        runs.atomic_write_text(run / runs.SPEC_COPY, 'name = "spec"\n')
+        atomic_write_text(run / runs.SPEC_COPY, 'name = "spec"\n')
         runs.write_json(run / runs.CONFIG, {"spec": "spec", "seed": 0})
     (tmp_path / "notes").mkdir()
     runs.write_json(tmp_path / "notes" / runs.CONFIG, {"unrelated": True})  # a lone config.json is no run

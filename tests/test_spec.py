@@ -7,7 +7,7 @@ import json
 import pytest
 
 import graphc
-from graphc.spec import ConvBlockNode, HeadNode, json_schema
+from graphc.lang.spec import ConvBlockNode, HeadNode, json_schema
 from tests.conftest import TINY_SPEC
 
 

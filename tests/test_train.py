@@ -12,11 +12,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import runtime.launch as launch
-import runtime.train as training
+import runtime.train.launch as launch
+import runtime.train.loop as training
 from tests.conftest import clean_exit
 from graphc.cli import app
-from runtime import runs
+from runtime.runs import rundir as runs
+from runtime.runs.checkpoint import load_checkpoint, save_checkpoint
 
 runner = CliRunner()
 SPEC = Path(__file__).parent / "specs" / "tiny_train.toml"
@@ -36,7 +37,7 @@ def run_dirs(result) -> list[Path]:
 
 
 def weights(run_dir: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
-    return runs.load_checkpoint(run_dir / name)["model"]
+    return load_checkpoint(run_dir / name)["model"]
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
@@ -107,7 +108,7 @@ def test_checkpoints_and_summary(two_seeds):
     assert summary["last"]["train/loss"] == rows[2]["loss"]
     assert set(summary["test"]) == {k for k in rows[1] if k not in ("epoch", "split")}
     assert summary["images_per_s"] > 0 and summary["wall_time_s"] > 0
-    best, last = runs.load_checkpoint(run_dir / "best.pt"), runs.load_checkpoint(run_dir / "last.pt")
+    best, last = load_checkpoint(run_dir / "best.pt"), load_checkpoint(run_dir / "last.pt")
     assert last["epoch"] == 2 and best["epoch"] == best_epoch
     for key in ("graphc_version", "spec_name", "spec_sha256", "spec_text", "model", "optimizer", "scheduler",
                 "rng", "monitor", "metrics", "class_names", "config"):
@@ -148,7 +149,7 @@ def test_same_seed_same_metrics_and_weights(tmp_path, two_seeds):
 
 def test_one_epoch_plus_resume_equals_two_epochs(tmp_path, two_seeds):
     first = run_dirs(train(SPEC, "--epochs", "1", "--out", tmp_path, "--quiet"))[0]
-    assert runs.load_checkpoint(first / "last.pt")["epoch"] == 1
+    assert load_checkpoint(first / "last.pt")["epoch"] == 1
     # Finished runs need a new total to continue.
     refused = train("--resume", first, code=2)
     assert "pass --epochs N with N > 1" in refused.stderr
@@ -156,7 +157,7 @@ def test_one_epoch_plus_resume_equals_two_epochs(tmp_path, two_seeds):
     assert resumed == [first]
     straight = two_seeds[0]
     assert_same_weights(weights(first), weights(straight))
-    a, b = runs.load_checkpoint(first / "last.pt"), runs.load_checkpoint(straight / "last.pt")
+    a, b = load_checkpoint(first / "last.pt"), load_checkpoint(straight / "last.pt")
     for state_a, state_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert torch.equal(state_a["exp_avg_sq"], state_b["exp_avg_sq"])
     assert without_timing(runs.read_metrics(first)) == without_timing(runs.read_metrics(straight))
@@ -183,7 +184,7 @@ def test_interrupted_run_leaves_a_valid_last_pt_and_resumes_exactly(tmp_path, mo
     result = train(SPEC, "--out", tmp_path, "--quiet", code=130)
     run_dir = next((tmp_path / "tiny_train").iterdir())
     assert f"graphc train --resume {run_dir}" in result.stderr
-    last = runs.load_checkpoint(run_dir / "last.pt")
+    last = load_checkpoint(run_dir / "last.pt")
     assert last["epoch"] == epoch - 1  # the last *completed* epoch
     summary = runs.read_json(run_dir / "summary.json")
     assert summary["status"] == "interrupted" and summary["epochs_completed"] == epoch - 1 and summary["test"] is None
@@ -212,8 +213,8 @@ def test_ctrl_c_while_writing_files_is_held_until_they_are_complete(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with training.deferred_interrupt():
             os.kill(os.getpid(), signal.SIGINT)
-            runs.save_checkpoint(path, {"epoch": 1})
-    assert runs.load_checkpoint(path)["epoch"] == 1
+            save_checkpoint(path, {"epoch": 1})
+    assert load_checkpoint(path)["epoch"] == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
@@ -259,7 +260,7 @@ def test_out_of_gpu_memory_is_a_clear_runtime_error(tmp_path, monkeypatch):
     result = train(SPEC, "--out", tmp_path, "--quiet", code=1)
     assert "out of GPU memory in epoch 2 with batch size 32" in result.stderr and "--batch-size" in result.stderr
     run_dir = next((tmp_path / "tiny_train").iterdir())
-    assert runs.load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
 
 
 def test_best_checkpoint_follows_select_and_test_is_used_once_at_the_end(tmp_path, monkeypatch):
@@ -275,7 +276,7 @@ def test_best_checkpoint_follows_select_and_test_is_used_once_at_the_end(tmp_pat
     run_dir = run_dirs(train(spec, "--epochs", "3", "--out", tmp_path, "--quiet"))[0]
     rows = [r for r in runs.read_metrics(run_dir) if r["split"] == "train"]
     worst = min(rows, key=lambda r: r["fine/acc"])["epoch"]
-    assert runs.load_checkpoint(run_dir / "best.pt")["epoch"] == worst == 1
+    assert load_checkpoint(run_dir / "best.pt")["epoch"] == worst == 1
     assert seen == [120, 120, 120, 120]  # val after each epoch, then the test split (120) once
     summary = runs.read_json(run_dir / "summary.json")
     assert summary["best_epoch"] == 1
@@ -378,9 +379,9 @@ def test_progress_bar_on_a_terminal(tmp_path, monkeypatch):
 
     from rich.console import Console
 
-    from runtime.progress import EpochProgress
+    from runtime.train.progress import EpochProgress
 
-    monkeypatch.setattr("runtime.progress.REFRESH_S", 0.0)  # refresh the live numbers every batch
+    monkeypatch.setattr("runtime.train.progress.REFRESH_S", 0.0)  # refresh the live numbers every batch
     seen = []
     real_advance = EpochProgress.advance
     monkeypatch.setattr(EpochProgress, "advance", lambda self, done, stats=None: (seen.append(stats), real_advance(self, done, stats)))

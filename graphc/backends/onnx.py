@@ -1,0 +1,354 @@
+"""IR -> ONNX: a deployable file with checked output names and self-describing metadata.
+
+``export_module(model, graph, out, metadata)`` takes a compiled module wrapped as a
+:class:`DeployedModel` (so that the graph's contract is explicit), exports it with the
+torch.export-based ("dynamo") exporter, checks it, verifies it against PyTorch in
+ONNX Runtime and only then writes it. Finding a run's weights, data and class names
+is the runtime's job (``runtime.export``)::
+
+    input   <input node name>  float32 (batch, C, H, W), pixels / 255 in [0, 1];
+            the spec's mean/std normalisation, if any, is applied inside the model
+    outputs <task>             float32 (batch, classes) logits, one per head, in spec order
+
+Why the dynamo exporter: it is torch's default and supported path (the TorchScript
+exporter, ``dynamo=False``, is deprecated), and with ``dynamic_shapes`` it gives
+every output a symbolic ``batch`` dimension. Both exporters flatten a dict output
+by position and only *label* the results with ``output_names``, so the model is
+wrapped to return a tuple in spec order and the names are then checked against
+the values (``verify``): a swapped pair of heads fails the check.
+
+Metadata (``metadata_props``, JSON values, read back with ``read_metadata``) makes
+the file self-describing for consumers such as ``graphc predict``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from graphc.errors import RunError, UsageError
+from graphc.files import atomic_write_bytes
+from graphc.ir.graph import Graph
+
+ATOL = 1e-4  # fp32 tolerance on logits, absolute
+PREFIX = "graphc."
+SCALING = "pixel / 255"  # the input contract's version: float32 in [0, 1], NCHW
+VERIFY_BATCHES = (1, 7)
+
+
+# --------------------------------------------------------------------------- the deployed model
+
+
+class DeployedModel(nn.Module):
+    """The compiled model as a deployment sees it: [0, 1] pixels in, logits per task out (a tuple in spec order).
+
+    The spec's normalisation lives here, inside the exported graph, so a consumer only
+    has to scale pixels to [0, 1] and cannot forget or misapply the mean and std.
+    """
+
+    def __init__(self, model: nn.Module, tasks: tuple[str, ...], normalize: Mapping[str, Any] | None = None):
+        super().__init__()
+        self.model = model
+        self.tasks = tuple(tasks)
+        self.normalize = normalize is not None
+        if normalize is not None:
+            self.register_buffer("mean", torch.tensor(normalize["mean"], dtype=torch.float32).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(normalize["std"], dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.normalize:
+            image = (image - self.mean) / self.std  # (B, C, H, W)
+        logits = self.model(image)
+        return tuple(logits[task] for task in self.tasks)  # spec order, never dict order
+
+
+def require(package: str):
+    """Import ``onnx``/``onnxruntime``/``onnxscript`` or say clearly how to get it."""
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise RunError(
+            f"ONNX export needs the Python package '{package}', which is not installed. "
+            "Install it with `pip install onnx onnxscript onnxruntime` (graphc's own dependencies)."
+        ) from None
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def read_metadata(model: "str | Path | Any") -> dict[str, Any]:
+    """graphc's metadata of an ONNX file (or ModelProto), JSON values decoded; {} if it has none."""
+    onnx = require("onnx")
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+    metadata = {}
+    for prop in proto.metadata_props:
+        if prop.key.startswith(PREFIX):
+            key = prop.key[len(PREFIX):]
+            try:
+                metadata[key] = json.loads(prop.value)
+            except json.JSONDecodeError:
+                metadata[key] = prop.value
+    return metadata
+
+
+def _write_metadata(proto, metadata: Mapping[str, Any]) -> None:
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = PREFIX + key, json.dumps(value)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_structure(proto, graph: Graph) -> None:
+    """Input named after the input node; outputs named after the tasks, in spec order; a symbolic batch axis on each."""
+    inputs = [i.name for i in proto.graph.input]
+    outputs = [o.name for o in proto.graph.output]
+    problems = []
+    if inputs != [graph.input.name]:
+        problems.append(f"inputs are {inputs}, expected ['{graph.input.name}']")
+    if outputs != list(graph.tasks):
+        problems.append(f"outputs are {outputs}, expected {list(graph.tasks)} (the tasks in spec order)")
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if not dims or not dims[0].dim_param:
+            shown = [d.dim_param or d.dim_value for d in dims]
+            problems.append(f"'{value.name}' has shape {shown}, expected a symbolic batch dimension first")
+    if problems:
+        raise RunError("the exported ONNX graph is not what graphc promises: " + "; ".join(problems) + ".")
+
+
+@dataclass(frozen=True)
+class Parity:
+    """One row of the parity table: one head on one set of inputs."""
+
+    inputs: str  # e.g. "random, batch 7"
+    task: str
+    max_abs_diff: float
+    argmax_agreement: float  # fraction of images with the same top class
+    ties: int  # disagreements where torch's top two logits are within the tolerance
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def verify(session, reference: DeployedModel, inputs: Mapping[str, torch.Tensor], atol: float = ATOL) -> list[Parity]:
+    """Run ONNX Runtime and PyTorch on the same inputs; compare each ONNX output with the torch output of the
+    task it is *named* after (so a mislabelled output fails, whatever its position)."""
+    input_name = session.get_inputs()[0].name
+    output_names = [o.name for o in session.get_outputs()]
+    rows = []
+    for label, images in inputs.items():
+        with torch.inference_mode():
+            expected = dict(zip(reference.tasks, (t.numpy() for t in reference(images))))
+        results = dict(zip(output_names, session.run(None, {input_name: images.numpy()})))
+        for task in reference.tasks:
+            rows.append(_compare(label, task, results, expected, atol))
+    return rows
+
+
+def _compare(label: str, task: str, results: Mapping[str, Any], expected: Mapping[str, Any], atol: float) -> Parity:
+    if task not in results:
+        return Parity(label, task, math.nan, 0.0, 0, f"no ONNX output is named '{task}'")
+    got, want = results[task], expected[task]
+    if got.shape != want.shape:
+        return Parity(label, task, math.nan, 0.0, 0, f"output '{task}' has shape {list(got.shape)}, task '{task}' gives {list(want.shape)}")
+    diff = float(np.abs(got - want).max())
+    same = got.argmax(1) == want.argmax(1)
+    ordered = np.sort(want, axis=1)
+    tie = (ordered[:, -1] - ordered[:, -2] <= atol) if want.shape[1] > 1 else np.zeros(len(want), bool)
+    ties = int((~same & tie).sum())
+    problem = None
+    if not diff <= atol or not (same | tie).all():
+        problem = f"max |diff| {diff:.3g} > {atol:g}" if not diff <= atol else "argmax disagrees"
+        swapped = [
+            other for other, values in expected.items()
+            if other != task and values.shape == got.shape and float(np.abs(got - values).max()) <= atol
+        ]
+        if swapped:
+            problem = f"output '{task}' carries the values of task '{swapped[0]}' (outputs mislabelled)"
+    return Parity(label, task, diff, float(same.mean()), ties, problem)
+
+
+# --------------------------------------------------------------------------- export
+
+
+@dataclass
+class ExportReport:
+    path: str
+    spec: str
+    tasks: list[str]
+    opset: int
+    size_bytes: int
+    export_s: float
+    verify_s: float | None
+    parity: list[Parity]
+    metadata: dict[str, Any]
+    notes: list[str]
+    written: bool
+
+    @property
+    def passed(self) -> bool:
+        return all(row.ok for row in self.parity)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["parity"] = [
+            {**asdict(row), "max_abs_diff": row.max_abs_diff if math.isfinite(row.max_abs_diff) else None, "ok": row.ok}
+            for row in self.parity
+        ]
+        out["verified"] = bool(self.parity)
+        out["passed"] = self.passed
+        out["metadata"] = {k: v for k, v in self.metadata.items() if k != "spec"}
+        return out
+
+
+def check_writable(path: Path) -> None:
+    """Fail before the (slow) export if ``path`` cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--onnx {path}: is a directory; give a file name such as {path / 'model.onnx'}.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"--onnx {path}: the directory {parent} does not exist; create it or choose another path.")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--onnx {path}: cannot write in {parent} ({exc.strerror}); choose another path.") from None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter reports progress on stdout and version-conversion fallbacks as warnings and log
+    records (with tracebacks); graphc reports the outcome itself, so silence them for the call."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def to_onnx(model: DeployedModel, graph: Graph, opset: int | None = None):
+    """Export ``model`` (eval mode) with the dynamo exporter: a ModelProto with named I/O and a symbolic batch axis."""
+    require("onnxscript")
+    onnx = require("onnx")
+    if opset is not None and not 13 <= opset <= onnx.defs.onnx_opset_version():
+        raise UsageError(f"--opset {opset}: expected 13 to {onnx.defs.onnx_opset_version()} (the installed onnx's newest).")
+    clash = graph.input.name in graph.tasks
+    if clash:
+        raise UsageError(
+            f"the input node '{graph.input.name}' has the name of a task; ONNX needs distinct input and output names. "
+            "Rename the input node."
+        )
+    example = torch.rand(2, *graph.input.shape)  # batch 2: torch.export specialises a batch of 1
+    try:
+        with _quiet():
+            program = torch.onnx.export(
+                model,
+                (example,),
+                input_names=[graph.input.name],
+                output_names=list(graph.tasks),
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
+    except Exception as exc:  # the exporter raises many types; the user needs the gist, not its traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"ONNX export of spec '{graph.name}' failed ({type(exc).__name__}: {first}).") from None
+    proto = program.model_proto
+    if opset is not None and _opset_of(proto) != opset:
+        raise RunError(
+            f"the exporter could not convert spec '{graph.name}' to opset {opset} (it produced opset {_opset_of(proto)}). "
+            "Choose a newer --opset, or omit it for the exporter's own."
+        )
+    proto.graph.name = graph.name
+    proto.doc_string = graph.description or f"graphc spec {graph.name}"
+    return proto
+
+
+def random_inputs(shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Seeded random [0, 1] images at batch 1 and 7: the parity check's inputs when no data is at hand."""
+    g = torch.Generator().manual_seed(0)
+    return {f"random, batch {b}": torch.rand(b, *shape, generator=g) for b in VERIFY_BATCHES}
+
+
+def export_module(
+    model: DeployedModel,
+    graph: Graph,
+    out: str | Path,
+    metadata: Mapping[str, Any],
+    *,
+    inputs: Mapping[str, torch.Tensor] | None = None,
+    notes: Sequence[str] = (),
+    opset: int | None = None,
+    verify_model: bool = True,
+) -> ExportReport:
+    """Export ``model`` (eval mode; ``graph`` is its IR) to ``out`` with ``metadata`` embedded.
+
+    The file is written only if it passes the checker and, unless ``verify_model`` is
+    false, the parity check on ``inputs`` (default: :func:`random_inputs`);
+    ``report.passed`` says whether it did.
+    """
+    onnx = require("onnx")
+    if verify_model:
+        ort = require("onnxruntime")
+    out = Path(out)
+    check_writable(out)
+
+    start = time.perf_counter()
+    proto = to_onnx(model, graph, opset)
+    export_s = time.perf_counter() - start
+    _write_metadata(proto, metadata)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise RunError(f"the exported ONNX model of spec '{graph.name}' fails onnx.checker: {str(exc).splitlines()[0]}") from None
+    check_structure(proto, graph)
+    data = proto.SerializeToString()
+
+    parity: list[Parity] = []
+    verify_s = None
+    if verify_model:
+        start = time.perf_counter()
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        parity = verify(session, model, inputs if inputs is not None else random_inputs(graph.input.shape))
+        verify_s = time.perf_counter() - start
+
+    report = ExportReport(
+        path=str(out), spec=graph.name, tasks=list(graph.tasks), opset=_opset_of(proto), size_bytes=len(data),
+        export_s=export_s, verify_s=verify_s, parity=parity, metadata=dict(metadata), notes=list(notes), written=False,
+    )
+    if report.passed:
+        try:
+            atomic_write_bytes(out, data)
+        except OSError as exc:
+            raise RunError(f"{out}: cannot be written ({exc.strerror}).") from None
+        report.written = True
+    return report
+
+
+def _opset_of(proto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)

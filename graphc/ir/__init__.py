@@ -1,0 +1,7 @@
+"""The IR (meaning): ``build`` checks a Spec's references, cycles, reachability, shapes and
+class counts and returns the immutable, topologically ordered ``graph.Graph``; ``shapes``
+holds the pure shape and parameter arithmetic per node kind.
+
+May import: ``graphc.errors``, ``graphc.lang``. networkx is used here and nowhere else;
+no torch.
+"""

@@ -1,0 +1,5 @@
+"""The spec language (form): pydantic models of every node kind and table (``spec``) and
+TOML text -> a validated :class:`~graphc.lang.spec.Spec` with templates merged (``load``).
+
+May import: ``graphc.errors``. Nothing here knows of networkx, torch or the runtime.
+"""

@@ -1,0 +1,279 @@
+"""Image folders: ``ROOT/train/<class>/*.png|jpg|jpeg`` and ``ROOT/test/<class>/*``.
+
+- The class folder's name is the label field ``data.label`` (default "fine");
+  class index order is the sorted folder names of ``train/`` (as torchvision's
+  ImageFolder), so indices do not depend on the file system's listing order.
+- ``data.hierarchy`` derives more label fields from it, e.g.
+  ``coarse = { vehicle = [airplane, ...], animal = [...] }``: every class must be
+  in exactly one group of every field; group indices are the sorted group names.
+  The first hierarchy field is the parent of the folder label in ``Dataset.parents``.
+- Images are decoded with torchvision.io (libjpeg / libpng; several times faster
+  than PIL for small files) and converted to RGB (or grayscale when the input
+  node has one channel): grayscale is replicated, the alpha channel of RGBA is
+  dropped, palette images are expanded. They must all have the input node's
+  height and width (or, without one, the first image's), unless ``data.resize =
+  [H, W]`` is set: then every image is resized to it (bilinear, antialiased).
+- Files with other suffixes and hidden folders are ignored; a single class, an empty class folder,
+  or a test class that has no training folder, is an error.
+
+Decoding happens once: the uint8 tensors go to a cache file in
+``default_data_dir()/imagefolder-cache/`` (not ROOT, which may be read-only or
+shared, and so that one folder holds every cache and can be deleted as one).
+The cache is keyed by ROOT's absolute path and the decoding options (file name)
+and by every image's relative path, size and modification time (stored inside),
+so adding, removing or editing a file re-decodes; it is written to a temporary
+file and renamed into place, so an interrupted run never leaves a torn cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from graphc.errors import Problem, RunError, SpecError, did_you_mean
+from runtime.data.split import Split, default_data_dir
+from graphc.files import atomic_write
+
+SUFFIXES = (".png", ".jpg", ".jpeg")
+CACHE_FORMAT = "graphc-imagefolder/1"
+LAYOUT = "ROOT/train/<class>/*.png|jpg|jpeg and ROOT/test/<class>/*.png|jpg|jpeg"
+
+
+# --------------------------------------------------------------------------- the folders
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(class_dir: Path) -> list[os.DirEntry]:
+    entries = [e for e in os.scandir(class_dir) if e.is_file() and e.name.lower().endswith(SUFFIXES)]
+    return sorted(entries, key=lambda e: e.name)
+
+
+def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]], str]:
+    """Class names, ``{split: [(file path, class index)]}`` and a fingerprint of every file.
+
+    Paths stay ``str``: building 60,000 ``Path`` objects would cost more than the stats."""
+    if not root.is_dir():
+        raise RunError(f"the image folder {root} does not exist (or is not a directory); expected {LAYOUT}.")
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise RunError(f"the image folder {root} has no {split}/ directory; expected {LAYOUT}.")
+    classes = _class_folders(root / "train")
+    if not classes:
+        raise RunError(f"{root / 'train'} has no class folders; expected {LAYOUT}.")
+    if len(classes) == 1:  # one class: the loss is 0 and the accuracy 100% whatever the model does
+        raise RunError(
+            f"{root / 'train'} has a single class folder ({classes[0]}); a classifier needs at least two. "
+            "Add a folder per class."
+        )
+    if not _class_folders(root / "test"):
+        raise RunError(f"{root / 'test'} has no class folders; expected {LAYOUT}.")
+    index = {name: i for i, name in enumerate(classes)}
+    files: dict[str, list[tuple[str, int]]] = {}
+    fingerprint = hashlib.sha256()
+    for split in ("train", "test"):
+        files[split] = []
+        for name in _class_folders(root / split):
+            if name not in index:
+                raise RunError(
+                    f"{root / split / name} is a class with no training folder ({root / 'train' / name} is missing); "
+                    "every test class must also be a training class. Add the training images or remove the folder."
+                )
+            entries = _image_files(root / split / name)
+            if not entries:
+                raise RunError(
+                    f"the class folder {root / split / name} holds no .png/.jpg/.jpeg images; "
+                    "add images or remove the folder."
+                )
+            for entry in entries:
+                stat = entry.stat()
+                fingerprint.update(f"{split}/{name}/{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+                files[split].append((entry.path, index[name]))
+    return classes, files, fingerprint.hexdigest()
+
+
+def derive_labels(
+    classes: list[str], label: str, hierarchy: dict[str, dict[str, list[str]]], root: Path
+) -> tuple[dict[str, list[str]], dict[str, torch.Tensor]]:
+    """Class names per label field and, per hierarchy field, the folder class -> group index map."""
+    problems: list[Problem] = []
+    class_names = {label: list(classes)}
+    maps: dict[str, torch.Tensor] = {}
+    for field, groups in hierarchy.items():
+        where = f"hierarchy.{field}"
+        if field == label:
+            problems.append(Problem(
+                f"'{field}' is the label the class folders give, so it cannot also be a hierarchy field.",
+                field=where, hint="name the hierarchy field differently, e.g. 'coarse'.",
+            ))
+            continue
+        group_names = sorted(groups)
+        group_of: dict[str, str] = {}
+        for group in group_names:
+            if not groups[group]:
+                problems.append(Problem(f"group '{group}' lists no classes.", field=where,
+                                        hint="list its classes or remove the group."))
+            for member in groups[group]:
+                if member in group_of:
+                    other = group_of[member]
+                    places = f"in both '{other}' and '{group}'" if other != group else f"twice in '{group}'"
+                    problems.append(Problem(f"class '{member}' is listed {places}; every class belongs to exactly "
+                                            "one group.", field=where, hint="keep one of them."))
+                elif member not in classes:
+                    problems.append(Problem(
+                        f"group '{group}' lists class '{member}', but {root / 'train'} has no folder of that name.",
+                        field=where, hint=did_you_mean(member, classes) or "check the spelling against the folders.",
+                    ))
+                else:
+                    group_of[member] = group
+        for name in classes:
+            if name not in group_of:
+                problems.append(Problem(
+                    f"class '{name}' (folder {root / 'train' / name}) is in no group; every class must be "
+                    "mapped exactly once.",
+                    field=where, hint=f"add '{name}' to one of the groups: {', '.join(group_names)}.",
+                ))
+        class_names[field] = group_names
+        maps[field] = torch.tensor(
+            [group_names.index(group_of[c]) if c in group_of else -1 for c in classes], dtype=torch.int64
+        )
+    if problems:
+        raise SpecError(problems)
+    return class_names, maps
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _decode(path: str, channels: int, size: tuple[int, int] | None, resize: bool) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2.functional import resize as resize_image
+
+    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    try:
+        with open(path, "rb") as f:
+            data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+        image = decode_image(data, mode=mode)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise RunError(f"{path} cannot be decoded as an image ({str(exc).splitlines()[0]}); "
+                       "replace or delete the file.") from None
+    if image.dtype != torch.uint8:  # 16-bit PNG: keep the high byte
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    if size is not None and tuple(image.shape[1:]) != size:
+        if not resize:
+            raise RunError(
+                f"{path} is {image.shape[1]}x{image.shape[2]} (height x width) but the images must be "
+                f"{size[0]}x{size[1]} (the input node's shape, or the first image's size). Set [data] resize = "
+                f"[{size[0]}, {size[1]}] to resize every image, or resize the files."
+            )
+        image = resize_image(image, list(size), antialias=True)
+    return image  # (C, H, W) uint8
+
+
+def decode_all(paths: list[str], channels: int, size: tuple[int, int] | None, resize: bool) -> torch.Tensor:
+    """Decode ``paths`` into one uint8 (N, C, H, W) tensor, on a few threads (file reads and
+    torch ops release the GIL, so this gains a little even on small machines)."""
+    if size is None:  # no input shape and no resize: the first image sets the size
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+            size = tuple(_decode(paths[0], channels, None, False).shape[1:])
+    images = torch.empty(len(paths), channels, *size, dtype=torch.uint8)
+
+    def work(start: int) -> None:
+        for i in range(start, min(start + 256, len(paths))):
+            images[i] = _decode(paths[i], channels, size, resize)
+
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        # torchvision >= 0.29 marks its image decoders deprecated in favour of torchcodec; they still work.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+        list(pool.map(work, range(0, len(paths), 256)))  # list(): re-raise the first error
+    return images
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def cache_file(root: Path, channels: int, size: tuple[int, int] | None, resize: bool, cache_dir: Path) -> Path:
+    options = f"{root}\0{channels}\0{size}\0{resize}\0{CACHE_FORMAT}"
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", root.name)[:40] or "root"
+    return cache_dir / f"{stem}-{hashlib.sha256(options.encode()).hexdigest()[:16]}.pt"
+
+
+def _read_cache(path: Path, key: str) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        cached = torch.load(path, weights_only=True)
+    except Exception:  # torn or foreign file: decode again and overwrite it
+        return None
+    if not isinstance(cached, dict) or cached.get("format") != CACHE_FORMAT or cached.get("key") != key:
+        return None
+    return cached
+
+
+def _write_cache(path: Path, content: dict) -> None:
+    try:
+        atomic_write(path, lambda f: torch.save(content, f))  # streamed: the cache can be hundreds of MB
+    except OSError as exc:  # read-only home, full disk: the data is still good, just not cached
+        warnings.warn(f"could not write the image cache {path} ({exc}); images will be decoded again next time.")
+
+
+# --------------------------------------------------------------------------- the data set
+
+
+def load_imagefolder(
+    root: str | Path,
+    *,
+    label: str = "fine",
+    hierarchy: dict[str, dict[str, list[str]]] | None = None,
+    resize: tuple[int, int] | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+    cache_dir: Path | None = None,
+):
+    """Return ``(train_pool, test, class_names, parents)`` of an image folder."""
+    root = Path(root).expanduser().resolve()
+    channels = image_shape[0] if image_shape is not None else 3
+    if channels not in (1, 3):
+        raise SpecError(Problem(
+            f"the input node has {channels} channels, but image folders are read as RGB (3) or grayscale (1).",
+            field="shape", hint="set the input node's shape to [3, H, W] or [1, H, W].",
+        ))
+    if resize is not None and image_shape is not None and tuple(resize) != tuple(image_shape[1:]):
+        raise SpecError(Problem(
+            f"[data] resize = {list(resize)} but the input node's shape is {list(image_shape)}.",
+            field="resize", hint=f"set resize = {list(image_shape[1:])}.",
+        ))
+    size = tuple(resize) if resize is not None else (tuple(image_shape[1:]) if image_shape is not None else None)
+
+    classes, files, key = scan(root)
+    class_names, maps = derive_labels(classes, label, hierarchy or {}, root)
+
+    path = cache_file(root, channels, size, resize is not None, cache_dir or default_data_dir() / "imagefolder-cache")
+    cached = _read_cache(path, key)
+    if cached is None:
+        train_paths, test_paths = [p for p, _ in files["train"]], [p for p, _ in files["test"]]
+        train_images = decode_all(train_paths, channels, size, resize is not None)
+        # The test images must match the training images' size even when the first image set it.
+        test_images = decode_all(test_paths, channels, tuple(train_images.shape[2:]), resize is not None)
+        cached = {
+            "format": CACHE_FORMAT, "key": key, "classes": classes,
+            "train_images": train_images, "train_labels": torch.tensor([c for _, c in files["train"]]),
+            "test_images": test_images, "test_labels": torch.tensor([c for _, c in files["test"]]),
+        }
+        _write_cache(path, cached)
+
+    def split(name: str) -> Split:
+        folder_labels = cached[f"{name}_labels"].to(torch.int64)
+        labels = {label: folder_labels, **{field: mapping[folder_labels] for field, mapping in maps.items()}}
+        return Split(images=cached[f"{name}_images"].contiguous(), labels=labels)
+
+    parents = {label: (field, maps[field]) for field in list(maps)[:1]}
+    return split("train"), split("test"), class_names, parents

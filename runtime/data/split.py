@@ -1,0 +1,110 @@
+"""Data sets as in-memory uint8 tensors: ``Split`` and ``Dataset``, the shape every source returns.
+
+Every data set ends up the same shape, whatever its source::
+
+    Dataset(name, train=Split, val=Split, test=Split, class_names, parents)
+    Split(images=uint8 (N, C, H, W), labels={"fine": int64 (N,), "coarse": int64 (N,)})
+
+Images stay uint8 on the CPU (a quarter of float32's memory and transfer); the
+training loop moves a batch to its device and calls ``runtime.data.augment.to_float``
+there. The sources live in their own modules:
+
+- ``runtime.data.cifar100``    the real CIFAR-100 pickles, downloaded on first use
+- ``runtime.data.imagefolder`` ROOT/{train,test}/<class>/*.png|jpg, decoded once into a cache
+- ``runtime.data.synthetic``   generated, learnable images with a fine/coarse hierarchy
+
+Each returns a training *pool* and a test split; ``runtime.data.load.load_dataset`` carves the
+validation split out of the pool with ``data.split_seed`` (independent of the
+training seed, so every seed of an experiment sees the same validation images)
+and never touches the test split, which is for final evaluation only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from graphc.errors import Problem, SpecError
+
+
+def default_data_dir() -> Path:
+    """Where downloads and caches go: ``$GRAPHC_DATA`` if set, else ``~/.cache/graphc``."""
+    configured = os.environ.get("GRAPHC_DATA")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "graphc"
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images and their labels, one entry per image."""
+
+    images: torch.Tensor  # uint8 (N, C, H, W), CPU, contiguous
+    labels: dict[str, torch.Tensor]  # label field -> int64 (N,)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        for field, labels in self.labels.items():
+            if labels.dtype != torch.int64 or labels.shape != (len(self.images),):
+                raise ValueError(
+                    f"labels '{field}' must be int64 ({len(self.images)},), got {labels.dtype} {tuple(labels.shape)}"
+                )
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def subset(self, index: torch.Tensor | slice) -> "Split":
+        """The images at ``index`` (an index tensor, a boolean mask or a slice), copied contiguous."""
+        return Split(
+            images=self.images[index].contiguous(),
+            labels={field: labels[index].contiguous() for field, labels in self.labels.items()},
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A data set split three ways, with its label fields' class names and hierarchy."""
+
+    name: str  # "cifar100", "synthetic", "imagefolder"
+    train: Split
+    val: Split  # held out of the training pool (data.val_fraction, data.split_seed)
+    test: Split  # for final evaluation only
+    class_names: dict[str, list[str]]  # label field -> class names in index order
+    # child field -> (parent field, int64 (n_child_classes,) child index -> parent index)
+    parents: dict[str, tuple[str, torch.Tensor]]
+
+    @property
+    def classes(self) -> dict[str, int]:
+        """Label field -> number of classes (what ``graphc.build_graph(spec, classes=...)`` checks heads against)."""
+        return {field: len(names) for field, names in self.class_names.items()}
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image."""
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+
+def split_pool(pool: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
+    """Shuffle the training pool with ``seed`` and hold out ``round(val_fraction * N)`` images.
+
+    Both parts keep the shuffled order, so taking the first N of either is a random subset.
+    """
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
+    n_val = round(len(pool) * val_fraction)
+    return pool.subset(order[n_val:]), pool.subset(order[:n_val])
+
+
+def check_image_shape(name: str, found: tuple[int, ...], expected: tuple[int, int, int] | None) -> None:
+    """The spec's input node must accept the data set's images."""
+    if expected is not None and tuple(expected) != tuple(found):
+        raise SpecError(
+            Problem(
+                f"the input node's shape is {list(expected)} but the {name} images are "
+                f"{'x'.join(map(str, found))} (channels x height x width).",
+                field="shape",
+                hint=f"set the input node's shape = {list(found)}"
+                + (", or set [data] resize = [H, W] to resize the images." if name == "imagefolder" else "."),
+            )
+        )

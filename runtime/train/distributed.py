@@ -1,0 +1,349 @@
+"""Data-parallel training on several processes: ``spawn`` starts them, ``World`` is each one's place.
+
+``graphc train SPEC --nproc N`` trains one run on N processes with torch.distributed:
+one per GPU on CUDA (NCCL; rank r on ``cuda:r``), or N processes sharing the CPU
+cores (gloo). The launching process prepares the run directory exactly as a
+single-process run does (every check, config.json, the epoch-0 last.pt), then
+:func:`spawn` starts the workers; each rebuilds the run from that directory, as
+a resume does, and trains (runtime.train.launch.train_process)::
+
+    every process                               rank 0 only
+    the same seeded batch order                 writes metrics, last.pt, best.pt, summary.json
+    its 1/N share of each global batch          prints progress
+    DDP averages the gradients                  evaluates best.pt on the test split at the end
+    its part of the validation split
+    train and val metric sums all-reduced
+
+So the logged metrics are those of the whole data, and a step's weights equal a
+single process's step on the same global batch (up to float rounding) - except
+that batch norm normalises with each process's own share of the batch; its
+running statistics are rank 0's, which DDP broadcasts at every step and which
+validation and the checkpoints use. Dropout and augmentation draw from
+different streams on each process: rank 0's are a single process's, the others
+are reseeded from (seed, rank, epoch) at each epoch, so a resume on as many
+processes continues exactly without saving their states.
+
+Ctrl-C: the workers leave the terminal's process group, so Ctrl-C reaches the
+launcher only, which passes it on to rank 0. Rank 0 then stops as a single
+process does (after the last completed epoch's files, with an 'interrupted'
+summary); the others, left waiting for it, are ended. A second Ctrl-C ends every
+process at once (last.pt is written atomically, so it is still valid). If the
+launcher dies, torch delivers SIGINT to every worker (PR_SET_PDEATHSIG).
+
+Errors: each worker leaves its outcome in a file; the launcher raises the
+earliest error - a SpecError, UsageError or RunError as itself (same message,
+same exit code), anything else as a RunError naming the process - and ends the
+other processes, which would otherwise wait for the failed one forever.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from graphc.errors import Problem, RunError, SpecError, UsageError
+
+GRACE_S = 1.0  # once rank 0 has ended or a process has failed, the others get this long to end on their own
+POLL_S = 0.5  # how often the launcher looks for a failed process's report while all still run
+ERRORS = {"SpecError": lambda message: SpecError(Problem(message)), "UsageError": UsageError, "RunError": RunError}
+
+
+# --------------------------------------------------------------------------- one process's place
+
+
+@dataclass(frozen=True)
+class World:
+    """Rank ``rank`` of ``size`` processes, training on ``device``.
+
+    Every method is the identity or does nothing for a single process (``SINGLE``),
+    so the training loop calls them whatever the number of processes.
+    """
+
+    rank: int = 0
+    size: int = 1
+    device: torch.device | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes the run's files and prints."""
+        return self.rank == 0
+
+    def shard(self, index: torch.Tensor) -> torch.Tensor:
+        """This process's contiguous share of a global batch's indices: (B,) -> (B // size,)."""
+        if self.size == 1:
+            return index
+        share = len(index) // self.size  # steps_per_epoch keeps a last batch only if every share has 2 or more
+        return index[self.rank * share : (self.rank + 1) * share]
+
+    def share(self, split):
+        """This process's contiguous part of an evaluation split (a runtime.data.split.Split; no copy)."""
+        if self.size == 1:
+            return split
+        n = len(split)
+        return split.subset(slice(n * self.rank // self.size, n * (self.rank + 1) // self.size))
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        """``model`` in DistributedDataParallel (which averages the gradients over the processes), or None."""
+        if self.size == 1:
+            return None
+        device_ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+    def reduce_meter(self, meter) -> None:
+        """Sum a runtime.metrics.Meter's sums and image count over the processes (one all_reduce),
+        so that it computes the means of the whole data."""
+        if self.size == 1:
+            return
+        packed = torch.cat([meter.sums, meter.sums.new_tensor([meter.count])])
+        dist.all_reduce(packed)
+        meter.sums, meter.count = packed[:-1], int(packed[-1].item())
+
+    def sync_buffers(self, model: torch.nn.Module) -> None:
+        """Give every process rank 0's buffers (batch-norm running statistics): the model rank 0 saves."""
+        if self.size == 1:
+            return
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+    def from_main(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` (picklable) on every process."""
+        if self.size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def reseed(self, generator: torch.Generator, seed: int, epoch: int) -> None:
+        """Ranks > 0: this epoch's own dropout (torch's global RNG) and augmentation (``generator``) draws.
+
+        Without it every process would draw the same dropout masks and augmentation for its share.
+        Derived from (seed, rank, epoch), so a resume continues them without saved states;
+        rank 0 keeps its continuous streams, which are a single process's and are checkpointed.
+        """
+        if self.rank == 0:
+            return
+        derived = int(np.random.SeedSequence([seed, self.rank, epoch]).generate_state(1, np.uint64)[0] >> 2)
+        torch.manual_seed(derived)
+        generator.manual_seed(derived + 1)
+
+
+SINGLE = World()
+
+
+# --------------------------------------------------------------------------- checks before any file
+
+
+def check_count(nproc: int) -> None:
+    if nproc < 1:
+        raise UsageError(f"--nproc must be at least 1 (the number of training processes), got {nproc}.")
+
+
+def check(nproc: int, device: torch.device, batch_size: int, model: torch.nn.Module) -> None:
+    """``--nproc`` against the run: what would otherwise fail inside the processes, checked before any file."""
+    check_count(nproc)
+    if nproc == 1:
+        return
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(
+            f"--nproc {nproc}: training on several processes runs on CUDA GPUs (one per process) or on the CPU, "
+            f"not on {device.type}. Use --device cuda or --device cpu, or --nproc 1."
+        )
+    if device.type == "cuda":
+        first, count = device.index or 0, torch.cuda.device_count()
+        if first + nproc > count:
+            raise RunError(
+                f"--nproc {nproc} needs {nproc} CUDA devices from {device} on (one per process), but this machine has "
+                f"{count} (cuda:0 to cuda:{count - 1}). Use --nproc {count - first} or fewer."
+            )
+    if batch_size % nproc:
+        down, up = batch_size - batch_size % nproc, batch_size + nproc - batch_size % nproc
+        sizes = f"--batch-size {down} or {up}" if down else f"--batch-size {up}"
+        raise UsageError(
+            f"--nproc {nproc}: the global batch of {batch_size} images (train.batch_size) does not divide evenly "
+            f"among {nproc} processes. Use a multiple of {nproc} (e.g. {sizes}) or another --nproc."
+        )
+    if batch_size // nproc < 2 and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()):
+        raise UsageError(
+            f"--nproc {nproc}: each process would train on {batch_size // nproc} image per batch "
+            f"(train.batch_size {batch_size} / {nproc}), but the model has batch norm, which needs at least 2. "
+            f"Use --batch-size {2 * nproc} or more, or fewer processes."
+        )
+
+
+# --------------------------------------------------------------------------- launching
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one process ended: 'result' (``value``), 'interrupted', 'error' (``value`` = (kind, message)),
+    or 'stopped' (ended by the launcher after rank 0 ended or another process failed)."""
+
+    kind: str
+    value: Any = None
+    when: float = 0.0  # time.time() at the end: the earliest error is the cause, later ones its echoes
+
+
+def spawn(fn: Callable[..., Any], nproc: int, device: torch.device, args: tuple = ()) -> Any:
+    """Run ``fn(world, *args)`` on ``nproc`` new processes joined in a process group; return rank 0's result.
+
+    ``fn`` must be a module-level function and its result picklable; as with any spawned
+    process, a script that calls this needs the ``if __name__ == "__main__":`` guard. Rank r
+    runs on ``cuda:(i + r)`` when ``device`` is ``cuda:i``, else on ``device``; the processes
+    share the launcher's CPU threads. Raises KeyboardInterrupt when rank 0 was interrupted
+    before it could return, and the earliest error of any process (see the module's docstring).
+    """
+    threads = max(1, torch.get_num_threads() // nproc)
+    with tempfile.TemporaryDirectory(prefix="graphc-processes-") as outbox:
+        context = torch.multiprocessing.start_processes(
+            _process, args=(fn, args, nproc, device, _free_port(), threads, outbox),
+            nprocs=nproc, join=False, start_method="spawn",
+        )
+        processes = context.processes
+        try:
+            outcomes = _wait(processes, Path(outbox))
+            stopped = _end(processes, GRACE_S)
+        except BaseException:  # a second Ctrl-C, or a failure here: leave no process behind
+            _end(processes, 0.0)
+            raise
+        _collect(processes, Path(outbox), outcomes, stopped)
+    return _result(outcomes)
+
+
+def _process(rank: int, fn: Callable, args: tuple, size: int, device: torch.device, port: int, threads: int, outbox: str) -> None:
+    """One worker: join the process group, run ``fn`` and leave its outcome for the launcher."""
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()  # out of the terminal's process group: Ctrl-C reaches the launcher, which tells rank 0
+    if device.type == "cuda":
+        device = torch.device("cuda", (device.index or 0) + rank)
+    try:
+        torch.set_num_threads(threads)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size)
+        outcome = Outcome("result", fn(World(rank, size, device), *args))
+    except KeyboardInterrupt:
+        outcome = Outcome("interrupted")
+    except (SpecError, UsageError, RunError) as exc:
+        outcome = Outcome("error", (type(exc).__name__, str(exc)), time.time())
+    except Exception as exc:  # a bug, or a process that lost its peers: one line, with where it happened
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        message = (
+            f"training process {rank} of {size} failed: {type(exc).__name__}: {str(exc).strip() or '(no message)'} "
+            f"(at {where.filename}:{where.lineno})"
+        )
+        outcome = Outcome("error", ("RunError", message), time.time())
+    _post(Path(outbox), rank, outcome)  # before the teardown, which can wait on peers that are gone
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _post(outbox: Path, rank: int, outcome: Outcome) -> None:
+    try:
+        data = pickle.dumps(outcome)
+    except Exception as exc:  # a result that cannot be pickled is a bug in fn
+        data = pickle.dumps(Outcome("error", ("RunError", f"training process {rank}: its result cannot be sent back ({exc})."), time.time()))
+    tmp = outbox / f".{rank}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, outbox / f"{rank}.pickle")  # the launcher never reads half a file
+
+
+def _wait(processes: list, outbox: Path) -> dict[int, Outcome]:
+    """Outcomes as the processes post them, until rank 0 has posted, one has failed, or all have ended.
+
+    A first Ctrl-C is passed on to rank 0 (see the module's docstring); a second one
+    is raised, and the caller ends every process.
+    """
+    outcomes: dict[int, Outcome] = {}
+    asked_to_stop = False
+    while True:
+        try:
+            wait([p.sentinel for p in processes if p.exitcode is None], timeout=POLL_S)
+            _collect(processes, outbox, outcomes)
+        except KeyboardInterrupt:
+            if asked_to_stop or processes[0].exitcode is not None:
+                raise
+            asked_to_stop = True
+            os.kill(processes[0].pid, signal.SIGINT)  # rank 0 stops after its last completed epoch's files
+            continue
+        failed = any(o.kind == "error" for o in outcomes.values())
+        if failed or 0 in outcomes or all(p.exitcode is not None for p in processes):
+            return outcomes
+
+
+def _collect(processes: list, outbox: Path, outcomes: dict[int, Outcome], stopped: list[int] = ()) -> None:
+    """Add the outcomes the processes have left, and those of processes that ended without one."""
+    for rank, process in enumerate(processes):
+        if rank in outcomes:
+            continue
+        ended, path = process.exitcode is not None, outbox / f"{rank}.pickle"  # (a process posts, then ends)
+        if path.is_file():
+            outcomes[rank] = pickle.loads(path.read_bytes())
+        elif rank in stopped:
+            outcomes[rank] = Outcome("stopped")  # ended by the launcher: not a failure of its own
+        elif ended:
+            outcomes[rank] = _silent_exit(rank, len(processes), process.exitcode)
+
+
+def _end(processes: list, grace: float) -> list[int]:
+    """Let the processes end within ``grace`` seconds, then terminate (and if need be kill) the rest.
+    Returns the ranks that had to be ended."""
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    stopped = [rank for rank, p in enumerate(processes) if p.exitcode is None]
+    for rank in stopped:
+        processes[rank].terminate()  # SIGTERM: also ends a process blocked in a collective
+    for rank in stopped:
+        processes[rank].join(5.0)
+        if processes[rank].exitcode is None:
+            processes[rank].kill()
+            processes[rank].join()
+    return stopped
+
+
+def _silent_exit(rank: int, size: int, exitcode: int | None) -> Outcome:
+    """The outcome of a process that ended without leaving one."""
+    if exitcode == 0:  # interrupted before it ran our code (torch's wrapper swallows KeyboardInterrupt)
+        return Outcome("interrupted")
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else f"signal {-exitcode}"
+        why = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
+        return Outcome("error", ("RunError", f"training process {rank} of {size} was killed by {name}{why}."), time.time())
+    return Outcome("error", ("RunError", f"training process {rank} of {size} exited with code {exitcode} before reporting why."), time.time())
+
+
+def _result(outcomes: dict[int, Outcome]) -> Any:
+    """Rank 0's result; KeyboardInterrupt if it was interrupted first; else the earliest error.
+
+    Once rank 0 has ended on its own, the others' errors are echoes of its leaving."""
+    main = outcomes[0]
+    if main.kind == "result":
+        return main.value
+    if main.kind == "interrupted":
+        raise KeyboardInterrupt
+    errors = sorted((o.when, rank, o.value) for rank, o in outcomes.items() if o.kind == "error")
+    if not errors:  # rank 0 was stopped with no error anywhere: only a second Ctrl-C does that
+        raise KeyboardInterrupt
+    kind, message = errors[0][2]
+    raise ERRORS[kind](message)
+
+
+def _free_port() -> int:
+    """A free TCP port on localhost for the process group to meet on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

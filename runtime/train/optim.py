@@ -1,0 +1,78 @@
+"""Optimiser and learning-rate schedule from a spec's ``[train]`` table.
+
+The schedule is a ``LambdaLR`` stepped once per batch: one scheduler class for
+every shape keeps checkpoints uniform (its state is just the step count), and a
+pure function of the step makes resume exact.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+
+from graphc.lang.spec import AdamOptimizer, AdamWOptimizer, ScheduleSpec, SGDOptimizer, TrainSpec
+
+# one-cycle's start and end as fractions of the peak lr (torch.optim.lr_scheduler.OneCycleLR's defaults)
+ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 25.0, 1e4
+
+
+def make_optimizer(parameters: Iterable[torch.nn.Parameter], train: TrainSpec) -> torch.optim.Optimizer:
+    """The optimiser the spec names, with its lr, weight decay and (Adam) epsilon."""
+    opt = train.optimizer
+    params = [p for p in parameters if p.requires_grad]
+    if isinstance(opt, AdamOptimizer):
+        # Keras-style Adam: L2 weight decay added to the gradient; eps is the spec's (reference 1e-7).
+        return torch.optim.Adam(params, lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)
+    if isinstance(opt, AdamWOptimizer):
+        return torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)
+    if isinstance(opt, SGDOptimizer):
+        return torch.optim.SGD(
+            params, lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov and opt.momentum > 0,
+            weight_decay=opt.weight_decay,
+        )
+    raise AssertionError(f"unknown optimiser {opt!r}")
+
+
+def lr_factor(schedule: ScheduleSpec, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """``step -> multiplier of the peak lr`` for the batch numbered ``step`` (0-based)."""
+    total_steps = max(1, total_steps)
+    warmup = min(total_steps, round(schedule.warmup_epochs * steps_per_epoch))
+
+    if schedule.name == "onecycle":
+        # Cosine rise from peak/25 to the peak over pct_start of the run, then cosine
+        # annealing to peak/(25*1e4): the phases of torch's OneCycleLR, step for step.
+        peak_step = max(1.0, schedule.pct_start * total_steps - 1)
+        last_step = max(peak_step + 1, total_steps - 1)
+        start, end = 1 / ONECYCLE_DIV, 1 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV)
+
+        def onecycle(step: int) -> float:
+            if step <= peak_step:
+                return _cosine(start, 1.0, step / peak_step)
+            return _cosine(1.0, end, min(1.0, (step - peak_step) / (last_step - peak_step)))
+
+        return onecycle
+
+    def with_warmup(step: int) -> float:
+        if step < warmup:  # linear from 0 (exclusive, so the first batch still learns) to the peak
+            return (step + 1) / (warmup + 1)
+        if schedule.name == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return _cosine(1.0, schedule.min_lr_ratio, progress)
+
+    return with_warmup
+
+
+def _cosine(begin: float, end: float, progress: float) -> float:
+    """Half a cosine from ``begin`` (progress 0) to ``end`` (progress 1)."""
+    return end + (begin - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, train: TrainSpec, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The spec's schedule over ``train.epochs * steps_per_epoch`` batches; call ``.step()`` per batch."""
+    factor = lr_factor(train.schedule, train.epochs * steps_per_epoch, steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

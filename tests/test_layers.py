@@ -1,0 +1,140 @@
+"""The house's rules, read from the source: the compiler never imports the runtime, every
+module imports only from its own layer or below, and no two files import each other in a circle.
+
+Imports inside functions count too: a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("graphc", "runtime")
+
+# Layers, bottom up. A module may import modules of its own layer number or lower.
+LAYERS = {
+    "graphc.errors": 0,
+    "graphc.files": 0,
+    "graphc.lang": 1,
+    "graphc.ir": 2,
+    "graphc.backends": 3,
+    "graphc": 4,  # the package itself: the public API (load_spec, build_graph, compile_graph, ...)
+    "graphc.render": 4,  # 0.1.0 import path of graphc.backends.diagram.render
+    "runtime": 5,
+    "runtime.device": 5,
+    "runtime.data": 5,
+    "runtime.runs": 6,
+    "runtime.metrics": 6,
+    "runtime.evaluate": 7,
+    "runtime.report": 7,
+    "runtime.train": 8,
+    "runtime.export": 8,
+    "runtime.predict": 9,
+    "runtime.launch": 9,  # 0.1.0 import path of runtime.train.launch
+    "graphc.export": 9,  # 0.1.0 import path of ONNX export, which now needs runtime.export
+    "graphc.cli": 10,
+    "graphc.__main__": 10,
+}
+# The only graphc modules allowed to import runtime: the command line and one 0.1.0 import path.
+GRAPHC_MAY_IMPORT_RUNTIME = {"graphc.cli", "graphc.__main__", "graphc.export"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))}
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """The project modules ``name`` imports (``from a import b`` counts as a.b when that is a module)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return {m for m in found if m in known}
+
+
+def layer_of(name: str) -> tuple[str, int]:
+    key = max((k for k in LAYERS if name == k or name.startswith(k + ".")), key=len)
+    return key, LAYERS[key]
+
+
+@pytest.fixture(scope="module")
+def graph() -> nx.DiGraph:
+    found = modules()
+    g = nx.DiGraph()
+    g.add_nodes_from(found)
+    for name, path in found.items():
+        g.add_edges_from((name, target) for target in imports_of(name, path, set(found)) if target != name)
+    return g
+
+
+def test_every_module_has_a_layer(graph):
+    for name in graph:
+        assert any(name == k or name.startswith(k + ".") for k in LAYERS), f"{name} belongs to no layer; add it to LAYERS"
+
+
+def test_the_compiler_never_imports_the_runtime(graph):
+    offenders = [
+        f"{a} imports {b}" for a, b in graph.edges
+        if a.split(".")[0] == "graphc" and b.split(".")[0] == "runtime" and a not in GRAPHC_MAY_IMPORT_RUNTIME
+    ]
+    assert not offenders, offenders
+
+
+def test_imports_go_down_the_layers(graph):
+    offenders = []
+    for a, b in graph.edges:
+        (unit_a, la), (unit_b, lb) = layer_of(a), layer_of(b)
+        if lb > la:
+            offenders.append(f"{a} (layer {la}, {unit_a}) imports {b} (layer {lb}, {unit_b})")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_backends_do_not_import_each_other(graph):
+    def backend(name: str) -> str | None:
+        parts = name.split(".")
+        return parts[2] if len(parts) > 2 and parts[:2] == ["graphc", "backends"] else None
+
+    offenders = [f"{a} imports {b}" for a, b in graph.edges if backend(a) and backend(b) and backend(a) != backend(b)]
+    assert not offenders, offenders
+
+
+def test_no_import_circles_between_files(graph):
+    # a package's __init__ re-exporting its own modules is not a circle of files
+    files = graph.copy()
+    files.remove_edges_from([(a, b) for a, b in graph.edges if b.startswith(a + ".")])
+    cycles = list(nx.simple_cycles(files))
+    assert not cycles, [" -> ".join([*c, c[0]]) for c in cycles]
+
+
+def test_the_rules_see_imports_inside_functions():
+    """The checker itself: a lazy import inside a function is found, relative imports are resolved."""
+    found = modules()
+    assert "graphc.backends.pytorch.compile" in imports_of("graphc", found["graphc"], set(found))
+    assert "runtime.export" in imports_of("graphc.cli", found["graphc.cli"], set(found))
+
+
+def test_every_package_folder_says_what_it_holds_and_may_import():
+    for package in PACKAGES:
+        for init in (ROOT / package).rglob("__init__.py"):
+            doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
+            assert doc, f"{init.relative_to(ROOT)} has no docstring"
+            if init.parent != ROOT / package:
+                assert "import" in doc.lower(), f"{init.relative_to(ROOT)}: say what the folder may import"
