@@ -2,9 +2,12 @@
 
 graphc compiles a spec to a torch.fx GraphModule whose generated forward is straight-line
 Python, so it should cost nothing over a hand-written nn.Module. This measures both on
-shared_reuse_coarse with identical weights, side by side in one run (alternating, best of
-``--repeats``), in training (forward + backward + Adam step) and inference, and prints
-images/s and the ratio compiled / hand-written. Run from the repository root::
+shared_reuse_coarse with identical weights, side by side in one run (interleaved, best of
+``--repeats``), in training (forward, loss, backward, Adam step) and inference, in each
+precision (fp32, bf16 autocast) and memory format (contiguous, channels-last) - the same
+execution on both sides - and prints images/s and the ratio compiled / hand-written. The
+last line is the ratio in the execution ``precision = "auto"`` picks here. Run from the
+repository root::
 
     python benchmarks/compiled_vs_handwritten.py [--batch 100] [--seconds 3] [--repeats 3] [--threads N]
 """
@@ -14,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,16 +24,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import graphc  # noqa: E402
-from tests.test_compile import HandWrittenSharedReuseCoarse  # noqa: E402  (the test's reference model; sets 1 thread)
+from runtime.bench import machine, rate  # noqa: E402
+from runtime.device import autocast, plan_execution  # noqa: E402
+from tests.test_compile import HandWrittenSharedReuseCoarse  # noqa: E402  (the test's reference model)
 
-
-def throughput(step, batch: int, seconds: float) -> float:
-    step()  # warm-up
-    count, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        step()
-        count += batch
-    return count / elapsed
+CPU = torch.device("cpu")
 
 
 def main() -> None:
@@ -49,41 +46,57 @@ def main() -> None:
     images = torch.rand(args.batch, 3, 32, 32)
     fine, coarse = torch.randint(0, 100, (args.batch,)), torch.randint(0, 20, (args.batch,))
     ce = torch.nn.functional.cross_entropy
+    sides = {"graphc": (compiled, True), "hand-written": (handwritten, False)}
+    optimizers = {name: torch.optim.Adam(model.parameters(), lr=1e-9) for name, (model, _) in sides.items()}
 
-    def train_step(model, optimizer, as_dict: bool):
-        def step():
-            out = model(images)
+    def step_of(name: str, mode: str, precision: str, fmt: torch.memory_format):
+        model, as_dict = sides[name]
+        x = images.contiguous(memory_format=fmt)
+
+        def prepare():
+            model.to(memory_format=fmt)  # conv weights only; the same on both sides
+            model.train(mode == "train")
+
+        def train():
+            with autocast(CPU, precision):
+                out = model(x)
             f, c = (out["fine"], out["coarse"]) if as_dict else out
-            loss = 2.0 * ce(f, fine) + ce(c, coarse)
-            optimizer.zero_grad(set_to_none=True)
+            loss = 2.0 * ce(f.float(), fine) + ce(c.float(), coarse)
+            optimizers[name].zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-        return step
+            optimizers[name].step()
 
-    def infer_step(model):
-        def step():
-            with torch.inference_mode():
-                model(images)
-        return step
+        def infer():
+            with torch.inference_mode(), autocast(CPU, precision):
+                model(x)
 
-    sides = {"compiled (graphc)": (compiled, True), "hand-written": (handwritten, False)}
-    results: dict[tuple[str, str], float] = {}
+        return prepare, train if mode == "train" else infer
+
+    executions = [(p, f) for p in ("fp32", "bf16") for f in (torch.contiguous_format, torch.channels_last)]
+    results: dict[tuple, float] = {}
+    for _ in range(args.repeats):
+        for mode in ("train", "inference"):
+            for precision, fmt in executions:
+                for name in sides:  # alternate, so load drift hits both
+                    prepare, step = step_of(name, mode, precision, fmt)
+                    prepare()
+                    key = (mode, precision, fmt, name)
+                    results[key] = max(results.get(key, 0.0), rate(step, args.batch, args.seconds, CPU))
+
+    info = machine(CPU)
+    print(f"shared_reuse_coarse, batch {args.batch}, {args.threads} threads, best of {args.repeats} x {args.seconds:g} s; "
+          f"{info['device_name']} ({', '.join(info['cpu_flags'])}), torch {torch.__version__}")
+    print(f"{'mode':<10} {'precision':<9} {'format':<14} {'graphc img/s':>13} {'hand-written img/s':>19} {'ratio':>7}")
     for mode in ("train", "inference"):
-        for _ in range(args.repeats):
-            for name, (model, as_dict) in sides.items():  # alternate, so load drift hits both
-                model.train(mode == "train")
-                step = (
-                    train_step(model, torch.optim.Adam(model.parameters(), lr=1e-9), as_dict)
-                    if mode == "train" else infer_step(model)
-                )
-                rate = throughput(step, args.batch, args.seconds)
-                results[mode, name] = max(results.get((mode, name), 0.0), rate)
-
-    print(f"shared_reuse_coarse, batch {args.batch}, {args.threads} threads, best of {args.repeats} x {args.seconds:.0f} s")
-    print(f"{'mode':<10} {'compiled img/s':>15} {'hand-written img/s':>19} {'ratio':>7}")
-    for mode in ("train", "inference"):
-        ours, theirs = results[mode, "compiled (graphc)"], results[mode, "hand-written"]
-        print(f"{mode:<10} {ours:>15.1f} {theirs:>19.1f} {ours / theirs:>7.3f}")
+        for precision, fmt in executions:
+            ours, theirs = results[mode, precision, fmt, "graphc"], results[mode, precision, fmt, "hand-written"]
+            name = "channels_last" if fmt == torch.channels_last else "contiguous"
+            print(f"{mode:<10} {precision:<9} {name:<14} {ours:>13.1f} {theirs:>19.1f} {ours / theirs:>7.3f}")
+    auto = plan_execution("auto", CPU, compiled)
+    fmt = auto.memory_format
+    train = results["train", auto.precision, fmt, "graphc"] / results["train", auto.precision, fmt, "hand-written"]
+    infer = results["inference", auto.precision, fmt, "graphc"] / results["inference", auto.precision, fmt, "hand-written"]
+    print(f"ratio graphc / hand-written in auto's execution ({auto.describe()}): train {train:.3f}, inference {infer:.3f}")
 
 
 if __name__ == "__main__":

@@ -118,3 +118,20 @@ class UsageError(Exception):
 class RunError(Exception):
     """A runtime failure the user can fix (missing data, corrupt checkpoint, failed
     parity check...). The CLI prints the message and exits 1."""
+
+
+# --------------------------------------------------------------------------- printing strings from files
+
+# C0 controls (ESC starts terminal sequences, CR overwrites a line, BEL rings), DEL and the
+# C1 controls (U+009B is a one-character CSI): shown as escapes, never sent to a terminal.
+_CONTROLS = [*range(0x20), 0x7F, *range(0x80, 0xA0)]
+_ESCAPES = {code: {"\t": "\\t", "\n": "\\n", "\r": "\\r"}.get(chr(code), f"\\x{code:02x}") for code in _CONTROLS}
+_ESCAPES_KEEP_NEWLINES = {code: text for code, text in _ESCAPES.items() if code != ord("\n")}
+
+
+def printable(text: str, newlines: bool = False) -> str:
+    """``text`` safe to print on a terminal: control characters as escapes (ESC as ``\\x1b``,
+    CR as ``\\r``...). For strings that come from files - class names, spec names and
+    descriptions, run directories, metadata - which could otherwise recolour, rewrite or
+    hide what graphc prints. ``newlines=True`` keeps line breaks (for multi-line messages)."""
+    return text.translate(_ESCAPES_KEEP_NEWLINES if newlines else _ESCAPES)

@@ -5,23 +5,35 @@ total is the loss-weighted sum of the heads. Metrics are accumulated on the
 device as one vector of sums per batch, so an epoch costs one device->host
 sync when it is read, not one per batch.
 
-Metric names are those of a metrics row (see runtime/runs.py): ``loss``,
-``TASK/loss``, ``TASK/acc``, ``TASK/top5`` (heads of more than 10 classes),
-and for a label hierarchy child -> parent with both heads present
-``PARENT/acc_from_CHILD`` and ``CHILD/consistency``.
+Metric names are those of a metrics row (see runtime/runs/rundir.py), listed by
+graphc.ir.metrics.metric_names, which ``graphc check`` reads too: ``loss``,
+``TASK/loss``, ``TASK/acc``, ``TASK/top5`` (heads of more than 10 classes); for
+every label hierarchy CHILD -> PARENT (each ``[data.hierarchy]`` table and each
+chain of them) whose CHILD has a head, ``PARENT/acc_from_CHILD`` and, with a
+PARENT head too, ``CHILD/consistency_with_PARENT``; then ``mean_acc`` and
+``weighted_acc``.
+
+:class:`Confusion` adds, for the final test pass and ``graphc eval``, per-head
+confusion matrices and the baselines read off them: ``TASK/majority_acc`` (always
+answering the split's most frequent class) and ``TASK/balanced_acc`` (the mean
+of the per-class accuracies, i.e. macro-averaged recall).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 
+from graphc.ir import metrics as names
 from graphc.ir.graph import Graph
+from graphc.lang.hierarchy import hierarchy_paths
+from runtime.data.split import compose
 
-TOP5_MIN_CLASSES = 11  # top-5 accuracy only means something with more than 10 classes
+TOP5_MIN_CLASSES = names.TOP5_MIN_CLASSES
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,8 @@ class HeadInfo:
 
 @dataclass(frozen=True)
 class Hierarchy:
-    """A child label field whose classes each belong to one class of a parent field."""
+    """A child label field whose classes each belong to one class of a parent field (directly, by
+    one ``[data.hierarchy]`` table, or through a chain of them)."""
 
     child: str
     parent: str
@@ -54,24 +67,24 @@ def heads_of(graph: Graph) -> list[HeadInfo]:
     ]
 
 
-def hierarchies_of(parents: Mapping[str, tuple[str, torch.Tensor]], tasks) -> list[Hierarchy]:
-    """The data set's child -> parent maps for which the model has both heads."""
-    tasks = set(tasks)
-    return [
-        Hierarchy(child, parent, mapping.long())
-        for child, (parent, mapping) in parents.items()
-        if child in tasks and parent in tasks
-    ]
+def hierarchies_of(links: Mapping[tuple[str, str], torch.Tensor], tasks) -> list[Hierarchy]:
+    """The hierarchies the model gets metrics for, from a data set's ``hierarchy`` (one
+    ``(child, parent) -> map`` per table): every link and every chain of links (the maps
+    composed, e.g. fine -> coarse -> super), whose child field has a head."""
+    paths = hierarchy_paths(links)
+    measured = set(names.measured_links(paths, tasks))  # the rule graphc check names the metrics by
+    return [Hierarchy(p[0], p[-1], compose(links, p)) for p in paths if (p[0], p[-1]) in measured]
 
 
 def metric_names(heads: list[HeadInfo], hierarchies: list[Hierarchy]) -> list[str]:
-    """Names of the metrics :class:`Meter` reports, in row order."""
-    names = ["loss"]
-    for head in heads:
-        names += [f"{head.task}/loss", f"{head.task}/acc"] + ([f"{head.task}/top5"] if head.has_top5 else [])
-    for h in hierarchies:
-        names += [f"{h.parent}/acc_from_{h.child}", f"{h.child}/consistency"]
-    return names
+    """Names of the metrics :class:`Meter` reports, in row order (graphc.ir.metrics.metric_names)."""
+    return names.metric_names([(h.task, h.classes) for h in heads], [(h.child, h.parent) for h in hierarchies])
+
+
+def label_fields(heads: list[HeadInfo], hierarchies: list[Hierarchy]) -> list[str]:
+    """The label fields the loss and metrics read: the heads' tasks, then the hierarchies' parents
+    (``PARENT/acc_from_CHILD`` needs the PARENT label even when no head predicts it)."""
+    return list(dict.fromkeys([h.task for h in heads] + [h.parent for h in hierarchies]))
 
 
 def compute_loss(
@@ -84,6 +97,17 @@ def compute_loss(
     }
     total = sum(h.loss_weight * parts[h.task] for h in heads)
     return total, parts
+
+
+def weighted_total(metrics: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    """A row's ``loss`` under ``[train] loss_weighting``: sum_t w_t * ``TASK/loss``, ``weights`` ``{TASK: w}``."""
+    return sum(w * metrics[f"{task}/loss"] for task, w in weights.items())
+
+
+def logged_weights(flat: Mapping[str, float]) -> dict[str, float]:
+    """``{TASK: w}`` from an epoch's ``train/weight/TASK`` (a checkpoint's flat metrics); empty without them."""
+    prefix = f"train/{names.WEIGHT_PREFIX}"
+    return {k[len(prefix):]: float(v) for k, v in flat.items() if k.startswith(prefix) and v is not None}
 
 
 class Meter:
@@ -100,10 +124,13 @@ class Meter:
             Hierarchy(h.child, h.parent, h.child_to_parent.to(device)) for h in hierarchies
         ]
         self.names = metric_names(heads, hierarchies)
+        self.fields = label_fields(heads, hierarchies)  # the labels update() reads
         # float64 keeps a 50,000-image sum exact enough; MPS has no float64.
         self.dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64
-        self.sums = torch.zeros(len(self.names), dtype=self.dtype, device=device)
+        # One sum per name but the multi-task accuracies, which compute() derives from the heads' accuracies.
+        self.sums = torch.zeros(len(self.names) - len(names.MULTITASK_METRICS), dtype=self.dtype, device=device)
         self.count = 0
+        self._pending = None  # peek's copy of the sums in flight: (host tensor, count, CUDA event)
 
     @torch.no_grad()
     def update(
@@ -127,16 +154,88 @@ class Meter:
                 stats.append((top5 == target[:, None]).any(dim=1).sum())
         for h in self.hierarchies:
             parent_from_child = h.child_to_parent[predictions[h.child]]  # (B,)
-            stats += [
-                (parent_from_child == labels[h.parent]).sum(),
-                (parent_from_child == predictions[h.parent]).sum(),
-            ]
+            stats.append((parent_from_child == labels[h.parent]).sum())
+            if h.parent in predictions:  # consistency needs both heads
+                stats.append((parent_from_child == predictions[h.parent]).sum())
         self.sums += torch.stack([s.to(self.dtype) for s in stats])
         self.count += batch
 
     def compute(self) -> dict[str, float]:
-        """Per-image means so far (one device sync)."""
-        if self.count == 0:
+        """Per-image means so far (one device sync), then the multi-task accuracies."""
+        return self.means(self.sums, self.count)
+
+    def peek(self) -> dict[str, float] | None:
+        """Means for a live display without waiting for a GPU: each call starts a copy of the sums
+        into pinned host memory and returns the means of the previous copy once it has arrived
+        (None until then), so the step loop never synchronises. Elsewhere it is ``compute()``."""
+        if self.sums.device.type != "cuda":
+            return self.compute()
+        ready = None
+        if self._pending is not None and self._pending[2].query():
+            host, count, _ = self._pending
+            ready, self._pending = self.means(host, count), None
+        if self._pending is None:
+            host = torch.empty(self.sums.shape, dtype=self.dtype, pin_memory=True)
+            host.copy_(self.sums, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pending = (host, self.count, event)
+        return ready
+
+    def means(self, sums: torch.Tensor, count: int) -> dict[str, float]:
+        summed = self.names[: len(sums)]
+        if count == 0:
             return {name: float("nan") for name in self.names}
-        values = (self.sums / self.count).tolist()
-        return dict(zip(self.names, values))
+        values = dict(zip(summed, (sums / count).tolist()))
+        accs = [values[f"{h.task}/acc"] for h in self.heads]
+        weights = [h.loss_weight for h in self.heads]
+        values["mean_acc"] = sum(accs) / len(accs)
+        # Undefined when every head has loss_weight 0: NaN, not a made-up number.
+        values["weighted_acc"] = sum(w * a for w, a in zip(weights, accs)) / sum(weights) if sum(weights) > 0 else math.nan
+        return {name: values[name] for name in self.names}
+
+
+def majority_accuracy(matrix: torch.Tensor) -> float:
+    """Accuracy of always answering the split's most frequent class (``matrix[true, predicted]``)."""
+    per_class = matrix.sum(dim=1)  # images of each true class
+    total = int(per_class.sum())
+    return int(per_class.max()) / total if total else math.nan
+
+
+def class_accuracies(matrix: torch.Tensor) -> list[float]:
+    """Per true class, the fraction of its images predicted right (recall); NaN for a class the split lacks."""
+    support = matrix.sum(dim=1).tolist()
+    return [int(matrix[c, c]) / n if n else math.nan for c, n in enumerate(support)]
+
+
+def balanced_accuracy(matrix: torch.Tensor) -> float:
+    """Mean of the per-class accuracies over the classes present in the split (macro-averaged
+    recall, as sklearn's balanced_accuracy_score): 1/classes for a constant answer, whatever the imbalance."""
+    present = [a for a in class_accuracies(matrix) if not math.isnan(a)]
+    return sum(present) / len(present) if present else math.nan
+
+
+class Confusion:
+    """Per-head confusion matrices of a split, ``counts[task][true, predicted]``, summed on the device."""
+
+    def __init__(self, heads: list[HeadInfo], device: torch.device):
+        self.heads = heads
+        self.counts = {h.task: torch.zeros(h.classes * h.classes, dtype=torch.int64, device=device) for h in heads}
+
+    @torch.no_grad()
+    def update(self, outputs: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]) -> None:
+        for head in self.heads:
+            cell = labels[head.task] * head.classes + outputs[head.task].argmax(dim=1)  # (B,) true * C + predicted
+            self.counts[head.task] += torch.bincount(cell, minlength=head.classes * head.classes)
+
+    def matrices(self) -> dict[str, torch.Tensor]:
+        """``{task: int64 (classes, classes)}`` on the CPU, rows the true classes, columns the predictions."""
+        return {h.task: self.counts[h.task].cpu().view(h.classes, h.classes) for h in self.heads}
+
+    def baselines(self) -> dict[str, float]:
+        """``TASK/majority_acc`` and ``TASK/balanced_acc`` per head."""
+        result = {}
+        for task, matrix in self.matrices().items():
+            result[f"{task}/majority_acc"] = majority_accuracy(matrix)
+            result[f"{task}/balanced_acc"] = balanced_accuracy(matrix)
+        return result

@@ -55,35 +55,32 @@ def open_model(path: str | Path) -> Predictor:
 
 
 def _onnx_predictor(path: Path) -> Predictor:
-    from graphc.backends.onnx import SCALING, read_metadata, require
+    """The file is untrusted: its metadata is checked against its graph (``read_deployment``)
+    before ONNX Runtime sees it, and what ONNX Runtime says about it becomes a message."""
+    from graphc.backends.onnx import load_model_file, read_deployment, require
 
-    onnx = require("onnx")
     ort = require("onnxruntime")
+    proto = load_model_file(path)
+    deployment = read_deployment(proto, str(path))
     try:
-        proto = onnx.load(str(path))
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise RunError(f"{path}: cannot be read as an ONNX model ({type(exc).__name__}). Is it a .onnx file?") from None
-    meta = read_metadata(proto)
-    needed = ("tasks", "class_names", "input")
-    if any(key not in meta for key in needed):
-        raise RunError(
-            f"{path}: has no graphc metadata ({', '.join(needed)}), so its input scaling and class names are unknown. "
-            "Export it with `graphc export SPEC --onnx FILE`."
-        )
-    spec_input = meta["input"]
-    if spec_input.get("scaling") != SCALING or spec_input.get("layout") != "NCHW":
-        raise RunError(
-            f"{path}: expects input {spec_input.get('layout')} scaled as {spec_input.get('scaling')!r}; this graphc "
-            f"knows only NCHW scaled as {SCALING!r}. Re-export it with this version of graphc."
-        )
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types (Fail, InvalidGraph, ...)
+        raise RunError(f"{path}: ONNX Runtime cannot load it ({_first_line(exc)}). Is it a model exported by graphc?") from None
     outputs = [o.name for o in session.get_outputs()]
-    name = spec_input["name"]
+    name = deployment.input_name
 
     def run(images: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(outputs, session.run(None, {name: images})))
+        try:
+            return dict(zip(outputs, session.run(None, {name: images})))
+        except Exception as exc:
+            raise RunError(f"{path}: ONNX Runtime failed to run it on {len(images)} image(s) ({_first_line(exc)}).") from None
 
-    return Predictor(str(path), "onnx", tuple(spec_input["shape"][1:]), list(meta["tasks"]), meta["class_names"], run)
+    return Predictor(str(path), "onnx", deployment.input_shape, list(deployment.tasks), deployment.class_names, run)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _torch_predictor(run_dir: Path) -> Predictor:
@@ -176,8 +173,16 @@ def predict(model: str | Path | Predictor, images: Sequence[str | Path], top_k: 
     logits = predictor.run((pixels.astype(np.float32) / 255.0))  # the exported model's input scaling
     predictions = [Prediction(image) for image in loaded]
     for task in predictor.tasks:
-        probabilities = softmax(logits[task].astype(np.float64))
-        names = predictor.class_names.get(task) or [str(i) for i in range(probabilities.shape[1])]
+        names = predictor.class_names.get(task)
+        scores = logits.get(task)
+        if scores is None or scores.ndim != 2 or len(scores) != len(loaded) or (names and scores.shape[1] != len(names)):
+            shape = "nothing" if scores is None else f"shape {list(scores.shape)}"
+            raise RunError(
+                f"{predictor.source}: the head '{task}' gave {shape} for {len(loaded)} image(s), expected "
+                f"[{len(loaded)}, {len(names) if names else 'classes'}] logits (one per class name)."
+            )
+        probabilities = softmax(scores.astype(np.float64))
+        names = names or [str(i) for i in range(probabilities.shape[1])]
         k = min(top_k, probabilities.shape[1])
         for row, prediction in zip(probabilities, predictions):
             best = np.argsort(-row, kind="stable")[:k]

@@ -101,8 +101,9 @@ def test_synthetic_shapes_labels_hierarchy_and_limits():
     assert (len(ds.train), len(ds.val), len(ds.test)) == (450, 150, 300)
     assert ds.train.images.shape == (450, 1, 12, 16) and ds.train.images.dtype == torch.uint8
     assert ds.class_names["fine"][7] == "fine_7" and ds.class_names["coarse"] == ["coarse_0", "coarse_1"]
-    parent_field, mapping = ds.parents["fine"]
-    assert parent_field == "coarse" and mapping.tolist() == [0] * 5 + [1] * 5
+    assert list(ds.hierarchy) == [("fine", "coarse")]
+    mapping = ds.hierarchy[("fine", "coarse")]
+    assert mapping.tolist() == [0] * 5 + [1] * 5
     for split in (ds.train, ds.val, ds.test):
         assert torch.equal(split.labels["coarse"], mapping[split.labels["fine"]])
     assert torch.bincount(ds.test.labels["fine"]).tolist() == [30] * 10  # balanced
@@ -158,8 +159,9 @@ def test_cifar100_reads_the_real_format(tmp_path):
     assert ds.name == "cifar100" and ds.classes == {"fine": 100, "coarse": 20}
     assert (len(ds.train), len(ds.val), len(ds.test)) == (160, 40, 100)
     assert ds.class_names["fine"][3] == "fine_name_03" and ds.class_names["coarse"][19] == "coarse_name_19"
-    field, mapping = ds.parents["fine"]
-    assert field == "coarse" and mapping.tolist() == [cifar100_coarse_of(f) for f in range(100)]
+    assert list(ds.hierarchy) == [("fine", "coarse")]
+    mapping = ds.hierarchy[("fine", "coarse")]
+    assert mapping.tolist() == [cifar100_coarse_of(f) for f in range(100)]
     # Test split in file order: row i is 1024 red, 1024 green, 1024 blue values, each row-major.
     row = written["test"][b"data"][5]
     assert ds.test.images[5, 0, 0, 1] == row[1] and ds.test.images[5, 1, 2, 3] == row[1024 + 2 * 32 + 3]
@@ -228,10 +230,11 @@ def test_cifar100_downloads_verifies_and_unpacks(tmp_path, monkeypatch):
     assert cifar100.URL in requested and len(ds.test) == 100
     assert (tmp_path / "cache" / "cifar-100-python.tar.gz").is_file()
 
-    # A download whose checksum does not match is refused with the same guidance.
+    # A download whose checksum does not match is refused with both sums and the same guidance.
     monkeypatch.setattr(cifar100, "ARCHIVE_MD5", "0" * 32)
-    with pytest.raises(RunError, match="could not be downloaded.*tar -xzf"):
+    with pytest.raises(RunError, match=f"checksum mismatch: the download .* has md5 {md5}.* md5 {'0' * 32}.*tar -xzf"):
         load_dataset(DataSpec(dataset="cifar100", root=str(tmp_path / "elsewhere")))
+    assert not list((tmp_path / "elsewhere").iterdir())  # the bad download is not kept
 
 
 def test_cifar100_unpacks_a_present_archive_offline(tmp_path, monkeypatch, no_network):
@@ -293,8 +296,9 @@ def test_imagefolder_png_labels_hierarchy_and_pixels(tmp_path):
     ds = load_dataset(folder_spec(tmp_path / "pics"), image_shape=(3, 8, 8))
     assert ds.name == "imagefolder" and ds.classes == {"fine": 4, "coarse": 2}
     assert ds.class_names == {"fine": ["airplane", "cat", "dog", "truck"], "coarse": ["animal", "vehicle"]}
-    field, mapping = ds.parents["fine"]
-    assert field == "coarse" and mapping.tolist() == [1, 0, 0, 1]
+    assert list(ds.hierarchy) == [("fine", "coarse")]
+    mapping = ds.hierarchy[("fine", "coarse")]
+    assert mapping.tolist() == [1, 0, 0, 1]
     assert torch.bincount(ds.train.labels["fine"]).tolist() == [2, 2, 1, 3]
     assert len(ds.test) == 4 and len(ds.val) == 0
     assert torch.equal(ds.train.labels["coarse"], mapping[ds.train.labels["fine"]])
@@ -433,4 +437,4 @@ def test_imagefolder_cifar10_style_hierarchy(tmp_path):
     ds = load_dataset(folder_spec(tmp_path / "c10", hierarchy={"coarse": CIFAR10_HIERARCHY}, val_fraction=0.25))
     assert ds.classes == {"fine": 10, "coarse": 2} and (len(ds.train), len(ds.val)) == (15, 5)
     vehicles = [classes.index(c) for c in CIFAR10_HIERARCHY["vehicle"]]
-    assert ds.parents["fine"][1][vehicles].tolist() == [ds.class_names["coarse"].index("vehicle")] * 4
+    assert ds.hierarchy[("fine", "coarse")][vehicles].tolist() == [ds.class_names["coarse"].index("vehicle")] * 4

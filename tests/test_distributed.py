@@ -83,7 +83,8 @@ def test_two_processes_write_a_normal_run_that_learns(straight):
     # batch-norm statistics): `graphc eval` of last.pt, one process over the whole split, agrees.
     result = runner.invoke(app, ["eval", str(run_dir), "--checkpoint", "last", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["metrics"] == pytest.approx(values(val[-1]), rel=1e-6)
+    logged = values(val[-1])  # eval adds the split's baselines (TASK/majority_acc, TASK/balanced_acc)
+    assert {k: v for k, v in json.loads(result.stdout)["metrics"].items() if k in logged} == pytest.approx(logged, rel=1e-6)
     # Rank 0 evaluated best.pt on the test split once, at the end.
     summary = runs.read_json(run_dir / "summary.json")
     assert summary["status"] == "completed" and summary["best_epoch"] == best["epoch"]
@@ -125,6 +126,8 @@ NO_NORM_NO_DROPOUT = (
     ("dropout = 0.25", "dropout = 0.0"),
     ('augment = { preset = "flip_crop", padding = 1 }', 'augment = { preset = "none" }'),
     ('optimizer = { name = "adam", lr = 3e-3, eps = 1e-7 }', 'optimizer = { name = "sgd", lr = 0.5, momentum = 0.0 }'),
+    # fp32: on a CPU with AMX, precision "auto" is bf16, whose rounding differs between a batch of 32 and two of 16
+    ("[train]\n", '[train]\nprecision = "fp32"\n'),
 )
 
 

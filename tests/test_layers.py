@@ -34,6 +34,7 @@ LAYERS = {
     "runtime.train": 8,
     "runtime.export": 8,
     "runtime.predict": 9,
+    "runtime.bench": 9,  # graphc bench: measures training (runtime.train) and inference
     "runtime.launch": 9,  # 0.1.0 import path of runtime.train.launch
     "graphc.export": 9,  # 0.1.0 import path of ONNX export, which now needs runtime.export
     "graphc.cli": 10,

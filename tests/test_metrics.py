@@ -46,16 +46,21 @@ def test_metric_names_follow_the_run_contract():
     hierarchy = Hierarchy("fine", "coarse", CHILD_TO_PARENT)
     assert metric_names([FINE, COARSE], [hierarchy]) == [
         "loss", "fine/loss", "fine/acc", "fine/top5", "coarse/loss", "coarse/acc",
-        "coarse/acc_from_fine", "fine/consistency",
+        "coarse/acc_from_fine", "fine/consistency_with_coarse", "mean_acc", "weighted_acc",
+    ]
+    # Without a coarse head: the fine head's prediction mapped to coarse still has an accuracy, but no consistency.
+    assert metric_names([FINE], [hierarchy]) == [
+        "loss", "fine/loss", "fine/acc", "fine/top5", "coarse/acc_from_fine", "mean_acc", "weighted_acc",
     ]
     # Ten classes or fewer: no top-5.
     assert "x/top5" not in metric_names([HeadInfo("x", 10, 1.0, 0.0)], [])
 
 
-def test_hierarchies_need_both_heads():
-    parents = {"fine": ("coarse", CHILD_TO_PARENT)}
-    assert [h.child for h in hierarchies_of(parents, ["fine", "coarse"])] == ["fine"]
-    assert hierarchies_of(parents, ["fine"]) == []
+def test_hierarchies_need_the_child_head():
+    links = {("fine", "coarse"): CHILD_TO_PARENT}
+    assert [(h.child, h.parent) for h in hierarchies_of(links, ["fine", "coarse"])] == [("fine", "coarse")]
+    assert [(h.child, h.parent) for h in hierarchies_of(links, ["fine"])] == [("fine", "coarse")]
+    assert hierarchies_of(links, ["coarse"]) == []
 
 
 def test_meter_over_uneven_batches_equals_plain_python_over_all_images():
@@ -87,9 +92,11 @@ def test_meter_over_uneven_batches_equals_plain_python_over_all_images():
     assert m["coarse/acc_from_fine"] == pytest.approx(
         sum(parent_of[p] == y for p, y in zip(pred["fine"], lab["coarse"])) / n
     )
-    assert m["fine/consistency"] == pytest.approx(
+    assert m["fine/consistency_with_coarse"] == pytest.approx(
         sum(parent_of[p] == q for p, q in zip(pred["fine"], pred["coarse"])) / n
     )
+    assert m["mean_acc"] == pytest.approx((m["fine/acc"] + m["coarse/acc"]) / 2)
+    assert m["weighted_acc"] == pytest.approx((2.0 * m["fine/acc"] + 1.0 * m["coarse/acc"]) / 3.0)
     # The logged total (accumulated from the optimised loss) equals the weighted sum of the logged parts.
     assert m["loss"] == pytest.approx(2.0 * m["fine/loss"] + 1.0 * m["coarse/loss"], rel=1e-6)
     assert m["fine/acc"] <= m["fine/top5"]

@@ -231,7 +231,7 @@ def test_cli_writes_markdown_csv_and_plots(study, tmp_path):
 
     report = build_report([root], baseline="independent")
     header, lines = parse_markdown_table((out / "results.md").read_text())
-    assert header == ["spec", "n", "epoch", "fine/loss", "coarse/loss", "fine/acc (%)", "coarse/acc (%)",
+    assert header == ["variant", "n", "epoch", "fine/loss", "coarse/loss", "fine/acc (%)", "coarse/acc (%)",
                       "fine/top5 (%)", "coarse/top5 (%)"]
     assert all(len(line) == len(header) for line in lines)
     names = [l[0] for l in lines]
@@ -252,7 +252,7 @@ def test_cli_writes_markdown_csv_and_plots(study, tmp_path):
         assert text.split(" ±")[0] == (f"{means[best] * scale:.3f}" if scale == 1 else f"{means[best] * scale:.2f}")
 
     with (out / "results.csv").open() as f:
-        table = {row["spec"]: row for row in csv.DictReader(f)}
+        table = {row["variant"]: row for row in csv.DictReader(f)}
     assert set(table) == {"independent", "shared_conv", "mine"}
     expected = on_files(runs["mine"], "fine/acc")
     assert float(table["mine"]["fine/acc mean"]) == pytest.approx(expected.mean())
@@ -295,7 +295,7 @@ def test_format_json_and_csv_go_to_stdout(study, tmp_path):
     data = json.loads(result.stdout)
     assert data == json.loads((tmp_path / "j" / "results.json").read_text())
     assert data["std"] == "sample (ddof=1)"
-    mine = next(s for s in data["specs"] if s["spec"] == "mine")
+    mine = next(s for s in data["rows"] if s["variant"] == "mine")
     assert mine["metrics"]["coarse/acc"]["mean"] == pytest.approx(on_files(runs["mine"], "coarse/acc").mean())
     assert mine["metrics"]["coarse/acc"]["by_seed"]["1"] == pytest.approx(on_files(runs["mine"][1:2], "coarse/acc")[0])
 
@@ -309,8 +309,9 @@ def test_hierarchy_metrics_and_other_heads_get_columns(tmp_path):
     make_run(tmp_path, "h", 0, hierarchy=True)
     make_run(tmp_path, "three", 0, tasks=("fine", "coarse", "other"))
     report = build_report([tmp_path])
+    # 0.1.0's fine/consistency is read as consistency with the parent its run's acc_from names
     assert report.columns == ["fine/loss", "coarse/loss", "other/loss", "fine/acc", "coarse/acc", "other/acc",
-                              "fine/top5", "coarse/top5", "coarse/acc_from_fine", "fine/consistency"]
+                              "fine/top5", "coarse/top5", "coarse/acc_from_fine", "fine/consistency_with_coarse"]
     header, lines = parse_markdown_table(render_markdown(report))
     assert lines[0][header.index("other/loss")] == "-"  # spec "h" has no head "other"
 
@@ -325,7 +326,7 @@ def test_in_progress_runs_count_at_their_last_completed_epoch(tmp_path):
     (tmp_path / "b" / "1-empty").mkdir()
     # What graphc train writes before its first epoch: the spec copy, then config.json.
     (tmp_path / "b" / "1-empty" / "spec.toml").write_text('name = "b"\n')
-    write_json(tmp_path / "b" / "1-empty" / "config.json", {"spec": "b", "seed": 1, "tasks": list(TASKS)})
+    write_json(tmp_path / "b" / "1-empty" / "config.json", {"spec": "b", "spec_sha256": "0" * 64, "seed": 1, "tasks": list(TASKS)})
 
     report = build_report([tmp_path])
     row = report.rows[0]
@@ -343,7 +344,7 @@ def test_in_progress_runs_count_at_their_last_completed_epoch(tmp_path):
     out = tmp_path / "out"
     written = write_report(report, out, json_file=True)
     assert (out / "results.json") in written
-    assert json.loads((out / "results.json").read_text())["specs"][0]["runs"][2]["in_progress"] is True
+    assert json.loads((out / "results.json").read_text())["rows"][0]["runs"][2]["in_progress"] is True
     assert "in progress" in (out / "results.md").read_text()
 
 
@@ -407,7 +408,7 @@ def test_a_seed_run_twice_counts_once(tmp_path):
     report = build_report([tmp_path])
     assert report.rows[0].seeds == [0, 1]
     assert str(newer) in {str(p.run.path) for p in report.rows[0].points}
-    ignored = [w for w in report.warnings if "was run again" in w]
+    ignored = [w for w in report.warnings if "a duplicate of" in w and "was run again" in w]
     assert len(ignored) == 2 and any("0-old" in w for w in ignored) and any("0-running" in w for w in ignored)
 
 
@@ -438,10 +439,10 @@ def test_end_to_end_with_graphc_train(tmp_path):
     result = runner.invoke(app, ["report", str(runs), "-o", str(out), "--baseline", "small", "--format", "json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert [s["spec"] for s in data["specs"]] == ["small", "wider"]
+    assert [s["variant"] for s in data["rows"]] == ["small", "wider"]
     run_dirs = sorted(runs.glob("wider/*"))
     assert len(run_dirs) == 2
-    wider = data["specs"][1]
+    wider = data["rows"][1]
     assert wider["n"] == 2
     for key in ("fine/acc", "coarse/loss"):
         expected = on_files(run_dirs, key)

@@ -18,6 +18,7 @@ from tests.conftest import clean_exit
 from graphc.cli import app
 from runtime.runs import rundir as runs
 from runtime.runs.checkpoint import load_checkpoint, save_checkpoint
+from runtime.device import resolve_precision
 
 runner = CliRunner()
 SPEC = Path(__file__).parent / "specs" / "tiny_train.toml"
@@ -71,7 +72,9 @@ def test_each_seed_gets_a_complete_run_directory(two_seeds):
         config = runs.read_json(run_dir / "config.json")
         assert config["seed"] == seed and config["train"]["seed"] == seed
         assert config["tasks"] == ["fine", "coarse"] and config["classes"] == {"fine": 12, "coarse": 3}
-        assert config["dataset"] == "synthetic" and config["device"] == "cpu" and config["precision"] == "fp32"
+        assert config["dataset"] == "synthetic" and config["device"] == "cpu"
+        assert config["precision"] == resolve_precision("auto", torch.device("cpu"))  # bf16 with AMX, else fp32
+        assert config["memory_format"] == "channels_last"  # a conv model on a CPU with oneDNN
         assert config["overrides"] == {} and config["train"]["optimizer"]["eps"] == 1e-7
         env = runs.read_json(run_dir / "env.json")
         assert env["torch"] == torch.__version__ and set(env) >= {"python", "graphc", "platform", "device_name", "cuda"}
@@ -81,7 +84,7 @@ def test_metrics_rows_have_the_contract_names(two_seeds):
     rows = runs.read_metrics(two_seeds[0])
     assert [(r["epoch"], r["split"]) for r in rows] == [(1, "train"), (1, "val"), (2, "train"), (2, "val")]
     heads = ["loss", "fine/loss", "fine/acc", "fine/top5", "coarse/loss", "coarse/acc",
-             "coarse/acc_from_fine", "fine/consistency"]
+             "coarse/acc_from_fine", "fine/consistency_with_coarse", "mean_acc", "weighted_acc"]
     assert list(rows[0]) == ["epoch", "split", *heads, "lr", "images_per_s", "time_s"]
     assert list(rows[1]) == ["epoch", "split", *heads]
     assert "coarse/top5" not in rows[0]  # 3 classes: no top-5
@@ -106,7 +109,8 @@ def test_checkpoints_and_summary(two_seeds):
     assert summary["best_epoch"] == best_epoch  # ties keep the earlier epoch
     assert summary["best"]["val/fine/acc"] == max(r["fine/acc"] for r in rows if r["split"] == "val")
     assert summary["last"]["train/loss"] == rows[2]["loss"]
-    assert set(summary["test"]) == {k for k in rows[1] if k not in ("epoch", "split")}
+    baselines = {f"{t}/{b}" for t in ("fine", "coarse") for b in ("majority_acc", "balanced_acc")}
+    assert set(summary["test"]) == {k for k in rows[1] if k not in ("epoch", "split")} | baselines
     assert summary["images_per_s"] > 0 and summary["wall_time_s"] > 0
     best, last = load_checkpoint(run_dir / "best.pt"), load_checkpoint(run_dir / "last.pt")
     assert last["epoch"] == 2 and best["epoch"] == best_epoch

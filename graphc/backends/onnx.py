@@ -18,7 +18,9 @@ wrapped to return a tuple in spec order and the names are then checked against
 the values (``verify``): a swapped pair of heads fails the check.
 
 Metadata (``metadata_props``, JSON values, read back with ``read_metadata``) makes
-the file self-describing for consumers such as ``graphc predict``.
+the file self-describing for consumers such as ``graphc predict``, which take a file from
+anywhere through ``load_model_file`` and ``read_deployment``: every way its metadata can
+disagree with its types or its graph is a RunError naming the key, before anything runs.
 """
 
 from __future__ import annotations
@@ -91,18 +93,30 @@ def require(package: str):
 # --------------------------------------------------------------------------- metadata
 
 
-def read_metadata(model: "str | Path | Any") -> dict[str, Any]:
-    """graphc's metadata of an ONNX file (or ModelProto), JSON values decoded; {} if it has none."""
+def read_metadata(model: "str | Path | Any", source: str | None = None) -> dict[str, Any]:
+    """graphc's metadata of an ONNX file (or ModelProto), JSON values decoded; {} if it has none.
+
+    The file may come from anywhere: a value that is not JSON, or a key given twice, is a
+    RunError naming the key (``source`` names the file in messages)."""
     onnx = require("onnx")
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
-    metadata = {}
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+    else:
+        proto = load_model_file(model)
+        source = source or str(model)
+    where = f"{source}: " if source else ""
+    metadata: dict[str, Any] = {}
     for prop in proto.metadata_props:
-        if prop.key.startswith(PREFIX):
-            key = prop.key[len(PREFIX):]
-            try:
-                metadata[key] = json.loads(prop.value)
-            except json.JSONDecodeError:
-                metadata[key] = prop.value
+        if not prop.key.startswith(PREFIX):
+            continue
+        key = prop.key[len(PREFIX):]
+        if key in metadata:
+            raise RunError(f"{where}the metadata key '{prop.key}' appears twice; the file is damaged or was edited. {REEXPORT}")
+        try:
+            metadata[key] = json.loads(prop.value)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; absurd nesting recurses
+            reason = f"{exc.msg} at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+            raise RunError(f"{where}the metadata '{prop.key}' is not valid JSON ({reason}); the file is damaged or was edited. {REEXPORT}") from None
     return metadata
 
 
@@ -111,6 +125,197 @@ def _write_metadata(proto, metadata: Mapping[str, Any]) -> None:
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = PREFIX + key, json.dumps(value)
+
+
+# --------------------------------------------------------------------------- reading a file back
+
+REEXPORT = "Re-export it with `graphc export SPEC --onnx FILE`."
+MAX_INPUT_SIDE = 16384  # pixels: a taller or wider input in a file's metadata is damage, not a model
+
+
+def load_model_file(path: str | Path):
+    """An ONNX file's ModelProto, read as protobuf whatever its suffix, with no external data.
+
+    graphc writes every weight into the one file; a file that points to other files is
+    refused rather than followed (it could name any file on the machine)."""
+    onnx = require("onnx")
+    path = Path(path)
+    try:
+        if path.stat().st_size >= 2**31:  # protobuf's limit: no single-file ONNX model is this large
+            raise RunError(f"{path}: is over 2 GiB, larger than any single-file ONNX model; is it a .onnx file?")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RunError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning and friends
+        raise RunError(f"{path}: cannot be read as an ONNX model ({type(exc).__name__}). Is it a .onnx file?") from None
+    if any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in _tensors(proto.graph)):
+        raise RunError(
+            f"{path}: keeps weights in external data files; graphc reads single-file models only "
+            f"(as graphc export writes them). {REEXPORT}"
+        )
+    return proto
+
+
+def _tensors(graph):
+    """Every tensor a graph holds: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _tensors(subgraph)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a graphc ONNX file promises a consumer, checked against its graph by :func:`read_deployment`."""
+
+    input_name: str
+    input_shape: tuple[int, int, int]  # (C, H, W); float32 pixels / 255, NCHW
+    tasks: tuple[str, ...]  # one output of logits per task, named after it
+    class_names: dict[str, list[str]]  # task -> a name per logit
+    metadata: dict[str, Any]
+
+
+def read_deployment(proto, source: str) -> Deployment:
+    """The metadata's contract (input, tasks, class names), checked for types and against the graph.
+
+    Every way a file from elsewhere can disagree with what ``export_module`` writes is a
+    RunError naming ``source``, the key and what was expected, before anything runs."""
+    meta = read_metadata(proto, source)
+
+    def bad(what: str) -> RunError:
+        return RunError(f"{source}: {what}. {REEXPORT}")
+
+    needed = ("tasks", "class_names", "input")
+    if not any(key in meta for key in needed):
+        raise RunError(
+            f"{source}: has no graphc metadata ({', '.join(PREFIX + k for k in needed)}), so its input scaling and class "
+            "names are unknown. Export it with `graphc export SPEC --onnx FILE`."
+        )
+    missing = [PREFIX + key for key in needed if key not in meta]
+    if missing:
+        raise bad(f"its graphc metadata lacks {', '.join(missing)}")
+
+    tasks = meta["tasks"]
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) and t for t in tasks):
+        raise bad(f"metadata '{PREFIX}tasks' is {_shown(tasks)}, expected a non-empty list of task names")
+    if len(set(tasks)) != len(tasks):
+        raise bad(f"metadata '{PREFIX}tasks' names a task twice: {_shown(tasks)}")
+    if meta.get("outputs", "logits") != "logits":
+        raise bad(f"metadata '{PREFIX}outputs' is {_shown(meta['outputs'])}; graphc models output logits")
+
+    spec_input = meta["input"]
+    if not isinstance(spec_input, dict):
+        raise bad(f"metadata '{PREFIX}input' is {_shown(spec_input)}, expected an object with name, layout, shape and scaling")
+    name = spec_input.get("name")
+    if not isinstance(name, str) or not name:
+        raise bad(f"metadata '{PREFIX}input' has name {_shown(name)}, expected the input's name")
+    if spec_input.get("scaling") != SCALING or spec_input.get("layout") != "NCHW":
+        raise RunError(
+            f"{source}: expects input {_shown(spec_input.get('layout'))} scaled as {_shown(spec_input.get('scaling'))}; this graphc "
+            f"knows only NCHW scaled as {SCALING!r}. Re-export it with this version of graphc."
+        )
+    shape = spec_input.get("shape")
+    dims = shape[1:] if isinstance(shape, list) and len(shape) == 4 else None
+    if dims is None or not all(type(d) is int and d >= 1 for d in dims):
+        raise bad(f"metadata '{PREFIX}input' has shape {_shown(shape)}, expected [batch, channels, height, width] with positive whole numbers")
+    channels, height, width = dims
+    if channels not in (1, 3, 4):
+        raise bad(f"metadata '{PREFIX}input' has {channels} channels; images give 1 (L), 3 (RGB) or 4 (RGBA)")
+    if max(height, width) > MAX_INPUT_SIDE:
+        raise bad(f"metadata '{PREFIX}input' has an input of {width}x{height} pixels; graphc takes sides up to {MAX_INPUT_SIDE}")
+    _check_normalize(spec_input, channels, bad)
+
+    class_names = meta["class_names"]
+    if not isinstance(class_names, dict):
+        raise bad(f"metadata '{PREFIX}class_names' is {_shown(class_names)}, expected an object: task -> list of class names")
+    for task in tasks:
+        names = class_names.get(task)
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise bad(f"metadata '{PREFIX}class_names' gives task '{task}' {_shown(names)}, expected a list of class names")
+
+    _check_graph(proto, name, dims, tasks, class_names, bad)
+    return Deployment(name, (channels, height, width), tuple(tasks), {t: list(class_names[t]) for t in tasks}, meta)
+
+
+def _check_normalize(spec_input: Mapping[str, Any], channels: int, bad) -> None:
+    """The metadata's normalisation must be one applied inside the model: the consumer feeds [0, 1] pixels."""
+    normalize = spec_input.get("normalize")
+    if normalize is None:
+        return
+    ok = isinstance(normalize, dict) and all(
+        isinstance(normalize.get(k), list) and len(normalize[k]) == channels
+        and all(type(v) in (int, float) and math.isfinite(v) for v in normalize[k])
+        for k in ("mean", "std")
+    ) and all(v > 0 for v in normalize["std"])
+    if not ok:
+        raise bad(
+            f"metadata '{PREFIX}input' has normalize {_shown(normalize)}, expected null or mean and std lists "
+            f"of {channels} finite numbers (std positive)"
+        )
+    if spec_input.get("normalize_applied") != "in_model":
+        raise bad(
+            f"metadata '{PREFIX}input' has normalize_applied {_shown(spec_input.get('normalize_applied'))}: the file expects its "
+            "caller to normalise, but graphc's contract applies mean and std inside the model (\"in_model\")"
+        )
+
+
+def _check_graph(proto, name: str, dims: Sequence[int], tasks: Sequence[str], class_names: Mapping[str, list], bad) -> None:
+    """The graph has the one input and the outputs the metadata names, of the shapes it states."""
+    onnx = require("onnx")
+    weights = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in weights]
+    if [i.name for i in inputs] != [name]:
+        raise bad(f"its graph's inputs are {[i.name for i in inputs]}, but its metadata names the input '{name}'")
+    outputs = {o.name: o for o in proto.graph.output}
+    absent = [t for t in tasks if t not in outputs]
+    if absent:
+        raise bad(f"its metadata names the task(s) {absent}, but its graph has no such output (outputs: {list(outputs)})")
+    extra = [o for o in outputs if o not in tasks]
+    if extra:
+        raise bad(f"its graph has output(s) {extra} that its metadata's tasks {list(tasks)} do not name")
+
+    def static(value) -> list[int | str] | None:
+        """The declared dimensions (numbers, or names such as 'batch' for symbolic ones); None if undeclared."""
+        if not value.type.HasField("tensor_type"):
+            return None
+        tensor = value.type.tensor_type
+        if tensor.elem_type != onnx.TensorProto.FLOAT:
+            raise bad(f"its graph's '{value.name}' is {onnx.TensorProto.DataType.Name(tensor.elem_type)}, expected FLOAT (float32)")
+        if not tensor.HasField("shape"):
+            return None
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
+
+    declared = static(inputs[0])
+    if declared is not None and (len(declared) != 4 or any(isinstance(d, int) and d != want for d, want in zip(declared[1:], dims))):
+        raise bad(f"its graph's input '{name}' has shape {declared}, but its metadata says [batch, {', '.join(map(str, dims))}]")
+    for task in tasks:
+        declared = static(outputs[task])
+        if declared is None:
+            continue
+        if len(declared) != 2:
+            raise bad(f"its graph's output '{task}' has shape {declared}, expected [batch, classes] logits")
+        if isinstance(declared[1], int) and declared[1] != len(class_names[task]):
+            raise bad(
+                f"its output '{task}' gives {declared[1]} logits but its metadata has {len(class_names[task])} class names "
+                f"for task '{task}'; a name is needed for each class"
+            )
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A metadata value in a message: as JSON, cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------- checks

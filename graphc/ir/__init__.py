@@ -1,6 +1,8 @@
 """The IR (meaning): ``build`` checks a Spec's references, cycles, reachability, shapes and
 class counts and returns the immutable, topologically ordered ``graph.Graph``; ``shapes``
-holds the pure shape and parameter arithmetic per node kind.
+holds the pure shape and parameter arithmetic per node kind; ``metrics`` the names of the
+metrics training logs; ``gradients`` which tasks' gradients reach which nodes (what
+gradient-conflict diagnostics measure).
 
 May import: ``graphc.errors``, ``graphc.lang``. networkx is used here and nowhere else;
 no torch.

@@ -27,12 +27,15 @@ class Node:
 
     - input: ``shape``
     - conv_block: ``in_channels, channels, kernel, stride, padding`` (tuples,
-      one per layer), ``activation, pool, pool_size, pool_stride, norm,
-      norm_position, dropout``
+      one per layer; empty for a block of no convolutions), ``activation, bias,
+      pool, pool_size, pool_stride, norm, groups`` (group norm's groups; 1 for
+      layer norm; else None), ``norm_position, dropout, dropout_kind``
     - fc_block: ``in_features, units`` (tuple), ``activation, dropout, norm``
-    - concat: ``mode``
+    - concat: ``mode`` (features, channels or sum)
     - head: ``in_features, task, classes, loss_weight, label_smoothing,
       reuse_as, reuse_gradient``
+    - conv_block, fc_block and head also: ``trainable`` (False: frozen) and
+      ``unfreeze_after`` (epochs after which a frozen node joins training, or None)
     """
 
     name: str
@@ -40,7 +43,7 @@ class Node:
     inputs: tuple[str, ...]
     attrs: Mapping[str, Any]
     shape: Shape  # output shape without the batch dimension
-    num_params: int  # trainable parameters of this node alone
+    num_params: int  # parameters (weights and biases) of this node alone, frozen or not; buffers not counted
     heads: frozenset[str]  # tasks of the heads whose output depends on this node
     direct_heads: frozenset[str]  # those reached without passing through another head
     line: int | None = None  # line of the node in the spec file, where known
@@ -59,6 +62,11 @@ class Node:
     def reused_by(self) -> frozenset[str]:
         """Heads that depend on this node only through another head's output (cross-task reuse)."""
         return self.heads - self.direct_heads
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the node's parameters train from the first epoch (False: frozen, see ``unfreeze_after``)."""
+        return self.attrs.get("trainable", True)
 
     @property
     def is_map(self) -> bool:
@@ -138,6 +146,16 @@ class Graph:
         return sum(n.num_params for n in self.nodes)
 
     @property
+    def trainable_params(self) -> int:
+        """Parameters that train from the first epoch: the total less those of frozen nodes."""
+        return sum(n.num_params for n in self.nodes if n.trainable)
+
+    @property
+    def frozen(self) -> tuple[Node, ...]:
+        """Nodes frozen at the start (trainable = false), in topological order."""
+        return tuple(n for n in self.nodes if not n.trainable)
+
+    @property
     def shared_params(self) -> int:
         """Parameters in nodes that serve more than one head (by hard sharing or reuse)."""
         return sum(n.num_params for n in self.nodes if n.is_shared)
@@ -156,6 +174,7 @@ class Graph:
             "sha256": self.sha256,
             "tasks": list(self.tasks),
             "total_params": self.total_params,
+            "trainable_params": self.trainable_params,
             "shared_params": self.shared_params,
             "shared_fraction": self.shared_params / self.total_params if self.total_params else 0.0,
             "hard_shared_params": self.hard_shared_params,

@@ -63,6 +63,9 @@ def conv_block_shape(attrs: Mapping[str, Any], shape: Shape) -> Shape:
                 hint="use padding 'same', a smaller kernel, or fewer downsampling layers before this block.",
             )
         channels, height, width = out_channels, new_h, new_w
+    _check_norm_groups(attrs)
+    if attrs["pool"] in ("global_avg", "global_max"):
+        return (channels, 1, 1)  # a C x 1 x 1 map: readers that flatten see C features
     if attrs["pool"] != "none":
         size, stride = attrs["pool_size"], attrs["pool_stride"]
         new_h, new_w = (height - size) // stride + 1, (width - size) // stride + 1
@@ -78,13 +81,56 @@ def conv_block_shape(attrs: Mapping[str, Any], shape: Shape) -> Shape:
     return (channels, height, width)
 
 
+def normalised_channels(attrs: Mapping[str, Any]) -> list[int]:
+    """Channel counts of a conv block's norm layers, in order: one per convolution for
+    norm_position 'pre' (its input) or 'post' (its output), else one for the block's output."""
+    if attrs["norm"] == "none":
+        return []
+    if attrs["norm_position"] == "pre":
+        return [attrs["in_channels"], *attrs["channels"][:-1]]
+    if attrs["norm_position"] == "post":
+        return list(attrs["channels"])
+    return [attrs["channels"][-1] if attrs["channels"] else attrs["in_channels"]]
+
+
+def _check_norm_groups(attrs: Mapping[str, Any]) -> None:
+    groups = attrs.get("groups")
+    if attrs["norm"] != "group" or not groups:
+        return
+    for channels in normalised_channels(attrs):
+        if channels % groups:
+            raise ShapeProblem(
+                f"group norm with {groups} groups cannot split {channels} channels evenly.",
+                field="groups",
+                hint=f"set groups to a divisor of {channels} (e.g. {max(d for d in range(1, min(groups, channels) + 1) if channels % d == 0)}), "
+                "or change the channels.",
+            )
+
+
+def layer_outputs(kind: str, attrs: Mapping[str, Any], in_shape: Shape | None, out_shape: Shape) -> int:
+    """Values one node's forward pass produces per image: every convolution's or dense layer's
+    output, plus the node's own output where that is another tensor (after pooling, a join,
+    the input image). Activations, norms and dropout are not counted again. Autograd keeps
+    about this much for the backward pass, so it sizes a model's memory at batch 1."""
+    if kind == "conv_block":
+        total, (channels, height, width) = 0, in_shape
+        for channels, kernel, stride, padding in zip(attrs["channels"], attrs["kernel"], attrs["stride"], attrs["padding"]):
+            height, width = conv_output(height, kernel, stride, padding), conv_output(width, kernel, stride, padding)
+            total += channels * height * width
+        return total + (prod(out_shape) if out_shape != (channels, height, width) else 0)
+    if kind == "fc_block":
+        return sum(attrs["units"])
+    return prod(out_shape)
+
+
 def conv_block_params(attrs: Mapping[str, Any]) -> int:
     total, in_channels = 0, attrs["in_channels"]
+    bias = attrs.get("bias", True)
     for out_channels, kernel in zip(attrs["channels"], attrs["kernel"]):
-        total += in_channels * out_channels * kernel * kernel + out_channels  # weights + bias
+        total += in_channels * out_channels * kernel * kernel + (out_channels if bias else 0)  # weights + bias
         in_channels = out_channels
-    if attrs["norm"] == "batch":
-        total += 2 * in_channels  # gamma and beta
+    # batch, group and layer norm all learn a scale and a shift per channel
+    total += sum(2 * channels for channels in normalised_channels(attrs))
     return total
 
 
@@ -101,6 +147,17 @@ def fc_block_params(attrs: Mapping[str, Any]) -> int:
 def concat_shape(mode: str, shapes: list[tuple[str, Shape]]) -> Shape:
     if mode == "features":
         return (sum(features(s) for _, s in shapes),)
+    if mode == "sum":
+        first_name, first = shapes[0]
+        for name, shape in shapes[1:]:
+            if shape != first:
+                raise ShapeProblem(
+                    f"mode 'sum' adds inputs of one shape, but '{first_name}' gives {_shape_text(first)} "
+                    f"and '{name}' gives {_shape_text(shape)}.",
+                    field="inputs",
+                    hint=_projection_hint((first_name, first), (name, shape)),
+                )
+        return first
     vectors = [name for name, s in shapes if len(s) != 3]
     if vectors:
         raise ShapeProblem(
@@ -119,3 +176,22 @@ def concat_shape(mode: str, shapes: list[tuple[str, Shape]]) -> Shape:
         )
     (height, width), = sizes
     return (sum(s[0] for _, s in shapes), height, width)
+
+
+def _shape_text(shape: Shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _projection_hint(a: tuple[str, Shape], b: tuple[str, Shape]) -> str:
+    """How to make two summed inputs agree: a 1x1 conv_block projecting the larger map."""
+    if len(a[1]) != 3 or len(b[1]) != 3:
+        return "sum feature maps with feature maps, and vectors with vectors of one size; or join them with mode = \"features\"."
+    (source, (_, sh, sw)), (_, (channels, th, tw)) = sorted((a, b), key=lambda item: (-item[1][1] * item[1][2], item[1][0]))
+    stride = sh // th if th and sh % th == 0 and sw == tw * (sh // th) else None
+    if stride is None:
+        return "the two maps' sizes are not a whole multiple of each other; pool or stride so that they match."
+    stride_text = f", stride = {stride}" if stride > 1 else ""
+    return (
+        f"add a projection: a conv_block reading '{source}' with channels = [{channels}], kernel = 1{stride_text}, "
+        f"activation = \"none\" (the usual ResNet shortcut), and sum its output instead of '{source}'."
+    )

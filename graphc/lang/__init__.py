@@ -1,5 +1,6 @@
 """The spec language (form): pydantic models of every node kind and table (``spec``) and
-TOML text -> a validated :class:`~graphc.lang.spec.Spec` with templates merged (``load``).
+TOML text -> a validated :class:`~graphc.lang.spec.Spec` with templates merged and repeats
+expanded (``load``); what to write instead of other frameworks' constructs (``hints``).
 
 May import: ``graphc.errors``. Nothing here knows of networkx, torch or the runtime.
 """

@@ -7,17 +7,20 @@ and gives a hint (the closest valid name, the field's description, ...).
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, get_args
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from graphc.errors import Problem, SpecError, closest, did_you_mean
 from graphc.lang.builtin import builtin_specs, resolve_spec_path
-from graphc.lang.spec import NAME_PATTERN, NODE_CLASSES, Spec
+from graphc.lang.hints import hint_for
+from graphc.lang.hierarchy import hierarchy_problems
+from graphc.lang.spec import NAME_PATTERN, NODE_CLASSES, NodeSpec, Spec
 
 
 class SourceMap:
@@ -36,7 +39,10 @@ class SourceMap:
         counts: dict[str, int] = {}
         section: tuple = ()
         for lineno, line in enumerate(text.splitlines(), start=1):
-            header = self._header.match(line)
+            first = line.lstrip()[:1]
+            if first in ("", "#"):  # most lines of a long spec are keys: skip the rest quickly
+                continue
+            header = self._header.match(line) if first == "[" else None
             if header:
                 parts = tuple(p.strip().strip("\"'") for p in header.group(2).split("."))
                 if header.group(1) == "[[":
@@ -61,6 +67,48 @@ class SourceMap:
             if prefix in self.sections:
                 return self.sections[prefix]
         return None
+
+
+MAX_NESTING = 32  # arrays and tables inside each other; a spec needs 5 ([data.hierarchy.coarse] lists)
+
+
+def _nesting(value: Any) -> int:
+    """How deeply arrays and tables nest in ``value`` (a plain value is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack and deepest <= MAX_NESTING:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return deepest
+
+
+def _too_deep(text: str, path: Path | None) -> Problem:
+    """The problem, on the first line where brackets open past the limit (found by counting
+    them, strings and comments included: a hint, not a parse)."""
+    opened, found = 0, None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        for char in line:
+            opened += (char in "[{") - (char in "]}")
+            if opened > MAX_NESTING:
+                found = lineno
+                break
+        if found:
+            break
+    return Problem(
+        f"the TOML is nested too deeply: arrays or tables inside each other more than {MAX_NESTING} levels "
+        "down (a spec needs at most 5).",
+        file=path, line=found,
+        hint="look for runaway brackets; graphc reads nothing this deep.",
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def source_map(text: str) -> SourceMap:
+    """The :class:`SourceMap` of ``text``, made once: reading a spec and building its graph both
+    need it, and on a spec of 20,000 nodes each map takes a second."""
+    return SourceMap(text)
 
 
 def _merge_templates(raw: dict, path: Path | None, where: SourceMap) -> dict:
@@ -92,6 +140,7 @@ def _merge_templates(raw: dict, path: Path | None, where: SourceMap) -> dict:
                     hint=f"copy the fields you need into [templates.{name}].",
                 )
             )
+    _check_templates(templates, path, where)
     merged = []
     for index, node in enumerate(nodes):
         if isinstance(node, dict) and "use" in node:
@@ -114,6 +163,169 @@ def _merge_templates(raw: dict, path: Path | None, where: SourceMap) -> dict:
             node = {**template, **node}
         merged.append(node)
     return {**raw, "nodes": merged}
+
+
+def _renamed(node, names: dict[str, str], **update):
+    """A copy of ``node`` with its references renamed by ``names`` (and ``update`` applied)."""
+    if isinstance(getattr(node, "inputs", None), list):
+        update.setdefault("inputs", [names.get(name, name) for name in node.inputs])
+    elif isinstance(getattr(node, "input", None), str):
+        update.setdefault("input", names.get(node.input, node.input))
+    return node.model_copy(update=update) if update else node
+
+
+def _references(node) -> list[str]:
+    return list(node.inputs) if isinstance(getattr(node, "inputs", None), list) else (
+        [node.input] if isinstance(getattr(node, "input", None), str) else []
+    )
+
+
+def _residual_unit(total, by_name: dict, readers: dict[str, list[str]]) -> tuple[str, list[str]] | str:
+    """The shortcut input X of a repeated sum and the names of the nodes between X and the sum
+    (its unit, which must be read from X alone and nowhere else); or why there is none."""
+
+    def reach(start: str, step) -> set[str]:  # iterative: a spec may be thousands of nodes deep
+        seen, todo = set(), [start]
+        while todo:
+            for name in step(todo.pop()):
+                if name in by_name and name not in seen:
+                    seen.add(name)
+                    todo.append(name)
+        return seen
+
+    def above(name: str) -> set[str]:
+        return reach(name, lambda n: _references(by_name[n]))
+
+    inputs = list(dict.fromkeys(total.inputs))
+    upstream = {name: above(name) for name in inputs}
+    shortcut = next((x for x in inputs if all(x == other or x in upstream[other] for other in inputs)), None)
+    if shortcut is None:
+        return (
+            "a repeated sum needs one input that all its others are computed from (the shortcut X, as in "
+            f"inputs = [\"X\", \"branch\"] with branch reading X); none of {inputs} is"
+        )
+    below = reach(shortcut, lambda n: readers.get(n, []))
+    unit = [n for n in by_name if n in below and n in above(total.name) and n != shortcut]
+    for name in unit:
+        outside = [r for r in _references(by_name[name]) if r not in unit and r != shortcut and r in by_name]
+        if outside:
+            return f"'{name}', inside the residual unit from '{shortcut}', also reads '{outside[0]}' from outside it"
+        escaping = [r for r in readers.get(name, []) if r not in unit and r != total.name]
+        if escaping:
+            return f"'{escaping[0]}' reads '{name}', which is inside the residual unit and is copied; read '{total.name}' instead"
+        if getattr(by_name[name], "repeat", 1) > 1:
+            return f"'{name}' inside the repeated residual unit has its own repeat; write repeat on the sum or on its blocks, not both"
+    return shortcut, unit
+
+
+def _expand_repeats(spec: Spec, path: Path | None, where: SourceMap) -> Spec:
+    """Expand ``repeat``: a block with ``repeat = N`` becomes the chain NAME_1 -> ... -> NAME_N;
+    a sum with ``repeat = N`` repeats the residual unit it closes N times.
+
+    NAME_1 (or the first unit) reads what the node read, each copy reads the one before, and
+    every node that reads NAME reads NAME_N instead. ``Spec.origins`` keeps, for each node,
+    the table it came from, so later messages about NAME_3 point at NAME's line.
+    """
+    if all(getattr(node, "repeat", 1) == 1 for node in spec.nodes):
+        return spec
+    tables = {node.name: i for i, node in enumerate(spec.nodes)}
+    by_name = {node.name: node for node in spec.nodes}
+    readers: dict[str, list[str]] = {}
+    for node in spec.nodes:
+        for ref in _references(node):
+            readers.setdefault(ref, []).append(node.name)
+
+    def fail(index: int, message: str, hint: str) -> None:
+        raise SpecError(Problem(message, file=path, line=where.line("nodes", index, "repeat"),
+                                node=spec.nodes[index].name, field="repeat", hint=hint))
+
+    def check_free(index: int, names: list[str], count: int) -> None:
+        clash = next((name for name in names if name in tables), None)
+        if clash is not None:
+            fail(index, f"repeat = {count} names the copies {names[0]} .. {names[-1]}, but '{clash}' is also "
+                 f"the name of node #{tables[clash] + 1}.", f"rename '{spec.nodes[index].name}' or '{clash}'.")
+
+    last: dict[str, str] = {}  # repeated name -> its last copy
+    copies: dict[int, list[tuple[int, Any]]] = {}  # table index -> the (origin, node) pairs replacing it
+    dropped: set[str] = set()  # unit members, emitted with their sum
+    for index, node in enumerate(spec.nodes):
+        count = getattr(node, "repeat", 1)
+        if count == 1 or node.kind != "concat" or any(ref not in by_name for ref in node.inputs):
+            continue  # (a reference to no node is build's to report, by name)
+        found = _residual_unit(node, by_name, readers)
+        if isinstance(found, str):
+            fail(index, f"repeat = {count} cannot repeat this sum's residual unit: {found}.",
+                 "a repeatable unit is a branch reading X and a sum of X and the branch; see the README's "
+                 "spec-language section.")
+        shortcut, unit = found
+        members = [name for name in by_name if name in unit] + [node.name]
+        check_free(index, [f"{m}_{k}" for m in members for k in range(1, count + 1)], count)
+        pairs, entry = [], shortcut
+        for k in range(1, count + 1):
+            names = {m: f"{m}_{k}" for m in members} | {shortcut: entry}
+            pairs += [(tables[m], _renamed(by_name[m], names, name=names[m], repeat=1)) for m in members]
+            entry = names[node.name]
+        copies[index] = pairs
+        dropped.update(unit)
+        last[node.name] = entry
+    for index, node in enumerate(spec.nodes):
+        count = getattr(node, "repeat", 1)
+        if count == 1 or node.kind == "concat":
+            continue
+        names = [f"{node.name}_{k}" for k in range(1, count + 1)]
+        check_free(index, names, count)
+        previous = node.input
+        copies[index] = []
+        for name in names:
+            copies[index].append((index, node.model_copy(update={"name": name, "input": previous, "repeat": 1})))
+            previous = name
+        last[node.name] = names[-1]
+
+    nodes, origins = [], []
+    for index, node in enumerate(spec.nodes):
+        if node.name in dropped:
+            continue
+        for origin, copy in copies.get(index, [(index, node)]):
+            # Every reference to a repeated name, from anywhere, means its last copy. Copies
+            # read each other by their numbered names, which no original name equals (checked).
+            nodes.append(_renamed(copy, last))
+            origins.append(origin)
+    return spec.model_copy(update={"nodes": nodes, "origins": tuple(origins)})
+
+
+def _check_templates(templates: dict, path: Path | None, where: SourceMap) -> None:
+    """Validate every template on its own, as a partial node of its kind (its missing fields
+    are the nodes' to give), so that a typo in a template no node uses yet is an error now,
+    not a surprise when a node first uses it. A template without `kind` may serve several
+    kinds: only its field names are checked."""
+    problems = []
+    any_kind = sorted({field for model in NODE_CLASSES.values() for field in model.model_fields} - {"name"})
+    for name, template in templates.items():
+        if not isinstance(template, dict):
+            continue  # reported where a node uses it
+        if "kind" not in template:
+            problems += [
+                Problem(f"unknown field '{key}' (no node kind has it).", file=path, line=where.line("templates", name, key),
+                        field=f"templates.{name}.{key}", hint=hint_for(key) or did_you_mean(key, any_kind))
+                for key in template if key not in any_kind
+            ]
+            continue
+        candidate = {**template, "name": "template"}  # a valid name: templates have none of their own
+        try:
+            _NODE.validate_python(candidate)
+        except ValidationError as exc:
+            for error in _merge_union_errors([{**e, "loc": ("nodes", 0, *e["loc"])} for e in exc.errors()]):
+                if error["type"] == "missing":
+                    continue
+                problem = _problem_from_pydantic(error, {"nodes": [candidate]}, path, where)
+                key = (problem.field or "kind").split(".")[0].split("[")[0]
+                problems.append(replace(problem, node=None, field=f"templates.{name}.{problem.field or 'kind'}",
+                                        line=where.line("templates", name, key)))
+    if problems:
+        raise SpecError(problems)
+
+
+_NODE = TypeAdapter(NodeSpec)
 
 
 def _problem_from_pydantic(error: dict, raw: dict, path: Path | None, where: SourceMap) -> Problem:
@@ -152,9 +364,9 @@ def _problem_from_pydantic(error: dict, raw: dict, path: Path | None, where: Sou
         bad = str(rest[-1]) if rest else "?"
         owner = _owner_model(model, rest[:-1], table)
         valid = list(owner.model_fields) if owner is not None else []
-        valid = [v for v in valid if v not in ("source", "text")]
+        valid = [v for v in valid if v not in ("source", "text", "origins")]
         message = f"unknown field '{bad}'."
-        hint = did_you_mean(bad, valid)
+        hint = hint_for(bad, section=str(loc[0]) if loc else None) or did_you_mean(bad, valid)
     elif kind == "union_tag_invalid":
         tag = error.get("ctx", {}).get("tag")
         expected = error.get("ctx", {}).get("expected_tags", "")
@@ -164,7 +376,7 @@ def _problem_from_pydantic(error: dict, raw: dict, path: Path | None, where: Sou
         what = "node kind" if field == "kind" else field
         message = f"unknown {what} {tag!r}; expected one of {expected}."
         choices = [t.strip().strip("'") for t in str(expected).split(",")]
-        hint = did_you_mean(str(tag), choices)
+        hint = hint_for(tag, field) or did_you_mean(str(tag), choices)
     elif kind == "union_tag_not_found":
         tag_name = error.get("ctx", {}).get("discriminator", "kind").strip("'")
         field = ".".join([*(str(p) for p in rest), tag_name]) if rest else tag_name
@@ -198,7 +410,8 @@ def _problem_from_pydantic(error: dict, raw: dict, path: Path | None, where: Sou
             hint = "spec names use letters, digits, '_', '.' and '-' only."
         elif kind == "literal_error":
             choices = re.findall(r"'([^']*)'", error["msg"])
-            hint = did_you_mean(str(found), choices)
+            name = next((str(p) for p in reversed(rest) if not isinstance(p, int)), None)
+            hint = hint_for(found, name) or did_you_mean(str(found), choices)
         if hint is None and rest:
             owner = _owner_model(model, [p for p in rest[:-1] if not isinstance(p, int)], table)
             name = next((str(p) for p in reversed(rest) if not isinstance(p, int)), None)
@@ -295,7 +508,11 @@ def parse_spec(text: str, path: Path | None = None, name: str | None = None) -> 
                 hint="check quotes, brackets and `key = value` pairs on that line.",
             )
         ) from None
-    where = SourceMap(text)
+    except RecursionError:  # tomllib recurses once per level; its limit comes long before ours
+        raw = None
+    if raw is None or _nesting(raw) > MAX_NESTING:
+        raise SpecError(_too_deep(text, path))
+    where = source_map(text)
     raw = _merge_templates(raw, path, where)
     named = "name" in raw
     raw.setdefault("name", name or (path.stem if path is not None else "spec"))
@@ -307,6 +524,15 @@ def parse_spec(text: str, path: Path | None = None, name: str | None = None) -> 
             hint = "the spec has no `name`, so it is named after its file; add name = \"...\" or rename the file."
             problems = [replace(p, hint=hint) if p.field == "name" and p.node is None else p for p in problems]
         raise SpecError(problems) from None
+    # The [data.hierarchy] tables against each other (no data needed): train and check both read
+    # specs through here, so they reject the same tables with the same words.
+    problems = [
+        replace(p, file=path, line=where.line("data", "hierarchy", p.field.rsplit(".", 1)[-1]))
+        for p in hierarchy_problems(spec.data.label, spec.data.hierarchy)
+    ]
+    if problems:
+        raise SpecError(problems)
+    spec = _expand_repeats(spec, path, where)
     return spec.model_copy(update={"source": path, "text": text})
 
 

@@ -33,6 +33,8 @@ from pydantic import (
     model_validator,
 )
 
+from graphc.lang.hierarchy import hierarchy_links, label_fields
+
 # --------------------------------------------------------------------------- names
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -115,14 +117,54 @@ class InputNode(_NodeBase):
 IntPerLayer = Union[PositiveInt, list[PositiveInt]]
 
 
-class ConvBlockNode(_NodeBase):
-    """A stack of 2-D convolutions (each followed by its activation), then optional
-    pooling and batch norm in an explicit order, then optional dropout."""
+class _Weighted(_NodeBase):
+    """A node kind with parameters: it can be frozen for transfer learning."""
+
+    trainable: bool = Field(
+        default=True,
+        description="false freezes the node: its parameters get no gradient updates (they are left out of the "
+        "optimiser) and its batch-norm layers stay in eval mode while training, so their running statistics "
+        "do not change either (dropout still applies). For a trunk transferred with [train] init_from.",
+    )
+    unfreeze_after: PositiveInt | None = Field(
+        default=None,
+        description="With trainable = false: after this many epochs the node joins training (its parameters "
+        "enter the optimiser at the schedule's current learning rate, with fresh optimiser state, and its "
+        "batch-norm layers train again). Omitted: frozen for the whole run.",
+    )
+
+    @model_validator(mode="after")
+    def _unfreeze_needs_frozen(self):
+        if self.unfreeze_after is not None and self.trainable:
+            raise ValueError("'unfreeze_after' unfreezes a frozen node, but this node is trainable; "
+                             "add trainable = false or remove unfreeze_after")
+        return self
+
+
+MAX_REPEAT = 1000  # copies one table may make: past it, a slip (repeat = 10000000) would stall the loader
+
+
+class _Repeatable(_Weighted):
+    repeat: PositiveInt = Field(
+        default=1,
+        le=MAX_REPEAT,
+        description="Write N identical blocks as one table: repeat = N on node 'stage' makes the chain "
+        "stage_1 -> ... -> stage_N (stage_1 reads this node's input; readers of 'stage' read stage_N). "
+        "Expanded when the spec is read, so every tool shows the numbered names.",
+    )
+
+
+class ConvBlockNode(_Repeatable):
+    """A stack of 2-D convolutions, each with its activation (and norm, where
+    norm_position is 'pre' or 'post'), then optional pooling and a block-level
+    norm in an explicit order, then optional dropout."""
 
     kind: Literal["conv_block"] = Field(description="Node kind tag.")
     input: str = Field(description="Name of the node this block reads (a feature map).")
     channels: list[PositiveInt] = Field(
-        min_length=1, description="Output channels of each convolution, in order."
+        description="Output channels of each convolution, in order. [] makes a block of no convolutions: "
+        "only its pooling, norm and dropout (e.g. global pooling after a residual sum); with "
+        "norm_position = 'pre' its norm is followed by the activation."
     )
     kernel: IntPerLayer = Field(default=3, description="Kernel size: one for all layers, or one per layer.")
     stride: IntPerLayer = Field(default=1, description="Stride: one for all layers, or one per layer.")
@@ -132,16 +174,36 @@ class ConvBlockNode(_NodeBase):
         "or pixels; one for all layers or one per layer.",
     )
     activation: Activation = Field(default="relu", description="Activation after every convolution.")
-    pool: Literal["max", "avg", "none"] = Field(default="none", description="Pooling after the convolutions.")
-    pool_size: PositiveInt = Field(default=2, description="Pooling window (square).")
+    bias: bool = Field(
+        default=True, description="Whether the convolutions have a bias (false is usual right before a norm)."
+    )
+    pool: Literal["max", "avg", "global_avg", "global_max", "none"] = Field(
+        default="none",
+        description="Pooling after the convolutions. 'global_avg' / 'global_max' pool each channel's "
+        "whole map to one value: the output is C x 1 x 1, which fc_block, head and a features "
+        "concat read as a vector of C.",
+    )
+    pool_size: PositiveInt = Field(default=2, description="Pooling window (square); not used by global pooling.")
     pool_stride: PositiveInt | None = Field(default=None, description="Pooling stride; defaults to pool_size.")
-    norm: Literal["batch", "none"] = Field(default="none", description="Normalisation of the block's output.")
-    norm_position: Literal["after_pool", "before_pool"] = Field(
+    norm: Literal["batch", "group", "layer", "none"] = Field(
+        default="none",
+        description="Normalisation: 'batch' (BatchNorm2d), 'group' (GroupNorm with `groups` groups), "
+        "'layer' (each image over C, H and W: GroupNorm with one group) or 'none'.",
+    )
+    groups: PositiveInt = Field(
+        default=32, description="norm = 'group': number of channel groups; must divide the normalised channels."
+    )
+    norm_position: Literal["after_pool", "before_pool", "post", "pre"] = Field(
         default="after_pool",
-        description="Where the batch norm sits relative to the pooling. The reference pools "
-        "before it normalises ('after_pool').",
+        description="Where the norm sits. Once per block: 'after_pool' (activations, pool, norm: "
+        "the reference) or 'before_pool' (activations, norm, pool). Per convolution: 'post' "
+        "(conv, norm, activation) or 'pre' (norm, activation, conv: pre-activation ResNet blocks).",
     )
     dropout: Probability = Field(default=0.0, description="Dropout rate at the end of the block (0 = none).")
+    dropout_kind: Literal["element", "channel"] = Field(
+        default="element",
+        description="'element' drops single values (Dropout); 'channel' drops whole feature maps (Dropout2d).",
+    )
 
     @model_validator(mode="after")
     def _per_layer_lengths(self) -> "ConvBlockNode":
@@ -152,6 +214,16 @@ class ConvBlockNode(_NodeBase):
                     f"'{field}' lists {len(value)} values but 'channels' has {len(self.channels)} layers; "
                     f"give one value for all layers or one per layer"
                 )
+        if not self.channels:
+            if self.pool == "none" and self.norm == "none" and self.dropout == 0:
+                raise ValueError("a conv_block with channels = [] has no convolutions, so it needs a pool, norm or dropout to do anything")
+            if self.norm != "none" and self.norm_position == "post":
+                raise ValueError(
+                    "norm_position = 'post' puts a norm after each convolution, but channels = [] has none; "
+                    "use 'pre' (norm, activation, then pooling: the end of a pre-activation ResNet), 'after_pool' or 'before_pool'"
+                )
+        if "groups" in self.model_fields_set and self.norm != "group":
+            raise ValueError(f"'groups' sets the groups of norm = \"group\", but norm is {self.norm!r}; remove it or set norm = \"group\"")
         return self
 
     def per_layer(self, field: str) -> list:
@@ -160,7 +232,7 @@ class ConvBlockNode(_NodeBase):
         return list(value) if isinstance(value, list) else [value] * len(self.channels)
 
 
-class FCBlockNode(_NodeBase):
+class FCBlockNode(_Repeatable):
     """A stack of dense layers, each Linear -> activation -> dropout -> BatchNorm1d
     (the reference order). Flattens a feature-map input itself."""
 
@@ -177,14 +249,31 @@ class ConcatNode(_NodeBase):
 
     kind: Literal["concat"] = Field(description="Node kind tag.")
     inputs: list[str] = Field(min_length=2, description="Names of the nodes to join, in tensor order.")
-    mode: Literal["features", "channels"] = Field(
+    mode: Literal["features", "channels", "sum"] = Field(
         default="features",
         description="'features': flatten every input and join along features (vectors and maps mix); "
-        "'channels': join feature maps along channels (all inputs must share height and width).",
+        "'channels': join feature maps along channels (all inputs must share height and width); "
+        "'sum': add inputs of one shape element-wise (a residual join).",
+    )
+    repeat: PositiveInt = Field(
+        default=1,
+        le=MAX_REPEAT,
+        description="mode = 'sum' only: repeat the residual unit this sum closes - the nodes between "
+        "its shortcut input X and itself - N times: branch_1, NAME_1 (reading X), branch_2, NAME_2 "
+        "(reading NAME_1), ...; readers of NAME read NAME_N.",
     )
 
+    @model_validator(mode="after")
+    def _repeat_needs_sum(self) -> "ConcatNode":
+        if self.repeat > 1 and self.mode != "sum":
+            raise ValueError(
+                f"repeat on a concat repeats the residual unit a sum closes, but mode is {self.mode!r}; "
+                "set mode = \"sum\", or write the copies out"
+            )
+        return self
 
-class HeadNode(_NodeBase):
+
+class HeadNode(_Weighted):
     """A Linear layer to one task's logits. Other nodes may read a head (cross-task reuse)."""
 
     kind: Literal["head"] = Field(description="Node kind tag.")
@@ -346,7 +435,8 @@ class DataSpec(_Strict):
     hierarchy: dict[str, Annotated[dict[str, Annotated[list[str], Field(min_length=1)]], Field(min_length=1)]] = Field(
         default_factory=dict,
         description="imagefolder: extra label fields derived from the folder label, "
-        "e.g. coarse = { vehicle = ['airplane', ...], animal = [...] }. Every class must appear exactly once.",
+        "e.g. coarse = { vehicle = ['airplane', ...], animal = [...] }. Every class must appear exactly once. "
+        "A table whose classes are all groups of another table nests under it (fine -> coarse -> super).",
     )
     resize: tuple[PositiveInt, PositiveInt] | None = Field(
         default=None, description="imagefolder: resize images to [height, width] instead of rejecting other sizes."
@@ -360,12 +450,16 @@ class DataSpec(_Strict):
         if self.dataset == "synthetic":
             return {"fine": self.synthetic.classes, "coarse": self.synthetic.coarse_classes}
         fields: dict[str, int | None] = {self.label: None}
-        if self.hierarchy:
-            first = next(iter(self.hierarchy.values()))
-            fields[self.label] = sum(len(members) for members in first.values())
-        for field, groups in self.hierarchy.items():
-            fields[field] = len(groups)
+        if self.hierarchy:  # the classes the tables list, each once (graphc.lang.hierarchy)
+            fields.update({field: len(names) for field, names in label_fields(self.label, self.hierarchy).items()})
         return fields
+
+    def hierarchy_links(self) -> list[tuple[str, str]]:
+        """``(child field, parent field)`` of every label hierarchy this data set has: fine -> coarse
+        for cifar100 and synthetic, one per ``[data.hierarchy]`` table for imagefolder."""
+        if self.dataset in ("cifar100", "synthetic"):
+            return [("fine", "coarse")]
+        return hierarchy_links(self.label, self.hierarchy)
 
 
 # --------------------------------------------------------------------------- train
@@ -407,14 +501,60 @@ class ScheduleSpec(_Strict):
     pct_start: float = Field(default=0.3, gt=0, lt=1, description="onecycle: fraction of the run spent rising.")
 
 
-MONITOR_PATTERN = r"^(train|val)/([A-Za-z_][A-Za-z0-9_]*/)?[A-Za-z_][A-Za-z0-9_]*$"
+class FixedWeighting(_Strict):
+    """Each head's loss_weight, constant: the weighted sum of the heads' losses (the default)."""
+
+    name: Literal["fixed"] = Field(description="Loss-weighting tag: the heads' loss_weight.")
+
+
+class EqualWeighting(_Strict):
+    """Every head's loss weighted 1 (the plain sum), whatever its loss_weight."""
+
+    name: Literal["equal"] = Field(description="Loss-weighting tag: weight 1 per head.")
+
+
+class UncertaintyWeighting(_Strict):
+    """Kendall, Gal and Cipolla (2018): a learned log-variance s per head, in the model's optimiser;
+    the objective is sum exp(-s) * loss + s / 2, the weight in force exp(-s)."""
+
+    name: Literal["uncertainty"] = Field(description="Loss-weighting tag: learned homoscedastic uncertainty.")
+
+
+class DWAWeighting(_Strict):
+    """Dynamic weight average (Liu, Johns and Davison 2019): each epoch, weights K * softmax(r / T)
+    of the heads' loss ratios r over the last two epochs; weight 1 in the first two epochs."""
+
+    name: Literal["dwa"] = Field(description="Loss-weighting tag: dynamic weight average.")
+    temperature: float = Field(default=2.0, gt=0, description="Softmax temperature T (higher: more even weights).")
+
+
+class GradNormWeighting(_Strict):
+    """GradNorm (Chen et al. 2018): learned weights that balance the gradient norms of the weighted
+    head losses on the last node several heads read (from the IR), renormalised to sum to K."""
+
+    name: Literal["gradnorm"] = Field(description="Loss-weighting tag: gradient normalisation.")
+    alpha: float = Field(default=1.5, ge=0, description="Asymmetry: how strongly heads that learn slower are pulled up.")
+
+
+LossWeightingSpec = Annotated[
+    Union[FixedWeighting, EqualWeighting, UncertaintyWeighting, DWAWeighting, GradNormWeighting],
+    Field(discriminator="name"),
+]
+
+
+MONITOR_PATTERN = (
+    r"^(train|val)/([A-Za-z_][A-Za-z0-9_]*/)?[A-Za-z_][A-Za-z0-9_]*$"
+    # gradient-conflict diagnostics ([train] diagnostics; graphc.ir.metrics.diagnostic_names)
+    r"|^train/diag/[A-Za-z_][A-Za-z0-9_]*/(norm|cos|share)/[A-Za-z_][A-Za-z0-9_]*(:[A-Za-z_][A-Za-z0-9_]*)?$"
+)
 
 
 class Monitor(_Strict):
     metric: str = Field(
         default="val/loss",
         description="Metric to watch: 'SPLIT/METRIC' or 'SPLIT/TASK/METRIC' with SPLIT train or val "
-        "(never test), e.g. 'val/loss', 'val/fine/acc'.",
+        "(never test), e.g. 'val/loss', 'val/fine/acc'; with [train] diagnostics also 'train/diag/NODE/cos/A:B' "
+        "and the other diagnostics.",
     )
     mode: Literal["min", "max"] = Field(default="min", description="Whether lower or higher is better.")
 
@@ -444,13 +584,58 @@ class TrainSpec(_Strict):
     optimizer: OptimizerSpec = Field(default_factory=lambda: AdamOptimizer(name="adam"), description="Optimiser.")
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec, description="Learning-rate schedule.")
     grad_clip: float | None = Field(default=None, gt=0, description="Clip the global gradient norm to this value.")
+    loss_weighting: LossWeightingSpec | None = Field(
+        default=None,
+        description="How the heads' losses are weighted into the total: fixed (the heads' loss_weight; the default "
+        "when omitted), equal, uncertainty, dwa or gradnorm. With the table, training rows log weight/TASK.",
+    )
     early_stopping: EarlyStopping | None = Field(default=None, description="Early stopping; omitted = off.")
     select: Monitor = Field(
         default_factory=Monitor, description="Metric that picks the best checkpoint (best.pt)."
     )
     device: str = Field(default="auto", description="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:1', 'mps'.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        default="auto", description="'auto': bf16 autocast on CUDA, fp32 elsewhere."
+        default="auto",
+        description="'auto': bf16 autocast where the device multiplies bf16 natively (CUDA compute capability "
+        ">= 8, CPUs with AMX), fp32 elsewhere; 'fp32': IEEE fp32 (no TF32); 'bf16': bf16 autocast.",
+    )
+    compile: bool = Field(
+        default=False,
+        description="Train through torch.compile (checked against eager on the first batch; "
+        "falls back to eager if it fails or disagrees). Off by default: it did not win on the CPUs measured.",
+    )
+    tensorboard: bool = Field(
+        default=False,
+        description="Also write every logged metric and the spec's diagram for TensorBoard, under RUN_DIR/tensorboard "
+        "(needs the optional 'tensorboard' package; --tensorboard sets it).",
+    )
+    sync_batchnorm: bool = Field(
+        default=False,
+        description="With several training processes (--nproc N or torchrun): batch norm normalises with the "
+        "statistics of the whole global batch (torch.nn.SyncBatchNorm, one extra all-reduce per norm layer and "
+        "step) instead of each process's share. CUDA only (torch's SyncBatchNorm does not run on the CPU); "
+        "no effect on one process.",
+    )
+    diagnostics: bool = Field(
+        default=False,
+        description="Gradient-conflict diagnostics: once per epoch, on 4 fixed, un-augmented training batches, "
+        "for every node with parameters that several tasks' gradients reach, each task's weighted-loss gradient "
+        "norm (diag/NODE/norm/TASK) and the pairwise cosines (diag/NODE/cos/A:B); for every head another task "
+        "reads, the reader's share of the gradient on that head's branch (diag/HEAD/share/TASK). Logged in the "
+        "training rows; the training itself follows the same trajectory (only the time differs). "
+        "--diagnostics sets it.",
+    )
+    init_from: str | None = Field(
+        default=None,
+        description="Start from another run's weights (transfer learning): a run directory (its best.pt) or a "
+        "checkpoint file (e.g. RUN_DIR/last.pt). Each node with parameters takes the tensors of the source's node "
+        "of the same name (or the one init_map names) where every shape fits; the others keep their fresh "
+        "initialisation. Relative paths are relative to the working directory. --init-from sets it.",
+    )
+    init_map: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Annotated[str, Field(pattern=NAME_PATTERN)]] | None = Field(
+        default=None,
+        description="With init_from: { new_node = \"source_node\" } loads a node from a source node of another name "
+        "(both must have parameters, and every shape must fit). --init-map NEW=OLD adds to it.",
     )
 
 
@@ -461,7 +646,10 @@ class Spec(_Strict):
     """A graphc model spec: a DAG of nodes plus the data and training recipe."""
 
     name: str = Field(
-        pattern=r"^[A-Za-z0-9_.-]+$", description="Spec name (defaults to the file name without .toml)."
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        max_length=100,
+        description="Spec name (defaults to the file name without .toml): letters, digits, '_', '.' and '-', "
+        "not starting with '.'; it names the runs' folder (runs/<name>/).",
     )
     description: str = Field(default="", description="Free text shown by graphc show.")
     layers: LayerDefaults = Field(default_factory=LayerDefaults, description="Layer defaults.")
@@ -476,6 +664,28 @@ class Spec(_Strict):
     # Where the spec came from; not part of the TOML.
     source: Path | None = Field(default=None, exclude=True, description="File the spec was read from.")
     text: str = Field(default="", exclude=True, description="The spec's TOML text.")
+    origins: tuple[int, ...] = Field(
+        default=(),
+        exclude=True,
+        description="For each node, the index of the [[nodes]] table it came from (repeat expands one table "
+        "into several nodes); empty when every node is its own table.",
+    )
+
+    def origin(self, index: int) -> int:
+        """Index of the [[nodes]] table that node ``index`` came from (for line numbers)."""
+        return self.origins[index] if index < len(self.origins) else index
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_path_component(cls, value: str) -> str:
+        # The name is a folder of every run (OUT/<name>/<seed>-<time>/): '.' and '..' would put the
+        # runs in or above --out itself, and '.x' would hide them.
+        if value.startswith("."):
+            raise ValueError(
+                "a spec's name becomes its runs' folder (runs/<name>/), so it cannot start with '.' "
+                "('.', '..' and hidden names are path components, not names)"
+            )
+        return value
 
     @property
     def sha256(self) -> str:
@@ -485,7 +695,7 @@ class Spec(_Strict):
 def json_schema() -> dict:
     """The JSON schema of the spec format (what ``graphc schema`` prints)."""
     schema = Spec.model_json_schema()
-    for field in ("source", "text"):
+    for field in ("source", "text", "origins"):
         schema.get("properties", {}).pop(field, None)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "graphc spec"

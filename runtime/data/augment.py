@@ -12,9 +12,15 @@ One whole batch is transformed by a single ``affine_grid`` + ``grid_sample``
 convolution, where per-image PIL transforms would starve it.
 
 Randomness: the parameters (a handful of numbers per image) are drawn from
-``generator`` *on the generator's device* and then moved to the batch's device.
-Pass a CPU ``torch.Generator``: the same seed then gives the same augmentation
-whatever device trains, and the generator's state is easy to checkpoint.
+``generator`` *on the generator's device*. Pass a CPU ``torch.Generator``: the same
+seed then gives the same augmentation whatever device trains, and the generator's
+state is easy to checkpoint.
+
+Host and device: everything per image that is not a pixel - the (B, 2, 3) sampling
+matrices, the crop windows - is computed on the CPU where the parameters are drawn and
+reaches the batch's device in one copy per batch (pinned and asynchronous on CUDA,
+runtime.data.batches.to_device); the device runs only the resampling itself. A GPU
+never waits for the host inside augmentation, and the host makes few kernel launches.
 
 Presets (``graphc.lang.spec``):
 
@@ -44,6 +50,7 @@ the zero fill), so a batch in [0, 1] stays in [0, 1]; they work on normalised ba
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -52,6 +59,7 @@ import torch.nn.functional as F
 
 from graphc.errors import Problem, SpecError
 from graphc.lang.spec import AugmentSpec, FlipCropAugment, KerasAffineAugment, Normalize
+from runtime.data.batches import to_device
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -68,9 +76,16 @@ def normalize_(images: torch.Tensor, normalize: Normalize) -> torch.Tensor:
                 f"normalize.{name} has {len(values)} values but the images have {channels} channels.",
                 field=f"normalize.{name}", hint=f"give one value per channel ({channels}) or a single value.",
             ))
-    mean = torch.tensor(normalize.mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    std = torch.tensor(normalize.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    mean, std = channel_stats(tuple(normalize.mean), tuple(normalize.std), images.device, images.dtype)
     return images.sub_(mean).div_(std)
+
+
+@functools.lru_cache(maxsize=16)
+def channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, C, 1, 1) mean and std on ``device``: made once per device and dtype, not at every batch
+    (on a GPU each would be a blocking copy). Read-only: normalize_ never writes them."""
+    return tuple(torch.tensor(v, dtype=dtype).view(1, -1, 1, 1).to(device) for v in (mean, std))
 
 
 def to_float(images: torch.Tensor, normalize: Normalize | None) -> torch.Tensor:
@@ -101,9 +116,6 @@ class AffineParams:
         zeros = torch.zeros(batch, dtype=torch.float64)
         return AffineParams(zeros, zeros, zeros, zeros, zeros + 1, zeros + 1, torch.zeros(batch, dtype=torch.bool))
 
-    def to(self, device: torch.device | str) -> "AffineParams":
-        return AffineParams(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
-
 
 def sample_affine(spec: KerasAffineAugment, batch: int, height: int, width: int,
                   generator: torch.Generator) -> AffineParams:
@@ -123,45 +135,41 @@ def sample_affine(spec: KerasAffineAugment, batch: int, height: int, width: int,
     )
 
 
-def keras_matrix(p: AffineParams) -> torch.Tensor:
-    """(B, 3, 3) float64: output pixel -> input pixel in (row, col, 1) coordinates about the
-    image centre; Keras's ``rotation @ shift @ shear @ zoom``, then the flip."""
-    batch = p.theta.shape[0]
+def sampling_matrices(p: AffineParams, height: int, width: int) -> torch.Tensor:
+    """(B, 2, 3) float64 ``affine_grid`` matrices (normalised (x, y), ``align_corners=False``) of
+    Keras's transform, on the parameters' device (the CPU: see the module's docstring).
 
-    def matrices(*rows: tuple) -> torch.Tensor:  # rows of (B,) tensors or numbers -> (B, 3, 3)
-        return torch.stack(
-            [torch.stack([torch.as_tensor(v, dtype=torch.float64, device=p.theta.device).expand(batch)
-                          for v in row], dim=-1) for row in rows], dim=-2)
+    Keras maps an output pixel (row, col, 1) about the image centre to the input pixel it reads
+    with ``rotation @ shift @ shear @ zoom``, then the flip (col -> -col). Multiplied out, with
+    ``c, s = cos, sin(theta)`` and ``f = -1`` where the image flips::
 
-    theta, shear = torch.deg2rad(p.theta), torch.deg2rad(p.shear)
-    rotation = matrices((theta.cos(), -theta.sin(), 0), (theta.sin(), theta.cos(), 0), (0, 0, 1))
-    shift = matrices((1, 0, p.tx), (0, 1, p.ty), (0, 0, 1))
-    shearing = matrices((1, -shear.sin(), 0), (0, shear.cos(), 0), (0, 0, 1))
-    zoom = matrices((p.zx, 0, 0), (0, p.zy, 0), (0, 0, 1))
-    flip = matrices((1, 0, 0), (0, 1 - 2 * p.flip.to(torch.float64), 0), (0, 0, 1))  # col -> -col
-    return rotation @ shift @ shearing @ zoom @ flip
+        rotation @ shift    = [[c, -s, c tx - s ty], [s, c, s tx + c ty], [0, 0, 1]]
+        shear @ zoom @ flip = [[zx, -sin(shear) zy f, 0], [0, cos(shear) zy f, 0], [0, 0, 1]]
 
-
-def affine_theta(matrix: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, 3, 3) pixel (row, col) matrices -> (B, 2, 3) ``affine_grid`` matrices in normalised (x, y).
-
-    With ``align_corners=False`` normalised ``x = col * 2 / W`` about the centre, so the
-    matrix only needs its axes swapped and rescaled.
+    (a dozen operations on (B,) tensors instead of four batched 3x3 products). ``affine_grid``
+    wants (x, y) = (col, row) with ``x = col * 2 / W`` about the centre, so the (row, col)
+    matrix M becomes ``[[M11, M10 sx / sy, M12 sx], [M01 sy / sx, M00, M02 sy]]`` with
+    ``sx, sy = 2 / W, 2 / H``.
     """
-    swapped = matrix[:, [1, 0]][:, :, [1, 0, 2]]  # (row, col) -> (x, y) = (col, row)
-    scale = matrix.new_tensor([2.0 / width, 2.0 / height])  # pixels -> normalised, per axis
-    linear = swapped[:, :2, :2] * scale[None, :, None] / scale[None, None, :]
-    translation = swapped[:, :2, 2] * scale[None, :]
-    return torch.cat([linear, translation[:, :, None]], dim=2)  # (B, 2, 3)
+    theta, shear = torch.deg2rad(p.theta), torch.deg2rad(p.shear)
+    c, s = theta.cos(), theta.sin()
+    zy = p.zy * (1 - 2 * p.flip.to(torch.float64))  # the flip negates the column axis
+    a, d = -shear.sin() * zy, shear.cos() * zy  # column 1 of shear @ zoom @ flip
+    m00, m01, m02 = c * p.zx, c * a - s * d, c * p.tx - s * p.ty  # M's row 0: the input pixel's row
+    m10, m11, m12 = s * p.zx, s * a + c * d, s * p.tx + c * p.ty  # M's row 1: its column
+    sx, sy = 2.0 / width, 2.0 / height
+    return torch.stack([m11, m10 * (sx / sy), m12 * sx, m01 * (sy / sx), m00, m02 * sy], dim=1).view(-1, 2, 3)
 
 
 PADDING_MODE = {"reflect": "reflection", "zeros": "zeros", "border": "border"}
 
 
 def apply_affine(images: torch.Tensor, params: AffineParams, fill: str = "reflect") -> torch.Tensor:
-    """Transform float (B, C, H, W) ``images`` with Keras's parameters, one set per image."""
+    """Transform float (B, C, H, W) ``images`` with Keras's parameters, one set per image.
+
+    The matrices are computed where the parameters are (the CPU) and copied once."""
     b, c, h, w = images.shape
-    theta = affine_theta(keras_matrix(params.to(images.device)), h, w).to(images.dtype)  # (B, 2, 3)
+    theta = to_device(sampling_matrices(params, h, w).to(images.dtype), images.device)  # (B, 2, 3)
     grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)  # (B, H, W, 2)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=PADDING_MODE[fill], align_corners=False)
 
@@ -180,14 +188,20 @@ def apply_crop(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
                fill: str = "zeros") -> torch.Tensor:
     """Pad, then copy each image's HxW window at ``offsets`` (row, col), mirrored where ``flips``."""
     b, c, h, w = images.shape
-    offsets, flips = offsets.to(images.device), flips.to(images.device)
     if padding:
         images = F.pad(images, (padding,) * 4, mode="reflect" if fill == "reflect" else "constant")
-    rows = offsets[:, 0, None] + torch.arange(h, device=images.device)  # (B, H)
-    steps = torch.arange(w, device=images.device)
-    cols = offsets[:, 1, None] + torch.where(flips[:, None], w - 1 - steps, steps)  # (B, W)
+    # Output pixel (i, j) reads the padded plane at  start + i * row + j * step : per image, the
+    # window's first pixel and a column step of +1, or -1 from its last column when mirrored.
+    # Computed where the offsets are drawn (the CPU) and copied in one piece.
+    row = images.shape[3]
+    flips = flips.to(offsets.dtype)
+    start = offsets[:, 0] * row + offsets[:, 1] + (w - 1) * flips
+    window = to_device(torch.stack([start, 1 - 2 * flips], dim=1), images.device)  # (B, 2): start, step
+    rows = torch.arange(0, h * row, row, device=images.device)  # (H,)
+    cols = torch.arange(w, device=images.device)  # (W,)
+    flat = window[:, :1, None] + rows[None, :, None] + window[:, 1:, None] * cols  # (B, H, W)
     # One gather along the flattened padded plane (several times faster than 4-D fancy indexing).
-    flat = (rows[:, :, None] * images.shape[3] + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    flat = flat.view(b, 1, h * w).expand(b, c, h * w)
     return images.flatten(2).gather(2, flat).view(b, c, h, w)  # (B, C, H, W)
 
 

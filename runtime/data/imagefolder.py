@@ -6,7 +6,9 @@
 - ``data.hierarchy`` derives more label fields from it, e.g.
   ``coarse = { vehicle = [airplane, ...], animal = [...] }``: every class must be
   in exactly one group of every field; group indices are the sorted group names.
-  The first hierarchy field is the parent of the folder label in ``Dataset.parents``.
+  A table whose classes are all groups of another table nests under it
+  (``super = { thing = ["vehicle", "animal"] }``: coarse -> super); each table is
+  one entry ``(child, field)`` of ``Dataset.hierarchy``.
 - Images are decoded with torchvision.io (libjpeg / libpng; several times faster
   than PIL for small files) and converted to RGB (or grayscale when the input
   node has one channel): grayscale is replicated, the alpha channel of RGBA is
@@ -15,6 +17,12 @@
   [H, W]`` is set: then every image is resized to it (bilinear, antialiased).
 - Files with other suffixes and hidden folders are ignored; a single class, an empty class folder,
   or a test class that has no training folder, is an error.
+- The folder is untrusted input. Symbolic links are followed only within ROOT: a
+  link (split, class folder or image) that leads outside ROOT, dangles or loops is
+  an error naming it, never silently skipped (skipping would change the data set
+  without a word). ROOT itself may be a link. An image larger than PIL's
+  ``Image.MAX_IMAGE_PIXELS`` (89.5 million pixels) is refused from its header
+  before it is decoded: a few-kilobyte PNG can claim gigabytes (a decompression bomb).
 
 Decoding happens once: the uint8 tensors go to a cache file in
 ``default_data_dir()/imagefolder-cache/`` (not ROOT, which may be read-only or
@@ -27,7 +35,9 @@ file and renamed into place, so an interrupted run never leaves a torn cache.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import os
 import re
 import warnings
@@ -37,7 +47,8 @@ from pathlib import Path
 import torch
 
 from graphc.errors import Problem, RunError, SpecError, did_you_mean
-from runtime.data.split import Split, default_data_dir
+from graphc.lang.hierarchy import hierarchy_paths, table_children
+from runtime.data.split import Split, compose, default_data_dir
 from graphc.files import atomic_write
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -48,12 +59,44 @@ LAYOUT = "ROOT/train/<class>/*.png|jpg|jpeg and ROOT/test/<class>/*.png|jpg|jpeg
 # --------------------------------------------------------------------------- the folders
 
 
-def _class_folders(split_dir: Path) -> list[str]:
-    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _follow(path: Path | str, root: Path) -> None:
+    """Refuse a symbolic link that loops, dangles or leads out of ``root`` (already resolved)."""
+    try:
+        target = Path(path).resolve(strict=True)
+    except FileNotFoundError:
+        raise RunError(f"{path} is a broken symbolic link (to {os.readlink(path)}); fix or delete it.") from None
+    except (RuntimeError, OSError) as exc:  # RuntimeError: pathlib's "Symlink loop"; OSError: ELOOP
+        if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
+            raise RunError(f"{path} cannot be read ({exc}).") from None
+        raise RunError(f"{path} is a symbolic link that loops (it leads back to itself); delete it.") from None
+    if not target.is_relative_to(root):
+        raise RunError(
+            f"{path} is a symbolic link to {target}, outside the image folder {root}; graphc does not follow "
+            "links out of the data folder. Copy the files in, or point [data] root (--data-dir) at a folder "
+            "that holds them."
+        )
 
 
-def _image_files(class_dir: Path) -> list[os.DirEntry]:
-    entries = [e for e in os.scandir(class_dir) if e.is_file() and e.name.lower().endswith(SUFFIXES)]
+def _class_folders(split_dir: Path, root: Path) -> list[str]:
+    names = []
+    for p in split_dir.iterdir():
+        if p.name.startswith("."):
+            continue
+        if p.is_symlink():
+            _follow(p, root)
+        if p.is_dir():
+            names.append(p.name)
+    return sorted(names)
+
+
+def _image_files(class_dir: Path, root: Path) -> list[os.DirEntry]:
+    entries = []
+    for e in os.scandir(class_dir):
+        if e.name.lower().endswith(SUFFIXES):
+            if e.is_symlink():
+                _follow(e.path, root)
+            if e.is_file():
+                entries.append(e)
     return sorted(entries, key=lambda e: e.name)
 
 
@@ -64,9 +107,11 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]], str]:
     if not root.is_dir():
         raise RunError(f"the image folder {root} does not exist (or is not a directory); expected {LAYOUT}.")
     for split in ("train", "test"):
+        if (root / split).is_symlink():
+            _follow(root / split, root)
         if not (root / split).is_dir():
             raise RunError(f"the image folder {root} has no {split}/ directory; expected {LAYOUT}.")
-    classes = _class_folders(root / "train")
+    classes = _class_folders(root / "train", root)
     if not classes:
         raise RunError(f"{root / 'train'} has no class folders; expected {LAYOUT}.")
     if len(classes) == 1:  # one class: the loss is 0 and the accuracy 100% whatever the model does
@@ -74,20 +119,20 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]], str]:
             f"{root / 'train'} has a single class folder ({classes[0]}); a classifier needs at least two. "
             "Add a folder per class."
         )
-    if not _class_folders(root / "test"):
+    if not _class_folders(root / "test", root):
         raise RunError(f"{root / 'test'} has no class folders; expected {LAYOUT}.")
     index = {name: i for i, name in enumerate(classes)}
     files: dict[str, list[tuple[str, int]]] = {}
     fingerprint = hashlib.sha256()
     for split in ("train", "test"):
         files[split] = []
-        for name in _class_folders(root / split):
+        for name in _class_folders(root / split, root):
             if name not in index:
                 raise RunError(
                     f"{root / split / name} is a class with no training folder ({root / 'train' / name} is missing); "
                     "every test class must also be a training class. Add the training images or remove the folder."
                 )
-            entries = _image_files(root / split / name)
+            entries = _image_files(root / split / name, root)
             if not entries:
                 raise RunError(
                     f"the class folder {root / split / name} holds no .png/.jpg/.jpeg images; "
@@ -102,11 +147,15 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]], str]:
 
 def derive_labels(
     classes: list[str], label: str, hierarchy: dict[str, dict[str, list[str]]], root: Path
-) -> tuple[dict[str, list[str]], dict[str, torch.Tensor]]:
-    """Class names per label field and, per hierarchy field, the folder class -> group index map."""
+) -> tuple[dict[str, list[str]], dict[tuple[str, str], torch.Tensor]]:
+    """Class names per label field and, per hierarchy table, its child class -> group index map,
+    keyed ``(child field, table field)``. The child is the folder label, or for a nested table the
+    table whose groups it lists (graphc.lang.hierarchy.table_children)."""
     problems: list[Problem] = []
-    class_names = {label: list(classes)}
-    maps: dict[str, torch.Tensor] = {}
+    children = table_children(label, hierarchy)
+    # Every table's classes first: a nested table is checked against the groups of its child table.
+    class_names = {label: list(classes), **{field: sorted(groups) for field, groups in hierarchy.items() if field != label}}
+    links: dict[tuple[str, str], torch.Tensor] = {}
     for field, groups in hierarchy.items():
         where = f"hierarchy.{field}"
         if field == label:
@@ -115,6 +164,8 @@ def derive_labels(
                 field=where, hint="name the hierarchy field differently, e.g. 'coarse'.",
             ))
             continue
+        child = children[field]
+        members = class_names[child]
         group_names = sorted(groups)
         group_of: dict[str, str] = {}
         for group in group_names:
@@ -127,30 +178,54 @@ def derive_labels(
                     places = f"in both '{other}' and '{group}'" if other != group else f"twice in '{group}'"
                     problems.append(Problem(f"class '{member}' is listed {places}; every class belongs to exactly "
                                             "one group.", field=where, hint="keep one of them."))
-                elif member not in classes:
+                elif member not in members:
                     problems.append(Problem(
-                        f"group '{group}' lists class '{member}', but {root / 'train'} has no folder of that name.",
-                        field=where, hint=did_you_mean(member, classes) or "check the spelling against the folders.",
+                        f"group '{group}' lists class '{member}', but {root / 'train'} has no folder of that name."
+                        if child == label else f"group '{group}' lists '{member}', which is not a group of '{child}'.",
+                        field=where, hint=did_you_mean(member, members) or "check the spelling against the folders.",
                     ))
                 else:
                     group_of[member] = group
-        for name in classes:
+        for name in members:
             if name not in group_of:
                 problems.append(Problem(
                     f"class '{name}' (folder {root / 'train' / name}) is in no group; every class must be "
-                    "mapped exactly once.",
+                    "mapped exactly once." if child == label else
+                    f"group '{name}' of '{child}' is in no group; every {child} class must be mapped exactly once.",
                     field=where, hint=f"add '{name}' to one of the groups: {', '.join(group_names)}.",
                 ))
-        class_names[field] = group_names
-        maps[field] = torch.tensor(
-            [group_names.index(group_of[c]) if c in group_of else -1 for c in classes], dtype=torch.int64
+        links[(child, field)] = torch.tensor(
+            [group_names.index(group_of[c]) if c in group_of else -1 for c in members], dtype=torch.int64
         )
     if problems:
         raise SpecError(problems)
-    return class_names, maps
+    return class_names, links
 
 
 # --------------------------------------------------------------------------- decoding
+
+
+def _refuse_bombs(path: str, data: bytes) -> None:
+    """Read the image's size from its header (PIL opens lazily) and refuse one over
+    ``Image.MAX_IMAGE_PIXELS`` before anything is decoded."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        width, height = Image.open(io.BytesIO(data)).size
+    except Image.DecompressionBombError as exc:  # PIL refuses twice the limit itself
+        found = str(exc).split("(", 1)[-1].split(")", 1)[0]
+    except Exception:  # not an image PIL knows, or a torn header: the decoder says why
+        return
+    else:
+        if limit is None or width * height <= limit:
+            return
+        found = f"{width}x{height} = {width * height:,} pixels"
+    raise RunError(
+        f"{path} claims {found}, more than the {limit:,} pixels graphc decodes (PIL's Image.MAX_IMAGE_PIXELS): "
+        "it is too large to load, or a decompression bomb (a small file that expands to gigabytes). "
+        "Replace it with a smaller image or delete it."
+    )
 
 
 def _decode(path: str, channels: int, size: tuple[int, int] | None, resize: bool) -> torch.Tensor:
@@ -160,7 +235,9 @@ def _decode(path: str, channels: int, size: tuple[int, int] | None, resize: bool
     mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
     try:
         with open(path, "rb") as f:
-            data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+            raw = f.read()
+        _refuse_bombs(path, raw)
+        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         image = decode_image(data, mode=mode)
     except (RuntimeError, ValueError, OSError) as exc:
         raise RunError(f"{path} cannot be decoded as an image ({str(exc).splitlines()[0]}); "
@@ -181,9 +258,12 @@ def _decode(path: str, channels: int, size: tuple[int, int] | None, resize: bool
 def decode_all(paths: list[str], channels: int, size: tuple[int, int] | None, resize: bool) -> torch.Tensor:
     """Decode ``paths`` into one uint8 (N, C, H, W) tensor, on a few threads (file reads and
     torch ops release the GIL, so this gains a little even on small machines)."""
+    from PIL.Image import DecompressionBombWarning  # _refuse_bombs raises instead
+
     if size is None:  # no input shape and no resize: the first image sets the size
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+            warnings.filterwarnings("ignore", category=DecompressionBombWarning)
             size = tuple(_decode(paths[0], channels, None, False).shape[1:])
     images = torch.empty(len(paths), channels, *size, dtype=torch.uint8)
 
@@ -194,6 +274,7 @@ def decode_all(paths: list[str], channels: int, size: tuple[int, int] | None, re
     with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         # torchvision >= 0.29 marks its image decoders deprecated in favour of torchcodec; they still work.
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+        warnings.filterwarnings("ignore", category=DecompressionBombWarning)
         list(pool.map(work, range(0, len(paths), 256)))  # list(): re-raise the first error
     return images
 
@@ -238,23 +319,12 @@ def load_imagefolder(
     image_shape: tuple[int, int, int] | None = None,
     cache_dir: Path | None = None,
 ):
-    """Return ``(train_pool, test, class_names, parents)`` of an image folder."""
-    root = Path(root).expanduser().resolve()
-    channels = image_shape[0] if image_shape is not None else 3
-    if channels not in (1, 3):
-        raise SpecError(Problem(
-            f"the input node has {channels} channels, but image folders are read as RGB (3) or grayscale (1).",
-            field="shape", hint="set the input node's shape to [3, H, W] or [1, H, W].",
-        ))
-    if resize is not None and image_shape is not None and tuple(resize) != tuple(image_shape[1:]):
-        raise SpecError(Problem(
-            f"[data] resize = {list(resize)} but the input node's shape is {list(image_shape)}.",
-            field="resize", hint=f"set resize = {list(image_shape[1:])}.",
-        ))
-    size = tuple(resize) if resize is not None else (tuple(image_shape[1:]) if image_shape is not None else None)
-
+    """Return ``(train_pool, test, class_names, hierarchy)`` of an image folder."""
+    root, channels, size = _options(root, resize, image_shape)
     classes, files, key = scan(root)
-    class_names, maps = derive_labels(classes, label, hierarchy or {}, root)
+    class_names, links = derive_labels(classes, label, hierarchy or {}, root)
+    # Every field's labels from the folder labels: a nested field through its chain (fine -> coarse -> super).
+    maps = {path[-1]: compose(links, path) for path in hierarchy_paths(links) if path[0] == label}
 
     path = cache_file(root, channels, size, resize is not None, cache_dir or default_data_dir() / "imagefolder-cache")
     cached = _read_cache(path, key)
@@ -275,5 +345,48 @@ def load_imagefolder(
         labels = {label: folder_labels, **{field: mapping[folder_labels] for field, mapping in maps.items()}}
         return Split(images=cached[f"{name}_images"].contiguous(), labels=labels)
 
-    parents = {label: (field, maps[field]) for field in list(maps)[:1]}
-    return split("train"), split("test"), class_names, parents
+    return split("train"), split("test"), class_names, links
+
+
+def probe_imagefolder(
+    root: str | Path,
+    *,
+    label: str = "fine",
+    hierarchy: dict[str, dict[str, list[str]]] | None = None,
+    resize: tuple[int, int] | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+) -> tuple[dict[str, list[str]], tuple[int, ...], int]:
+    """``(class_names, image shape, training images)`` of an image folder, checked as
+    :func:`load_imagefolder` checks it (same functions, same messages) but from the folder
+    listing and the first image of every class in each split: what ``graphc check --data``
+    reads, in seconds whatever the size of the set."""
+    root, channels, size = _options(root, resize, image_shape)
+    classes, files, _ = scan(root)
+    class_names, _ = derive_labels(classes, label, hierarchy or {}, root)
+    first: dict[str, dict[int, str]] = {"train": {}, "test": {}}  # split -> class -> its first file
+    for split in first:
+        for path, index in files[split]:
+            first[split].setdefault(index, path)
+    first = {split: list(paths.values()) for split, paths in first.items()}  # train's first file leads, as in a load
+    train_images = decode_all(first["train"], channels, size, resize is not None)
+    decode_all(first["test"], channels, tuple(train_images.shape[2:]), resize is not None)
+    return class_names, tuple(train_images.shape[1:]), len(files["train"])
+
+
+def _options(root: str | Path, resize: tuple[int, int] | None, image_shape: tuple[int, int, int] | None):
+    """``(root, channels, size)``: the resolved folder, the channels to decode and the height x width
+    every image must have (None: the first image's), after checking resize against the input shape."""
+    root = Path(root).expanduser().resolve()
+    channels = image_shape[0] if image_shape is not None else 3
+    if channels not in (1, 3):
+        raise SpecError(Problem(
+            f"the input node has {channels} channels, but image folders are read as RGB (3) or grayscale (1).",
+            field="shape", hint="set the input node's shape to [3, H, W] or [1, H, W].",
+        ))
+    if resize is not None and image_shape is not None and tuple(resize) != tuple(image_shape[1:]):
+        raise SpecError(Problem(
+            f"[data] resize = {list(resize)} but the input node's shape is {list(image_shape)}.",
+            field="resize", hint=f"set resize = {list(image_shape[1:])}.",
+        ))
+    size = tuple(resize) if resize is not None else (tuple(image_shape[1:]) if image_shape is not None else None)
+    return root, channels, size

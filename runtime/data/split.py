@@ -2,7 +2,7 @@
 
 Every data set ends up the same shape, whatever its source::
 
-    Dataset(name, train=Split, val=Split, test=Split, class_names, parents)
+    Dataset(name, train=Split, val=Split, test=Split, class_names, hierarchy)
     Split(images=uint8 (N, C, H, W), labels={"fine": int64 (N,), "coarse": int64 (N,)})
 
 Images stay uint8 on the CPU (a quarter of float32's memory and transfer); the
@@ -72,8 +72,10 @@ class Dataset:
     val: Split  # held out of the training pool (data.val_fraction, data.split_seed)
     test: Split  # for final evaluation only
     class_names: dict[str, list[str]]  # label field -> class names in index order
-    # child field -> (parent field, int64 (n_child_classes,) child index -> parent index)
-    parents: dict[str, tuple[str, torch.Tensor]]
+    # (child field, parent field) -> int64 (n_child_classes,) child index -> parent index: one entry
+    # per label hierarchy (each [data.hierarchy] table; cifar100/synthetic: fine -> coarse). Chains of
+    # them (fine -> coarse -> super) are composed by runtime.metrics.hierarchies_of.
+    hierarchy: dict[tuple[str, str], torch.Tensor]
 
     @property
     def classes(self) -> dict[str, int]:
@@ -84,6 +86,14 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of every image."""
         return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+
+def compose(hierarchy: dict[tuple[str, str], torch.Tensor], path: tuple[str, ...]) -> torch.Tensor:
+    """The class map along a chain of hierarchy links, e.g. (fine, coarse, super): fine index -> super index."""
+    mapping = hierarchy[(path[0], path[1])].long()
+    for child, parent in zip(path[1:], path[2:]):
+        mapping = hierarchy[(child, parent)].long()[mapping]
+    return mapping
 
 
 def split_pool(pool: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:

@@ -58,7 +58,7 @@ def _render(labels: torch.Tensor, patterns: torch.Tensor, noise: float, g: torch
 
 
 def make_synthetic(options: SyntheticData, image_shape: tuple[int, int, int], seed: int):
-    """Return ``(train_pool, test, class_names, parents)`` of a synthetic data set."""
+    """Return ``(train_pool, test, class_names, hierarchy)`` of a synthetic data set."""
     c, h, w = image_shape
     per_group = options.classes // options.coarse_classes
     g = torch.Generator().manual_seed(seed)
@@ -76,11 +76,14 @@ def make_synthetic(options: SyntheticData, image_shape: tuple[int, int, int], se
         return Split(images=images, labels={"fine": fine, "coarse": group_of[fine]})
 
     pool, test = split(options.train_size), split(options.test_size)
-    # Zero-padded so that names sort in index order: fine_07 of 100, coarse_3 of 5.
+    return pool, test, synthetic_class_names(options), {("fine", "coarse"): group_of.clone()}
+
+
+def synthetic_class_names(options: SyntheticData) -> dict[str, list[str]]:
+    """``fine_07``, ``coarse_3``: zero-padded, so that the names sort in index order."""
     fine_digits = len(str(options.classes - 1))
     coarse_digits = len(str(options.coarse_classes - 1))
-    class_names = {
+    return {
         "fine": [f"fine_{i:0{fine_digits}d}" for i in range(options.classes)],
         "coarse": [f"coarse_{i:0{coarse_digits}d}" for i in range(options.coarse_classes)],
     }
-    return pool, test, class_names, {"fine": ("coarse", group_of.clone())}

@@ -1,9 +1,21 @@
 """graphc report: the study's comparison table and learning curves, with seeds averaged.
 
-Reads run directories (contract: runtime/runs/rundir.py), groups them by spec name
-(config.json "spec") and makes one row per spec: for each head its loss and
-accuracy (plus top-5 and the hierarchy metrics when the runs have them) as the
-mean +/- *sample* standard deviation (ddof=1) over seeds, with the number of seeds.
+Reads run directories (contract: runtime/runs/rundir.py) and makes one row per *variant*.
+A run's variant is what it is apart from its seed: its spec (config.json "spec" and the
+content hash "spec_sha256"), every setting it resolved that can change its numbers
+(config.json "train": epochs, batch size, optimiser and learning rate, schedule, ...;
+"data": data set, an image folder's root, split, augmentation, ...), its data limits (limit_train,
+limit_val), its final test pass (limit_test, no_test) and the name ``graphc train --tag``
+gave it. Where and how it ran (device, processes, torch.compile, TensorBoard) is not part of it.
+Seeds of one variant are averaged: for each head its loss and accuracy (plus top-5, the
+hierarchy metrics and the per-head baselines when the runs have them, and cross-head
+metrics such as mean_acc) as the mean +/- *sample* standard deviation (ddof=1) over seeds,
+with the number of seeds.
+
+A row is labelled by its tag, else its spec name, then the settings in which it differs
+from the other variants of that name: ``shared_conv [epochs=3, limit_train=2000]``,
+``spec_sha256=1a2b3c4d`` when the spec's text differs. A limited or skipped test pass is
+always in the label (``limit_test=500``, ``no_test``): its test accuracy is not the full one.
 
 Which epoch a run contributes to the table:
 
@@ -12,26 +24,41 @@ Which epoch a run contributes to the table:
 * ``split="val", epoch="last"``: summary.json "last", the final epoch - what the
   original study reported (epoch 100).
 * a run still in progress (no summary.json): its last completed epoch (the last
-  epoch with a validation row); its spec row is marked ``*``.
+  epoch with a validation row); its row is marked ``*``.
 * ``split="test"``: summary.json "test" (best.pt evaluated once on the test split).
-  Runs without it (in progress, or trained without a test split) are skipped with a note.
+  Runs without it (in progress, trained with --no-test or without a test split) are
+  skipped with a note.
+
+What is compared: a metric is compared between rows (the best mean in bold, the
+difference to the baseline) only when both have it under the same name - so
+``fine/consistency_with_coarse`` is never set against ``fine/consistency_with_flies`` -
+and measured it on the same images: rows whose data settings or limit for the split
+(limit_val, limit_test) differ are named in a note and not compared with each other.
+``TASK/majority_acc`` (always answering the split's commonest class) is a property of the
+split, shown but never compared. ``-`` marks a metric a row does not have.
 
 Bad runs never sink the report: a run whose files are damaged, whose config is
-incomplete or whose heads differ from the other runs of its spec is skipped with a
+incomplete or whose heads differ from the other runs of its variant is skipped with a
 warning naming the file (and line); only when nothing usable is left is it an error.
-If one spec+seed was run more than once, the finished, most recent run counts (two
-copies of one seed would understate the spread) and the others are named in a warning.
+If one variant and seed was run more than once (a true duplicate), the finished, most
+recent run counts (two copies of one seed would understate the spread) and the others
+are named in a warning.
+
+0.1.0 runs logged ``CHILD/consistency`` against their one hierarchy's parent; it is read
+as ``CHILD/consistency_with_PARENT`` when the run's own ``PARENT/acc_from_CHILD`` names
+the parent (else it keeps its name, and is compared only with the same name).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -45,20 +72,142 @@ FORMATS = ("md", "csv", "json")
 # The original study's table, keyed by spec name. CSV rather than TOML: it is a table,
 # and a .toml beside the six specs would be taken for a seventh spec by `specs/*.toml`.
 REPORTED_RESULTS = specs_dir() / "reported_results.csv"
-# Metric suffixes in the order the original's table reads: losses, then accuracies.
-_KIND_ORDER = ("loss", "acc", "top5", "acc_from_", "consistency")
+# Metric suffixes in the order the table reads: losses, accuracies (with the per-head
+# baselines beside them), top-5, then the hierarchy metrics; cross-head metrics come last.
+_KIND_ORDER = ("loss", "acc", "balanced_acc", "majority_acc", "top5", "acc_from_", "consistency_with_", "consistency")
+# Row entries that are not reported: the weighted total loss (the heads' losses are) and
+# the training-only figures. Every other entry without a head (e.g. mean_acc) is.
+NOT_REPORTED = ("epoch", "split", "loss", "lr", "images_per_s", "time_s")
+# A property of the split, not of the model: shown, never a winner or a difference.
+NOT_COMPARED = ("majority_acc",)
 
 
 def lower_is_better(key: str) -> bool:
     return key.split("/")[-1] == "loss"
 
 
+def compared(key: str) -> bool:
+    return key.split("/")[-1] not in NOT_COMPARED
+
+
 def _kind_rank(key: str) -> int:
+    if "/" not in key:
+        return len(_KIND_ORDER) + 1  # cross-head metrics (mean_acc) after every head's
     suffix = key.split("/", 1)[1]
     for rank, kind in enumerate(_KIND_ORDER):
         if suffix == kind or (kind.endswith("_") and suffix.startswith(kind)):
             return rank
     return len(_KIND_ORDER)
+
+
+def natural(name: str) -> list:
+    """Sort key: numbers as numbers (epochs=3 before epochs=10, lr=0.003 before lr=0.01)."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", name)
+    return [(1, 0.0, t) if i % 2 == 0 else (0, float(t), "") for i, t in enumerate(parts)]
+
+
+# --------------------------------------------------------------------------- variants
+
+# Settings that say where or how visibly a run trained, not what: not part of its variant.
+# (torch.compile gives the eager model's numbers, checked on the first batch; diagnostics leave the
+# training's trajectory as it is: runtime/train/diagnostics.py.)
+EXECUTION = ("train.seed", "train.device", "train.compile", "train.tensorboard", "train.diagnostics")
+# Labels use the flags' names; other settings keep their config path without "train.".
+SHORT = {"train.optimizer.lr": "lr", "data.dataset": "dataset", "data.root": "data_dir"}
+LABEL_ORDER = ("epochs", "batch_size", "lr", "limit_train", "limit_val", "limit_test", "no_test", "dataset", "data_dir")
+ALWAYS_SHOWN = ("limit_test", "no_test")  # a test pass over fewer images (or none) is named in every label
+# Data settings that change what a model trains on, not which images measure it.
+TRAINING_ONLY_DATA = ("data.augment", "data.normalize")
+
+
+def _flatten(value: Any, path: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat.update(_flatten(inner, f"{path}.{key}"))
+        return flat
+    return {path: value}
+
+
+def variant_settings(config: dict) -> tuple[tuple[str, Any], ...]:
+    """The settings of config.json that make a run's variant, as sorted (name, value) pairs;
+    unset ones (None, absent, no_test false) are left out, so they all read the same."""
+    flat: dict[str, Any] = {}
+    for table in ("train", "data"):
+        if isinstance(config.get(table), dict):
+            flat.update(_flatten(config[table], table))
+    if flat.get("data.dataset") != "imagefolder":
+        # The folder of CIFAR-100 (checked by its md5) or of nothing (synthetic) is only where the
+        # files are, so runs on two machines compare; an image folder's root is the data set itself.
+        flat.pop("data.root", None)
+    for name in ("limit_train", "limit_val", "limit_test"):
+        flat[name] = config.get(name)
+    flat["no_test"] = True if config.get("no_test") else None
+    frozen = config.get("frozen")  # trainable = false and --freeze (runtime/train/freeze.py): node[@unfreeze_after]
+    if isinstance(frozen, dict) and frozen:
+        flat["frozen"] = ",".join(f"{node}@{after}" if after else str(node) for node, after in sorted(frozen.items()))
+    settings = {}
+    for path, value in flat.items():
+        if path in EXECUTION or value is None:
+            continue
+        name = SHORT.get(path) or path.removeprefix("train.")
+        settings[name] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value, sort_keys=True)
+    return tuple(sorted(settings.items()))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What a run is apart from its seed: one row of the report."""
+
+    spec: str
+    spec_sha256: str | None
+    tag: str | None
+    settings: tuple[tuple[str, Any], ...]
+
+    @property
+    def name(self) -> str:
+        return self.tag or self.spec
+
+    def get(self, setting: str) -> Any:
+        return dict(self.settings).get(setting)
+
+    def measured_on(self, split: str) -> tuple:
+        """What decides the images a split's metrics are measured on: the data settings
+        (not augmentation or normalisation) and the split's limit."""
+        data = tuple(
+            (k, v) for k, v in self.settings
+            if (k.startswith("data.") or k in ("dataset", "data_dir")) and not k.startswith(TRAINING_ONLY_DATA)
+        )
+        limit = "limit_val" if split == "val" else "limit_test"
+        return data + ((limit, self.get(limit)),)
+
+
+def _setting_text(name: str, value: Any) -> str:
+    return name if value is True else f"{name}={value}"
+
+
+def variant_labels(variants: Iterable[Variant]) -> dict[Variant, str]:
+    """Each variant's row label: its tag or spec name, then what differs from the others of that name."""
+    by_name: dict[str, list[Variant]] = {}
+    for variant in variants:
+        by_name.setdefault(variant.name, []).append(variant)
+    rank = lambda name: (LABEL_ORDER.index(name) if name in LABEL_ORDER else len(LABEL_ORDER), name)
+    labels: dict[Variant, str] = {}
+    for name, group in by_name.items():
+        shown = set(ALWAYS_SHOWN)
+        if len(group) > 1:
+            names = {k for v in group for k, _ in v.settings}
+            shown |= {k for k in names if len({json.dumps(v.get(k)) for v in group}) > 1}
+        specs = len({v.spec for v in group}) > 1  # one tag given to runs of several specs
+        texts = len({v.spec_sha256 for v in group}) > 1
+        for variant in group:
+            parts = [f"spec={variant.spec}"] if specs else []
+            parts += [f"spec_sha256={(variant.spec_sha256 or 'unknown')[:8]}"] if texts else []
+            parts += [_setting_text(k, variant.get(k)) for k in sorted(shown, key=rank) if variant.get(k) is not None]
+            if len({v.tag for v in group}) > 1 and variant.tag is None:
+                parts.append("untagged")  # a spec name that is also another variant's tag
+            labels[variant] = name + (f" [{', '.join(parts)}]" if parts else "")
+    return labels
 
 
 # --------------------------------------------------------------------------- reading runs
@@ -74,8 +223,9 @@ class Run:
     tasks: tuple[str, ...]
     spec_sha256: str | None
     started: str
-    rows: list[dict]  # metrics.jsonl, in file order
+    rows: list[dict]  # metrics.jsonl, in file order (0.1.0 metric names read as today's)
     summary: dict | None  # None while the run is in progress (or was killed)
+    variant: Variant | None = None
 
     @property
     def in_progress(self) -> bool:
@@ -90,12 +240,35 @@ class Run:
         return max((r["epoch"] for r in self.rows), default=0)
 
     def head_metrics(self, row: dict) -> dict[str, float]:
-        """The per-head metrics of a row (``TASK/...``), null (a NaN in the run) as nan."""
+        """The reported metrics of a row: per head (``TASK/...``) and across heads (e.g. ``mean_acc``);
+        null (a NaN in the run) as nan."""
         return {
             k: (math.nan if v is None else float(v))
             for k, v in row.items()
-            if "/" in k and k.split("/", 1)[0] in self.tasks
+            if (k.split("/", 1)[0] in self.tasks if "/" in k else k not in NOT_REPORTED)
+            and (v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)))
         }
+
+
+_CONSISTENCY = re.compile(r"(.*?)([^/]+)/consistency")
+
+
+def current_names(metrics: dict) -> dict:
+    """``CHILD/consistency`` (0.1.0, one hierarchy) as ``CHILD/consistency_with_PARENT``, the
+    parent named by the same block's ``PARENT/acc_from_CHILD``; with no or several, unchanged."""
+    renamed = {}
+    for key, value in metrics.items():
+        match = _CONSISTENCY.fullmatch(key)
+        if match:
+            prefix, child = match.groups()
+            parents = [
+                k[len(prefix):].split("/")[0] for k in metrics
+                if k.startswith(prefix) and k[len(prefix):].count("/") == 1 and k.endswith(f"/acc_from_{child}")
+            ]
+            if len(parents) == 1:
+                key = f"{prefix}{child}/consistency_with_{parents[0]}"
+        renamed[key] = value
+    return renamed
 
 
 def load_run(path: Path) -> Run:
@@ -116,6 +289,9 @@ def load_run(path: Path) -> Run:
                 f"{config_path}: expected '{key}' ({kind.__name__}), found {config.get(key)!r}. "
                 "The file is damaged or was not written by graphc train."
             )
+    tag = config.get("tag")
+    if tag is not None and not isinstance(tag, str):
+        raise RunError(f"{config_path}: expected 'tag' (a string or null), found {tag!r}. The file is damaged.")
     rows = read_metrics(path)
     _check_metric_values(path / METRICS_JSONL, rows)
     summary = None
@@ -123,15 +299,18 @@ def load_run(path: Path) -> Run:
         summary = read_json(path / SUMMARY)
         if not isinstance(summary, dict):
             raise RunError(f"{path / SUMMARY}: expected a JSON object, found {type(summary).__name__}.")
+        summary = {k: current_names(v) if k in ("best", "last", "test") and isinstance(v, dict) else v for k, v in summary.items()}
+    sha = config.get("spec_sha256")
     return Run(
         path=path,
         spec=config["spec"],
         seed=config["seed"],
         tasks=tuple(config["tasks"]),
-        spec_sha256=config.get("spec_sha256"),
+        spec_sha256=sha if isinstance(sha, str) else None,
         started=str(config.get("started", "")),
-        rows=rows,
+        rows=[current_names(row) for row in rows],
         summary=summary,
+        variant=Variant(config["spec"], sha if isinstance(sha, str) else None, tag, variant_settings(config)),
     )
 
 
@@ -153,8 +332,8 @@ def _check_metric_values(path: Path, rows: list[dict]) -> None:
                 raise RunError(f"{path}:{line}: '{key}' should be a number, found {value!r}. The file is damaged.")
 
 
-def collect_runs(paths: Iterable[Path]) -> tuple[dict[str, list[Run]], list[str]]:
-    """Find and read runs under ``paths``, group them by spec; returns (groups, warnings)."""
+def collect_runs(paths: Iterable[Path]) -> tuple[dict[Variant, list[Run]], dict[Variant, str], list[str]]:
+    """Find and read runs under ``paths``, group them by variant; returns (groups, labels, warnings)."""
     paths = [Path(p) for p in paths]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -174,22 +353,27 @@ def collect_runs(paths: Iterable[Path]) -> tuple[dict[str, list[Run]], list[str]
             warnings.append(f"skipped {path}: {exc}")
     if not runs:
         raise RunError(f"none of the {len(found)} runs found could be read:\n" + "\n".join(warnings))
-    groups: dict[str, list[Run]] = {}
+    groups: dict[Variant, list[Run]] = {}
     for run in runs:
-        groups.setdefault(run.spec, []).append(run)
-    for spec, members in groups.items():
-        groups[spec] = _same_heads(spec, members, warnings)
-        groups[spec] = _one_run_per_seed(spec, groups[spec], warnings)
-        texts = {r.spec_sha256 for r in groups[spec]}
-        if len(texts) > 1:
+        groups.setdefault(run.variant, []).append(run)
+    labels = variant_labels(groups)
+    for variant, members in groups.items():
+        members = _same_heads(labels[variant], members, warnings)
+        groups[variant] = _one_run_per_seed(labels[variant], members, warnings)
+    tags: dict[str, list[str]] = {}
+    for variant in groups:
+        if variant.tag is not None:
+            tags.setdefault(variant.tag, []).append(labels[variant])
+    for tag, named in tags.items():
+        if len(named) > 1:
             warnings.append(
-                f"the runs of spec '{spec}' come from {len(texts)} different spec texts (spec_sha256); "
-                "they are averaged together. Rename the spec when you change it to keep them apart."
+                f"--tag {tag} was given to runs of {len(named)} different variants ({'; '.join(named)}); "
+                "they are kept apart. Give each variant its own tag."
             )
-    return groups, warnings
+    return groups, labels, warnings
 
 
-def _same_heads(spec: str, runs: list[Run], warnings: list[str]) -> list[Run]:
+def _same_heads(label: str, runs: list[Run], warnings: list[str]) -> list[Run]:
     """Keep the runs with the most common set of heads; name the others."""
     counts = Counter(frozenset(r.tasks) for r in runs)
     keep = counts.most_common(1)[0][0]
@@ -199,13 +383,14 @@ def _same_heads(spec: str, runs: list[Run], warnings: list[str]) -> list[Run]:
         if frozenset(run.tasks) != keep:
             warnings.append(
                 f"skipped {run.path}: its heads ({', '.join(run.tasks)}) differ from those of the other runs "
-                f"of spec '{spec}' ({expected}). Runs of one spec must have the same heads; "
-                "give a changed spec a new name."
+                f"of '{label}' ({expected}), which have the same spec text and settings; its config.json does not "
+                "match its spec."
             )
     return kept
 
 
-def _one_run_per_seed(spec: str, runs: list[Run], warnings: list[str]) -> list[Run]:
+def _one_run_per_seed(label: str, runs: list[Run], warnings: list[str]) -> list[Run]:
+    """A true duplicate (same variant, same seed): the finished, most recent run counts."""
     by_seed: dict[int, list[Run]] = {}
     for run in runs:
         by_seed.setdefault(run.seed, []).append(run)
@@ -216,7 +401,8 @@ def _one_run_per_seed(spec: str, runs: list[Run], warnings: list[str]) -> list[R
         kept.append(same[-1])
         for other in same[:-1]:
             warnings.append(
-                f"ignored {other.path}: spec '{spec}' seed {seed} was run again in {same[-1].path}, which counts."
+                f"ignored {other.path}: a duplicate of {same[-1].path} ('{label}' seed {seed} was run again with "
+                "the same spec and settings); the finished, most recent run counts."
             )
     return kept
 
@@ -239,6 +425,8 @@ def run_point(run: Run, split: str, epoch: str) -> Point | str:
     if split == "test":
         if run.summary is None:
             return f"{run.path} is still in progress and has no test metrics yet"
+        if run.summary.get("test_skipped"):
+            return f"{run.path} was trained with --no-test and has no test metrics"
         test = run.summary.get("test")
         if not isinstance(test, dict) or not test:
             return f"{run.path} has no test metrics in summary.json (trained without a test split?)"
@@ -265,7 +453,7 @@ def run_point(run: Run, split: str, epoch: str) -> Point | str:
 
 @dataclass
 class Stat:
-    """One metric of one spec over its seeds."""
+    """One metric of one row (variant) over its seeds."""
 
     by_seed: dict[int, float]
 
@@ -285,7 +473,7 @@ class Stat:
 
 @dataclass
 class Delta:
-    """A spec minus the baseline, for one metric."""
+    """A row minus the baseline row, for one metric."""
 
     value: float
     sd: float  # the standard deviation of one difference; nan if it cannot be estimated
@@ -311,13 +499,21 @@ def delta(stat: Stat, base: Stat) -> Delta:
 
 
 @dataclass
-class SpecRow:
-    spec: str
-    runs: list[Run]  # every usable run of the spec (the curves use them all)
+class Row:
+    """One variant: its runs over seeds and their statistics."""
+
+    label: str  # what the table calls it: tag or spec name, and what differs (variant_labels)
+    variant: Variant
+    runs: list[Run]  # every usable run of the variant (the curves use them all)
     points: list[Point]  # the runs that contribute to the table
     stats: dict[str, Stat]
-    reported: dict | None = None  # the original study's row, if the spec name is one of its six
+    measured: tuple = ()  # Variant.measured_on(split): rows compare only with rows measured alike
+    reported: dict | None = None  # the original study's row, beneath the last row of its spec
     deltas: dict[str, Delta] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> str:
+        return self.variant.spec
 
     @property
     def seeds(self) -> list[int]:
@@ -336,18 +532,26 @@ class SpecRow:
 class Report:
     split: str
     epoch: str
-    baseline: str | None
+    baseline: str | None  # the baseline row's label
     columns: list[str]  # metric keys, e.g. "fine/loss", in the original table's order
-    rows: list[SpecRow]
+    rows: list[Row]
     warnings: list[str]  # skipped or ignored runs
-    notes: list[str]  # how to read the table: marked runs, pairing
+    notes: list[str]  # how to read the table: marked runs, pairing, rows not compared
 
-    def best(self, key: str) -> float | None:
-        """The best mean in a column (None with fewer than two specs: nothing to compare)."""
-        means = [r.stats[key].mean for r in self.rows if key in r.stats and not math.isnan(r.stats[key].mean)]
+    def best(self, key: str, row: Row | None = None) -> float | None:
+        """The best mean in a column among the rows measured like ``row`` (all rows when None);
+        None with fewer than two such rows (nothing to compare) or for a metric never compared."""
+        if not compared(key):
+            return None
+        peers = [r for r in self.rows if row is None or r.measured == row.measured]
+        means = [r.stats[key].mean for r in peers if key in r.stats and not math.isnan(r.stats[key].mean)]
         if len(means) < 2:
             return None
         return min(means) if lower_is_better(key) else max(means)
+
+    def is_best(self, row: Row, key: str) -> bool:
+        best = self.best(key, row)
+        return best is not None and key in row.stats and row.stats[key].mean == best
 
 
 def load_reported(path: Path = REPORTED_RESULTS) -> dict[str, dict]:
@@ -368,8 +572,33 @@ def load_reported(path: Path = REPORTED_RESULTS) -> dict[str, dict]:
 def _spec_order(names: Iterable[str], reported: dict) -> list[str]:
     """The original's six specs in its table's order, then the others by name."""
     names = set(names)
-    natural = lambda name: [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
     return [s for s in reported if s in names] + sorted(names - set(reported), key=natural)
+
+
+def find_baseline(name: str, rows: list[Row]) -> Row:
+    """--baseline: a row's label, else a tag, else a spec name (its untagged rows, else all its rows);
+    it must pick exactly one row with runs to report."""
+    rows = [r for r in rows if r.points]
+    for candidates in (
+        [r for r in rows if r.label == name],
+        [r for r in rows if r.variant.tag == name],
+        [r for r in rows if r.spec == name and r.variant.tag is None],
+        [r for r in rows if r.spec == name],
+    ):
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(candidates) > 1:
+            labels = [r.label for r in candidates]
+            raise UsageError(
+                f"--baseline '{name}' matches {len(candidates)} rows: {'; '.join(labels)}. "
+                f"Pass one row's label, e.g. --baseline '{labels[0]}' (or tag the runs with graphc train --tag)."
+            )
+    names = [r.label for r in rows] + sorted({r.variant.tag for r in rows if r.variant.tag} | {r.spec for r in rows})
+    hint = did_you_mean(name, names) or ""
+    raise UsageError(
+        f"--baseline '{name}': no reportable runs of that row, tag or spec; the rows are "
+        f"{'; '.join(r.label for r in rows)}. {hint}".strip()
+    )
 
 
 def build_report(
@@ -385,57 +614,84 @@ def build_report(
         raise UsageError(f"--epoch '{epoch}': expected one of {', '.join(EPOCHS)}.")
     if split == "test" and epoch != "best":
         raise UsageError("--split test uses the best checkpoint, the one evaluated on the test split; drop --epoch last.")
-    groups, warnings = collect_runs(paths)
+    groups, labels, warnings = collect_runs(paths)
     reported = load_reported(reported_path)
     notes: list[str] = []
-    rows: list[SpecRow] = []
-    for spec in _spec_order(groups, reported):
-        points = []
-        for run in groups[spec]:
-            point = run_point(run, split, epoch)
-            if isinstance(point, str):
-                warnings.append(f"left out of the table: {point}.")
-            else:
-                points.append(point)
-                if point.marked:
-                    notes.append(f"{spec} (marked *): {run.path} is in progress, counted at epoch {point.epoch}.")
-        keys = {k for p in points for k in p.values}
-        stats = {k: Stat({p.run.seed: p.values[k] for p in points if k in p.values}) for k in keys}
-        rows.append(SpecRow(spec, groups[spec], points, stats, reported.get(spec)))
+    rows: list[Row] = []
+    for spec in _spec_order({v.spec for v in groups}, reported):
+        variants = sorted((v for v in groups if v.spec == spec), key=lambda v: natural(labels[v]))
+        for variant in variants:
+            points = []
+            for run in groups[variant]:
+                point = run_point(run, split, epoch)
+                if isinstance(point, str):
+                    warnings.append(f"left out of the table: {point}.")
+                else:
+                    points.append(point)
+                    if point.marked:
+                        notes.append(f"{labels[variant]} (marked *): {run.path} is in progress, counted at epoch {point.epoch}.")
+            keys = {k for p in points for k in p.values}
+            stats = {k: Stat({p.run.seed: p.values[k] for p in points if k in p.values}) for k in keys}
+            rows.append(Row(labels[variant], variant, groups[variant], points, stats, variant.measured_on(split)))
+        if spec in reported:  # once, beneath the spec's last row
+            rows[-1].reported = reported[spec]
     if not any(r.points for r in rows):
         raise RunError(
             f"none of the runs has {'test' if split == 'test' else 'validation'} metrics to report:\n"
             + "\n".join(warnings)
         )
-    rows_by_spec = {r.spec: r for r in rows}
     columns = _columns(rows)
+    notes += _measured_notes(rows, split)
+    base_label = None
     if baseline is not None:
-        if baseline not in rows_by_spec or not rows_by_spec[baseline].points:
-            hint = did_you_mean(baseline, rows_by_spec) or ""
-            raise UsageError(
-                f"--baseline '{baseline}': no reportable runs of that spec; the specs are "
-                f"{', '.join(rows_by_spec)}. {hint}".strip()
-            )
-        base = rows_by_spec[baseline]
-        paired, unpaired = [], []
+        base = find_baseline(baseline, rows)
+        base_label = base.label
+        paired, unpaired, apart = [], [], []
         for row in rows:
-            if row is base:
+            if row is base or not row.points:
                 continue
-            row.deltas = {k: delta(row.stats[k], base.stats[k]) for k in columns if k in row.stats and k in base.stats}
+            if row.measured != base.measured:
+                apart.append(row.label)
+                continue
+            row.deltas = {
+                k: delta(row.stats[k], base.stats[k]) for k in columns if compared(k) and k in row.stats and k in base.stats
+            }
             if row.deltas:
-                (paired if all(d.paired for d in row.deltas.values()) else unpaired).append(row.spec)
+                (paired if all(d.paired for d in row.deltas.values()) else unpaired).append(row.label)
         if paired:
-            notes.append(f"differences to {baseline} paired by seed: {', '.join(paired)}.")
+            notes.append(f"differences to {base.label} paired by seed: {', '.join(paired)}.")
         if unpaired:
-            notes.append(f"differences to {baseline} of means (seeds differ): {', '.join(unpaired)}.")
-    return Report(split, epoch, baseline, columns, rows, warnings, notes)
+            notes.append(f"differences to {base.label} of means (seeds differ): {', '.join(unpaired)}.")
+        if apart:
+            notes.append(
+                f"no differences to {base.label} for {', '.join(apart)}: measured on other "
+                f"{'validation' if split == 'val' else 'test'} images than the baseline."
+            )
+    return Report(split, epoch, base_label, columns, rows, warnings, notes)
 
 
-def _columns(rows: list[SpecRow]) -> list[str]:
+def _measured_notes(rows: list[Row], split: str) -> list[str]:
+    """Name the groups of rows that are compared only among themselves."""
+    groups: dict[tuple, list[str]] = {}
+    for row in rows:
+        if row.points:
+            groups.setdefault(row.measured, []).append(row.label)
+    if len(groups) < 2:
+        return []
+    limit = "limit_val" if split == "val" else "limit_test"
+    which = "validation" if split == "val" else "test"
+    listed = " | ".join(", ".join(labels) for labels in groups.values())
+    return [
+        f"rows measured on different {which} images (their data settings or {limit} differ) are not compared "
+        f"with each other: the bold best and the differences are within each group: {listed}."
+    ]
+
+
+def _columns(rows: list[Row]) -> list[str]:
     task_order: dict[str, int] = {}
     for row in rows:
         for run in row.runs:
             for task in run.tasks:
                 task_order.setdefault(task, len(task_order))
     keys = {k for r in rows for k in r.stats}
-    return sorted(keys, key=lambda k: (_kind_rank(k), k.split("/", 1)[1], task_order.get(k.split("/")[0], 0)))
+    return sorted(keys, key=lambda k: (_kind_rank(k), k.split("/", 1)[-1], task_order.get(k.split("/")[0], 0)))

@@ -17,7 +17,7 @@ def write_report(report: Report, out_dir: Path, json_file: bool = False) -> list
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"{out_dir}: cannot create the output directory ({exc.strerror}).") from None
-    plots = plot_curves({r.spec: r.runs for r in report.rows}, out_dir)
+    plots = plot_curves({r.label: r.runs for r in report.rows}, out_dir)
     written = [out_dir / "results.md", out_dir / "results.csv"]
     written[0].write_text(render_markdown(report, plots), encoding="utf-8")
     written[1].write_text(render_csv(report), encoding="utf-8")

@@ -9,14 +9,37 @@ Layout of ``runs/<spec>/<seed>-<timestamp>/``::
     metrics.csv     the same rows as a table (rewritten each epoch)
     last.pt         checkpoint after the latest completed epoch
     best.pt         checkpoint of the best epoch by train.select
-    summary.json    written when the run ends (completed, early-stopped or interrupted)
+    summary.json    written when the run ends: "status" completed, early_stopped, interrupted
+                    or diverged (a NaN/infinite loss; "diverged" then says at which epoch and step)
+    train.lock      locked (flock) by the process training the run; holds its pid meanwhile
+
+Checkpoints (format ``graphc-checkpoint/2``, runtime/runs/checkpoint.py) hold only tensors
+and plain containers and are read with ``torch.load(weights_only=True)``, so a crafted file
+cannot run code; graphc 0.1.0's (``graphc-checkpoint/1``) are refused until converted with
+``graphc convert-checkpoint --trust``. A diverged epoch writes neither rows nor checkpoints:
+last.pt and best.pt keep the last epoch with a finite loss.
+
+One process trains a run at a time: ``training_lock`` holds an OS file lock on train.lock,
+released by the OS however the process ends, so a crash leaves no stale lock. config.json is
+read back through ``check_config``, which names a field of the wrong type.
 
 A metrics row is ``{"epoch": 3, "split": "val", "loss": 2.1, "fine/loss": ..., "fine/acc": ...}``:
-``loss`` is the weighted total; per head ``TASK/loss``, ``TASK/acc`` and, for heads of
-more than 10 classes, ``TASK/top5``; with a label hierarchy, ``PARENT/acc_from_CHILD``
-(the child head's prediction mapped to its parent) and ``CHILD/consistency`` (how often
-the child head's prediction maps to the parent head's prediction). Training rows also
-carry ``lr``, ``images_per_s`` and ``time_s``. Accuracies are fractions in [0, 1].
+``loss`` is the weighted total sum_t w_t * TASK/loss (w_t: the heads' loss_weight; with a
+``[train] loss_weighting`` table, the weights in force - per step on training rows, the epoch's
+logged ``weight/TASK`` on validation rows, the checkpoint epoch's for the test split and
+graphc eval - without
+uncertainty weighting's regulariser, see runtime/train/weighting.py); per head ``TASK/loss``, ``TASK/acc`` and, for heads of
+more than 10 classes, ``TASK/top5``; for every label hierarchy CHILD -> PARENT (each
+``[data.hierarchy]`` table and each chain of nested tables) whose CHILD has a head,
+``PARENT/acc_from_CHILD`` (the child head's prediction mapped to the parent, against the
+parent label) and, when PARENT has a head too, ``CHILD/consistency_with_PARENT`` (how
+often the child head's prediction maps to the parent head's prediction); then
+``mean_acc`` and ``weighted_acc`` (the heads' accuracies averaged, plainly and with the
+heads' loss_weight). graphc.ir.metrics.metric_names lists them. Training rows also
+carry ``lr``, ``images_per_s`` and ``time_s``, and with a loss_weighting table ``weight/TASK``
+(the loss weights in force at the end of the epoch). Accuracies are fractions in [0, 1].
+summary.json's ``"test"`` block adds per head ``TASK/majority_acc`` (always answering
+the split's most frequent class) and ``TASK/balanced_acc`` (macro-averaged recall).
 
 Every file is written to a temporary name and renamed into place, so a run killed
 at any moment leaves the previous complete version of each file.
@@ -24,15 +47,19 @@ at any moment leaves the previous complete version of each file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import math
+import os
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
-from graphc.errors import RunError
+from graphc.errors import RunError, UsageError
 from graphc.files import atomic_write_bytes, atomic_write_text
 
 METRICS_JSONL = "metrics.jsonl"
@@ -41,6 +68,7 @@ SUMMARY = "summary.json"
 CONFIG = "config.json"
 SPEC_COPY = "spec.toml"
 LAST, BEST = "last.pt", "best.pt"
+LOCK = "train.lock"
 
 
 def _jsonable(value: Any) -> Any:
@@ -149,3 +177,164 @@ def truncate_metrics(run_dir: Path, epochs: int) -> None:
     rows = [r for r in read_metrics(run_dir) if r["epoch"] <= epochs]
     atomic_write_text(run_dir / METRICS_JSONL, "".join(json.dumps(r) + "\n" for r in rows))
     write_metrics_csv(run_dir / METRICS_CSV, rows)
+
+
+# --------------------------------------------------------------------------- config.json
+
+# The fields of config.json graphc reads back, and their JSON types (None: may be null).
+# "data" and "train" are checked field by field as the spec's tables (evaluate.spec_of_run).
+_CONFIG_TYPES: dict[str, tuple] = {
+    "spec": (str,),
+    "spec_sha256": (str,),
+    "seed": (int,),
+    "tasks": (list,),
+    "classes": (dict, None),
+    "dataset": (str,),
+    "data_root": (str, None),
+    "data": (dict,),
+    "train": (dict,),
+    "overrides": (dict,),
+    "limit_train": (int, None),
+    "limit_val": (int, None),
+    "device": (str,),
+    "nproc": (int,),
+    "precision": (str,),
+    "resumed": (list,),
+}
+
+
+def check_config(config: Any, path: Path) -> dict:
+    """``config`` (config.json's content) if every field graphc reads has its type; else a RunError
+    naming the field (a damaged or hand-edited file must not surface as a traceback later)."""
+    if not isinstance(config, dict):
+        raise RunError(f"{path}: not a graphc run config (a JSON object with 'data' and 'train' tables).")
+    for name in ("data", "train"):
+        if name not in config:
+            raise RunError(f"{path}: not a graphc run config (no '{name}' table).")
+
+    def wrong(field: str, value: Any, expected: str) -> RunError:
+        return RunError(
+            f"{path}: field '{field}' is {json.dumps(value)[:60]}, expected {expected}. "
+            "The file is damaged or was edited; restore it (graphc writes it when a run starts)."
+        )
+
+    for name, types in _CONFIG_TYPES.items():
+        value = config.get(name)
+        if name not in config or (value is None and None in types):
+            continue
+        allowed = tuple(t for t in types if t is not None)
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            names = {str: "a string", int: "an integer", list: "a list", dict: "a table (JSON object)"}
+            raise wrong(name, value, " or ".join(names[t] for t in allowed) + (" or null" if None in types else ""))
+    for name in ("limit_train", "limit_val", "nproc"):
+        if isinstance(config.get(name), int) and config[name] < 1:
+            raise wrong(name, config[name], "a positive integer")
+    if not all(isinstance(t, str) for t in config.get("tasks", [])):
+        raise wrong("tasks", config["tasks"], "a list of task names")
+    for task, count in (config.get("classes") or {}).items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise wrong(f"classes.{task}", count, "a positive number of classes")
+    if not all(isinstance(r, dict) for r in config.get("resumed", [])):
+        raise wrong("resumed", config["resumed"], "a list of tables")
+    return config
+
+
+# --------------------------------------------------------------------------- writing and locking a run
+
+
+def check_writable(directory: Path) -> None:
+    """Raise the OSError a write in ``directory`` would meet (read-only file system, no permission,
+    not a directory), without leaving a file behind."""
+    fd, tmp = tempfile.mkstemp(prefix=".graphc-probe-", dir=directory)
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def check_output_root(root: Path) -> None:
+    """``--out``: a directory (created when missing) graphc can write run directories in.
+    Checked before any data loads; a UsageError (exit 2) naming what is in the way."""
+    root = Path(root)
+    existing = root
+    while not existing.exists() and existing != existing.parent:  # exists() is False under a file, too
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == root else f"is under {existing}, which is a file"
+        raise UsageError(f"--out {root}: {where}, not a directory. Give a directory for the run directories (it is created if missing).")
+    try:
+        check_writable(existing)
+    except OSError as exc:
+        raise UsageError(
+            f"--out {root}: cannot create run directories in {existing} ({_reason(exc)}). Give a directory you can write to."
+        ) from None
+
+
+def write_error(run_dir: Path, exc: OSError) -> RunError:
+    """A failed write in a run directory (disk full, read-only file system) as a RunError."""
+    return RunError(
+        f"cannot write the files of run {run_dir} ({_reason(exc)}{f': {exc.filename}' if exc.filename else ''}). "
+        "Each file is written atomically, so every file keeps its last complete version. Free some space or "
+        f"make the directory writable, then resume with `graphc train --resume {run_dir}`."
+    )
+
+
+@contextlib.contextmanager
+def training_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run's lock (an OS file lock on ``RUN_DIR/train.lock``) while this process trains it.
+
+    A second trainer of the same run gets a RunError naming the holder's pid. The OS releases the
+    lock when its process ends however it ends, so a crash leaves no stale lock. Also checks first
+    that the run directory can be written (a read-only copy of a run is refused before anything
+    changes). A directory that is not a run directory is left alone: the caller says what is wrong.
+    """
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        yield
+        return
+    try:
+        check_writable(run_dir)
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RunError(
+            f"cannot train run {run_dir}: its directory is not writable ({_reason(exc)}). Nothing was changed; "
+            "copy the run directory somewhere writable and resume the copy."
+        ) from None
+    try:
+        held = _flock(fd, run_dir)
+        if held:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            if held:  # no pid once released (a crash leaves one, but no lock: flock ends with the process)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _flock(fd: int, run_dir: Path) -> bool:
+    """Lock ``fd`` exclusively without waiting: True when held, False where there are no file
+    locks (not POSIX, or a network mount without them: train unguarded rather than not at all)."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return False
+        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise RunError(f"cannot lock run {run_dir} ({_reason(exc)}).") from None
+    holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    by = f"pid {holder}" if holder.isdigit() else "another process"
+    raise RunError(
+        f"run {run_dir} is being trained by {by}. Wait for it to end (or stop it) before resuming it; "
+        "two trainers of one run would write the same files."
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -83,7 +83,7 @@ def load_trained(graph: Graph, file: Path, checkpoint: Mapping[str, Any]) -> tup
         )
     model = graphc.compile_graph(graph, seed=0)
     different = f" (its spec text differs: sha256 {str(sha)[:12]}... vs {graph.sha256[:12]}...)" if sha != graph.sha256 else ""
-    state = _strip_wrappers(checkpoint.get("model") or {})
+    state = _strip_wrappers(checkpoint.get("model") or {}, model.state_dict().keys())
     problems = _state_dict_problems(model.state_dict(), state)
     if problems:
         shown = problems[:6] + ([f"and {len(problems) - 6} more"] if len(problems) > 6 else [])
@@ -118,13 +118,23 @@ def load_trained(graph: Graph, file: Path, checkpoint: Mapping[str, Any]) -> tup
     return model, weights
 
 
-def _strip_wrappers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keys saved from a torch.compile'd or DDP-wrapped module carry a prefix; the weights are the same."""
-    clean = {}
-    for key, value in state.items():
-        for prefix in ("_orig_mod.", "module."):
-            key = key.removeprefix(prefix)
-        clean[key] = value
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel and torch.compile
+
+
+def _strip_wrappers(state: Mapping[str, torch.Tensor], expected: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+    """Keys saved from a DDP-wrapped or torch.compile'd module carry the wrapper's prefix on every
+    key; the weights are the same. A prefix on only some keys is a node's name (a node may be
+    called ``module``), and keys that already fit the model are left as they are."""
+    clean = dict(state)
+    if set(clean) == set(expected):
+        return clean
+    stripped = True
+    while clean and stripped:  # DDP(compile(m)) and compile(DDP(m)) nest the two prefixes
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(key.startswith(prefix) for key in clean):
+                clean = {key.removeprefix(prefix): value for key, value in clean.items()}
+                stripped = True
     return clean
 
 
@@ -146,7 +156,7 @@ def _state_dict_problems(expected: Mapping[str, torch.Tensor], found: Mapping[st
 
 
 # Node attributes that change nothing at inference (eval mode, no gradients).
-_TRAINING_ONLY = frozenset({"loss_weight", "label_smoothing", "dropout", "reuse_gradient"})
+_TRAINING_ONLY = frozenset({"loss_weight", "label_smoothing", "dropout", "reuse_gradient", "trainable", "unfreeze_after"})
 
 
 def _inference_changes(graph: Graph, checkpoint: Mapping[str, Any]) -> list[str]:

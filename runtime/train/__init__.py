@@ -1,8 +1,12 @@
 """Training: ``loop`` (one run's epochs, checkpoints, early stopping), ``launch`` (start,
 resume, specs x seeds), ``distributed`` (``--nproc``: worker processes, sharding, reductions),
-``optim`` (optimisers and schedules) and ``progress`` (the progress bar).
+``optim`` (optimisers and schedules), ``progress`` (the progress bar), ``tensorboard``
+(optional TensorBoard logging of a run), ``diagnostics`` (gradient-conflict diagnostics,
+``--diagnostics``) and ``sweep`` (``--jobs K``: runs K at a time in child
+processes, skipped or resumed by their identity, ``graphc sweep plan``).
 
 May import: graphc, ``runtime.data``, ``runtime.runs``, ``runtime.device``,
-``runtime.metrics``, ``runtime.evaluate``. Nothing imports ``runtime.train`` but the
+``runtime.metrics``, ``runtime.evaluate``, ``runtime.report`` (a sweep's run identity is the
+report's variant). Nothing imports ``runtime.train`` but the
 command line.
 """

@@ -17,11 +17,12 @@ a resume does, and trains (runtime.train.launch.train_process)::
 So the logged metrics are those of the whole data, and a step's weights equal a
 single process's step on the same global batch (up to float rounding) - except
 that batch norm normalises with each process's own share of the batch; its
-running statistics are rank 0's, which DDP broadcasts at every step and which
-validation and the checkpoints use. Dropout and augmentation draw from
-different streams on each process: rank 0's are a single process's, the others
-are reseeded from (seed, rank, epoch) at each epoch, so a resume on as many
-processes continues exactly without saving their states.
+running statistics are rank 0's (each process keeps its own while it trains,
+with no broadcast per step), which validation and the checkpoints use. Dropout
+and augmentation draw from different streams on each process: rank 0's are a
+single process's, the others are reseeded from (seed, rank, epoch) at each
+epoch, so a resume on as many processes continues exactly without saving their
+states.
 
 Ctrl-C: the workers leave the terminal's process group, so Ctrl-C reaches the
 launcher only, which passes it on to rank 0. Rank 0 then stops as a single
@@ -34,21 +35,32 @@ Errors: each worker leaves its outcome in a file; the launcher raises the
 earliest error - a SpecError, UsageError or RunError as itself (same message,
 same exit code), anything else as a RunError naming the process - and ends the
 other processes, which would otherwise wait for the failed one forever.
+
+Under torchrun (``torchrun ... -m graphc train``) there is no launching graphc
+process: every process runs the command, :func:`join` puts it in torchrun's
+process group (env://, GRAPHC_DIST_TIMEOUT), and a :class:`Job` makes rank 0
+do what the launcher does (checks, the run directory) and then, with
+:meth:`Job.step`, has every rank run ``train_process`` with it; the other ranks
+:meth:`Job.follow`. torchrun itself ends a machine's processes when one fails;
+on other machines the next collective fails (gloo) or times out (NCCL).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
+import re
 import signal
 import socket
 import tempfile
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import timedelta
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -95,12 +107,23 @@ class World:
         n = len(split)
         return split.subset(slice(n * self.rank // self.size, n * (self.rank + 1) // self.size))
 
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module | None:
-        """``model`` in DistributedDataParallel (which averages the gradients over the processes), or None."""
+    def wrap(self, model: torch.nn.Module, sync_batchnorm: bool = False) -> torch.nn.Module | None:
+        """``model`` in DistributedDataParallel (which averages the gradients over the processes), or None.
+
+        ``sync_batchnorm`` ([train] sync_batchnorm): first turn ``model``'s batch norms, in place, into
+        SyncBatchNorm (the same parameters and buffers, so the optimiser and checkpoints are unchanged)."""
         if self.size == 1:
             return None
+        if sync_batchnorm:
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # a GraphModule: its children are replaced
         device_ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        # No broadcast of the batch-norm statistics before every forward: rank 0's statistics depend
+        # only on its own shares either way (training-mode batch norm normalises with the batch's
+        # own statistics), and evaluation takes them (sync_buffers). torch >= 2.14 calls the
+        # switch forward_sync_buffers (and still syncs at the start); broadcast_buffers before.
+        ddp = torch.nn.parallel.DistributedDataParallel
+        switch = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else "broadcast_buffers"
+        return ddp(model, device_ids=device_ids, **{switch: False})
 
     def reduce_meter(self, meter) -> None:
         """Sum a runtime.metrics.Meter's sums and image count over the processes (one all_reduce),
@@ -151,19 +174,33 @@ def check_count(nproc: int) -> None:
         raise UsageError(f"--nproc must be at least 1 (the number of training processes), got {nproc}.")
 
 
-def check(nproc: int, device: torch.device, batch_size: int, model: torch.nn.Module) -> None:
-    """``--nproc`` against the run: what would otherwise fail inside the processes, checked before any file."""
+def check(nproc: int, device: torch.device, batch_size: int, model: torch.nn.Module, sync_batchnorm: bool = False) -> None:
+    """``--nproc`` (or a torchrun job's processes) against the run: what would otherwise fail inside
+    the processes, checked before any file."""
     check_count(nproc)
     if nproc == 1:
         return
+    flag = f"--nproc {nproc}" if current_job() is None else f"torchrun's {nproc} processes"
+    if sync_batchnorm and device.type != "cuda":
+        raise UsageError(
+            f"[train] sync_batchnorm = true: torch's SyncBatchNorm runs on CUDA GPUs only, and these {nproc} processes "
+            f"would train on {device.type}. Set sync_batchnorm = false (each process then normalises with its own "
+            "share of the batch) or train on CUDA (--device cuda)."
+        )
     if device.type not in ("cpu", "cuda"):
         raise UsageError(
-            f"--nproc {nproc}: training on several processes runs on CUDA GPUs (one per process) or on the CPU, "
+            f"{flag}: training on several processes runs on CUDA GPUs (one per process) or on the CPU, "
             f"not on {device.type}. Use --device cuda or --device cpu, or --nproc 1."
         )
     if device.type == "cuda":
         first, count = device.index or 0, torch.cuda.device_count()
-        if first + nproc > count:
+        job = current_job()
+        if job is not None and first + job.local_size > count:
+            raise RunError(
+                f"torchrun starts {job.local_size} processes on this machine (--nproc-per-node), one per CUDA device "
+                f"from {device} on, but it has {count} (cuda:0 to cuda:{count - 1}). Use --nproc-per-node {count - first} or fewer."
+            )
+        if job is None and first + nproc > count:
             raise RunError(
                 f"--nproc {nproc} needs {nproc} CUDA devices from {device} on (one per process), but this machine has "
                 f"{count} (cuda:0 to cuda:{count - 1}). Use --nproc {count - first} or fewer."
@@ -171,13 +208,14 @@ def check(nproc: int, device: torch.device, batch_size: int, model: torch.nn.Mod
     if batch_size % nproc:
         down, up = batch_size - batch_size % nproc, batch_size + nproc - batch_size % nproc
         sizes = f"--batch-size {down} or {up}" if down else f"--batch-size {up}"
+        how = "--nproc" if current_job() is None else "torchrun --nnodes x --nproc-per-node"
         raise UsageError(
-            f"--nproc {nproc}: the global batch of {batch_size} images (train.batch_size) does not divide evenly "
-            f"among {nproc} processes. Use a multiple of {nproc} (e.g. {sizes}) or another --nproc."
+            f"{flag}: the global batch of {batch_size} images (train.batch_size) does not divide evenly "
+            f"among {nproc} processes. Use a multiple of {nproc} (e.g. {sizes}) or another {how}."
         )
     if batch_size // nproc < 2 and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()):
         raise UsageError(
-            f"--nproc {nproc}: each process would train on {batch_size // nproc} image per batch "
+            f"{flag}: each process would train on {batch_size // nproc} image per batch "
             f"(train.batch_size {batch_size} / {nproc}), but the model has batch norm, which needs at least 2. "
             f"Use --batch-size {2 * nproc} or more, or fewer processes."
         )
@@ -233,22 +271,40 @@ def _process(rank: int, fn: Callable, args: tuple, size: int, device: torch.devi
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size)
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size, timeout=timeout())
         outcome = Outcome("result", fn(World(rank, size, device), *args))
     except KeyboardInterrupt:
         outcome = Outcome("interrupted")
     except (SpecError, UsageError, RunError) as exc:
         outcome = Outcome("error", (type(exc).__name__, str(exc)), time.time())
-    except Exception as exc:  # a bug, or a process that lost its peers: one line, with where it happened
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        message = (
-            f"training process {rank} of {size} failed: {type(exc).__name__}: {str(exc).strip() or '(no message)'} "
-            f"(at {where.filename}:{where.lineno})"
-        )
-        outcome = Outcome("error", ("RunError", message), time.time())
+    except Exception as exc:  # a bug, or a process that lost its peers
+        outcome = Outcome("error", ("RunError", failure(rank, size, exc)), time.time())
     _post(Path(outbox), rank, outcome)  # before the teardown, which can wait on peers that are gone
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def failure(rank: int, size: int, exc: Exception) -> str:
+    """One line for an unexpected error in training process ``rank``: what, and where it happened."""
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    what = (str(exc).strip() or "(no message)").splitlines()[0]  # gloo and NCCL append C++ stack frames
+    lost = lost_peers(exc)
+    if lost:  # gloo's "[.../pair.cc:545] Read error [127.0.0.1]:49352: Connection reset by peer. This is typically..."
+        what = re.sub(r"^\[[^\]]*\]\s*", "", what).split(". ")[0]
+    message = f"training process {rank} of {size} failed: {type(exc).__name__}: {what} (at {where.filename}:{where.lineno})"
+    if lost:
+        message += (
+            ". It lost contact with the other processes: one of them has probably failed or been stopped "
+            f"(its own message, or torchrun's summary, says why), or one took longer than {TIMEOUT_VARIABLE} allows."
+        )
+    return message
+
+
+def lost_peers(exc: Exception) -> bool:
+    """Whether a collective failed because its peers are gone or too slow: torch raises a DistError
+    (or, from gloo, a RuntimeError naming its transport: "Connection reset by peer", "Timed out")."""
+    text = str(exc)
+    return isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and ("gloo" in text or "by peer" in text))
 
 
 def _post(outbox: Path, rank: int, outcome: Outcome) -> None:
@@ -347,3 +403,170 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- under torchrun
+
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # what torchrun sets for env://
+TIMEOUT_VARIABLE = "GRAPHC_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600.0  # a collective waits this long for its peers (e.g. while rank 0 loads the data), then fails
+
+
+@dataclass(frozen=True)
+class Launched:
+    """This process's place in a job that torchrun (or any launcher setting its variables) started:
+    global ``rank`` of ``size``, ``local_rank`` of the ``local_size`` processes on this machine."""
+
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+
+    def world(self, device: torch.device) -> World:
+        """This process's World for a run on ``device``: CUDA device (index + local rank), as --nproc does."""
+        if device.type == "cuda":
+            device = torch.device("cuda", (device.index or 0) + self.local_rank)
+            if device.index >= torch.cuda.device_count():
+                raise RunError(
+                    f"training process {self.rank} of {self.size} (local rank {self.local_rank}) would train on {device}, "
+                    f"but its machine has {torch.cuda.device_count()} CUDA device(s). Start at most that many processes "
+                    "per machine (torchrun --nproc-per-node)."
+                )
+            torch.cuda.set_device(device)
+        return World(self.rank, self.size, device)
+
+
+def launched(environ: Mapping[str, str] = os.environ) -> Launched | None:
+    """The torchrun job this process belongs to, from the variables torchrun sets; None without them."""
+    present = [name for name in LAUNCHER_VARIABLES if name in environ]
+    if not present:
+        return None
+    missing = [name for name in LAUNCHER_VARIABLES if name not in environ]
+    if missing:
+        raise UsageError(
+            f"{', '.join(present)} {'is' if len(present) == 1 else 'are'} set, as torchrun sets them, but not "
+            f"{', '.join(missing)}: graphc cannot join a distributed job with part of them. Start it with torchrun "
+            "(torchrun ... -m graphc train SPEC), or unset them to train on this machine alone."
+        )
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+    try:
+        rank, size, local_rank = (int(environ[name]) for name in names[:3])
+        local_size = int(environ.get("LOCAL_WORLD_SIZE", size))
+    except ValueError:
+        got = ", ".join(f"{name}={environ.get(name)!r}" for name in names if name in environ)
+        raise UsageError(f"torchrun's variables must be whole numbers, got {got}.") from None
+    if not (0 <= rank < size and 0 <= local_rank < local_size <= size):
+        raise UsageError(
+            f"inconsistent torchrun variables: RANK={rank}, WORLD_SIZE={size}, LOCAL_RANK={local_rank}, "
+            f"LOCAL_WORLD_SIZE={local_size} (need 0 <= RANK < WORLD_SIZE and 0 <= LOCAL_RANK < LOCAL_WORLD_SIZE <= WORLD_SIZE)."
+        )
+    return Launched(rank, size, local_rank, local_size)
+
+
+def timeout(environ: Mapping[str, str] = os.environ) -> timedelta:
+    """How long a collective waits for its peers: GRAPHC_DIST_TIMEOUT seconds, default DEFAULT_TIMEOUT_S."""
+    text = environ.get(TIMEOUT_VARIABLE)
+    if text is None:
+        return timedelta(seconds=DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < 1e7:
+        raise UsageError(
+            f"{TIMEOUT_VARIABLE}={text!r}: give the seconds a training process waits for the others "
+            f"(e.g. {TIMEOUT_VARIABLE}=1800; default {DEFAULT_TIMEOUT_S:g})."
+        )
+    return timedelta(seconds=seconds)
+
+
+class LostPeers(RunError):
+    """A torchrun process's collective failed: its peers are gone (or too slow); the message says which process."""
+
+
+class Job:
+    """A torchrun job as one process takes part in it.
+
+    Rank 0 runs ``graphc train`` as a single process would: it checks, prepares each run's
+    directory and, with :meth:`step`, asks every rank to train the run with it, as --nproc's
+    workers do; the other ranks :meth:`follow`. Runs of several specs or seeds are trained
+    one after another, all ranks in step, and :meth:`end` tells the others the command is over.
+    """
+
+    def __init__(self, launched: Launched):
+        self.launched = launched
+        self.size, self.local_size = launched.size, launched.local_size
+        self.team = World(launched.rank, launched.size)  # for its messages (CPU objects)
+        self.stepping = False  # rank 0: the others are training a run, not waiting for a message
+
+    def step(self, fn: Callable[..., Any], device: torch.device, args: tuple = ()) -> Any:
+        """Rank 0: run ``fn(world, *args)`` on every rank (``fn`` module-level); return rank 0's result."""
+        self.stepping = True
+        self.team.from_main(("run", fn, str(device), args))
+        result = self._run(fn, device, args)
+        self.stepping = False
+        return result
+
+    def follow(self) -> int:
+        """Ranks > 0: run what rank 0 asks until it ends the command; return its exit code."""
+        while True:
+            message = self.team.from_main(None)
+            if message[0] == "end":
+                return message[1]
+            _, fn, device, args = message
+            self._run(fn, torch.device(device), args)
+
+    def end(self, code: int) -> None:
+        """Rank 0: the command ended with ``code``; the others return (0) or exit with it. Told only
+        when they wait for a message: in a run, a failed rank 0's leaving ends them (see ``failure``)."""
+        if not self.stepping:
+            self.team.from_main(("end", code))
+
+    def _run(self, fn: Callable[..., Any], device: torch.device, args: tuple) -> Any:
+        try:
+            return fn(self.launched.world(device), *args)
+        except (SpecError, UsageError, RunError):
+            raise
+        except Exception as exc:  # a bug, or a process that lost its peers
+            raise (LostPeers if lost_peers(exc) else RunError)(failure(self.launched.rank, self.size, exc)) from None
+
+
+_JOB: Job | None = None  # the job this process has joined (one per process, as torch's process group)
+
+
+def current_job() -> Job | None:
+    """The torchrun job this process has joined with :func:`join`, or None."""
+    return _JOB
+
+
+def join(launched: Launched) -> Job:
+    """Join the torchrun job's process group (env://: MASTER_ADDR and MASTER_PORT), waiting at most
+    GRAPHC_DIST_TIMEOUT. gloo for the CPU, and NCCL for CUDA tensors where CUDA is available.
+
+    Ranks > 0 end at once on Ctrl-C (torchrun passes SIGINT to every process): they write
+    nothing, and rank 0 then stops as a single process does.
+    """
+    global _JOB
+    wait_for = timeout()
+    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+    try:
+        dist.init_process_group(backend, init_method="env://", timeout=wait_for)
+    except (dist.DistError, RuntimeError, ValueError) as exc:
+        what = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise RunError(
+            f"training process {launched.rank} of {launched.size} could not join the job at "
+            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within {wait_for.total_seconds():g} s ({what}). "
+            "Check that every node's torchrun has the same --rdzv-endpoint and --nnodes, and that the nodes can reach it."
+        ) from None
+    if launched.rank > 0:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _JOB = Job(launched)
+    return _JOB
+
+
+def leave() -> None:
+    """Leave the job's process group (at the end of the command)."""
+    global _JOB
+    _JOB = None
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -7,11 +7,15 @@ SpecError before any training), creates the run directory and calls
 ``last.pt``. ``train_command`` runs every spec x seed one after another.
 With ``--nproc N`` both prepare the run directory as usual, then N processes
 (runtime/distributed.py) rebuild the run from it with ``train_process`` and train it.
+Under torchrun, rank 0 does all of this and every rank trains each run (``train_job``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import platform
+import re
 import shlex
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,15 +27,19 @@ from pydantic import ValidationError
 from rich.console import Console
 
 import graphc
-from graphc.errors import RunError, UsageError, did_you_mean
+from graphc.errors import RunError, SpecError, UsageError, did_you_mean
 from graphc.lang.spec import DATASETS, DataSpec, Spec, TrainSpec
-from runtime.train import distributed
+from graphc.ir.build import check_model_size
+from runtime.train import distributed, tensorboard
 from runtime.runs import rundir as runs
 from graphc.files import atomic_write_bytes, atomic_write_text
 from runtime.runs.checkpoint import load_checkpoint, save_checkpoint
 from runtime.train.distributed import World
-from runtime.device import resolve_device, resolve_precision
+from runtime.device import Execution, plan_execution, resolve_device, resolve_precision
 from runtime.evaluate import input_shape, load_run_data, read_config, spec_of_run
+from runtime.train.freeze import apply_freeze, freeze_plan, plan_from_config
+from runtime.runs.weights import resolve_checkpoint
+from runtime.train.transfer import init_from, transfer_table
 from runtime.train.loop import Run, build_run, check_run, finish, fit, make_checkpoint, restore_checkpoint
 
 
@@ -41,7 +49,9 @@ from runtime.train.loop import Run, build_run, check_run, finish, fit, make_chec
 @dataclass(frozen=True)
 class Overrides:
     """CLI flags that override the spec's [data] and [train] tables (None = keep the spec's),
-    and how many processes train each run (None: 1, or a resumed run's own)."""
+    how many processes train each run (None: 1, or a resumed run's own), the final test pass
+    (``limit_test``: a random N test images; ``no_test``: none), TensorBoard logging, and a
+    ``tag`` naming the run's variant in reports (graphc report's row label)."""
 
     epochs: int | None = None
     batch_size: int | None = None
@@ -52,14 +62,41 @@ class Overrides:
     limit_train: int | None = None
     limit_val: int | None = None
     nproc: int | None = None
+    limit_test: int | None = None
+    no_test: bool | None = None
+    tensorboard: bool | None = None
+    tag: str | None = None
+    compile: bool | None = None  # --compile: [train] compile = true
+    diagnostics: bool | None = None  # --diagnostics: [train] diagnostics = true
+    init_from: Path | None = None  # --init-from: [train] init_from
+    init_map: tuple[str, ...] | None = None  # --init-map NEW=OLD ...: added to [train] init_map
+    freeze: tuple[str, ...] | None = None  # --freeze NODE ...: trainable = false on those nodes
+    unfreeze_after: int | None = None  # --unfreeze-after N: unfreeze_after = N on every frozen node
 
     def flags(self) -> dict[str, Any]:
         """``{"--epochs": 2, ...}`` for the flags given (what config.json records)."""
         return {
-            "--" + name.replace("_", "-"): str(value) if isinstance(value, Path) else value
+            # a list flag as the command line takes it (--freeze a,b): sweeps pass these on to their runs
+            "--" + name.replace("_", "-"): str(value) if isinstance(value, Path) else ",".join(value) if isinstance(value, tuple) else value
             for name, value in self.__dict__.items()
-            if value is not None
+            if value is not None and value is not False
         }
+
+
+TAG = re.compile(r"^[A-Za-z0-9_.=+,-]{1,80}$")
+
+
+def check_overrides(overrides: Overrides) -> None:
+    """What the flags say among themselves, before any data is loaded."""
+    if overrides.tag is not None and not TAG.match(overrides.tag):
+        raise UsageError(
+            f"--tag {overrides.tag!r}: a tag names the run's variant in graphc report; use 1 to 80 letters, "
+            "digits and _ . = + , - (e.g. --tag lr0.01-long)."
+        )
+    if overrides.no_test and overrides.limit_test is not None:
+        raise UsageError("--no-test and --limit-test exclude each other: --no-test skips the test pass, --limit-test N shortens it.")
+    if overrides.limit_test is not None and overrides.limit_test < 1:
+        raise UsageError(f"--limit-test must be a positive number of images, got {overrides.limit_test}.")
 
 
 def apply_overrides(spec: Spec, overrides: Overrides, seed: int | None = None) -> Spec:
@@ -75,19 +112,55 @@ def apply_overrides(spec: Spec, overrides: Overrides, seed: int | None = None) -
     if overrides.data_dir is not None:
         data["root"] = str(Path(overrides.data_dir).expanduser().resolve())
     train = spec.train.model_dump()
-    for name in ("epochs", "batch_size", "device"):
+    for name in ("epochs", "batch_size", "device", "compile"):
         if getattr(overrides, name) is not None:
             train[name] = getattr(overrides, name)
+    if overrides.tensorboard:
+        train["tensorboard"] = True
+    if overrides.diagnostics:
+        train["diagnostics"] = True
     if overrides.lr is not None:
         train["optimizer"]["lr"] = overrides.lr
     if seed is not None:
         train["seed"] = seed
+    if overrides.init_from is not None:
+        train["init_from"] = str(Path(overrides.init_from).expanduser().resolve())
+    if overrides.init_map:
+        train["init_map"] = {**(train["init_map"] or {}), **_init_map(overrides.init_map)}
     try:
-        return spec.model_copy(update={"data": DataSpec.model_validate(data), "train": TrainSpec.model_validate(train)})
+        spec = spec.model_copy(update={"data": DataSpec.model_validate(data), "train": TrainSpec.model_validate(train)})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise UsageError(f"a command-line override is invalid: {where}: {first['msg']} (got {first.get('input')!r}).") from None
+    if spec.train.init_map and not spec.train.init_from:
+        raise UsageError("init_map (or --init-map) says which source node loads each node, but there is no source: "
+                         "give --init-from RUN_DIR or [train] init_from.")
+    return _freeze_overrides(spec, overrides)
+
+
+def _init_map(pairs: Sequence[str]) -> dict[str, str]:
+    """--init-map NEW=OLD ... as a table."""
+    table = {}
+    for pair in pairs:
+        new, sep, old = pair.partition("=")
+        if not sep or not new.strip() or not old.strip():
+            raise UsageError(f"--init-map {pair!r}: expected NEW=OLD (a node of this spec = a node of the source run), "
+                             "e.g. --init-map trunk=shared_trunk.")
+        table[new.strip()] = old.strip()
+    return table
+
+
+def _freeze_overrides(spec: Spec, overrides: Overrides) -> Spec:
+    """--freeze NODE ... and --unfreeze-after N applied to the spec's nodes (runtime/train/freeze.py)."""
+    plan = {name: overrides.unfreeze_after for name in overrides.freeze or ()}
+    if overrides.unfreeze_after is not None:
+        frozen = [n.name for n in spec.nodes if getattr(n, "trainable", True) is False] + list(plan)
+        if not frozen:
+            raise UsageError("--unfreeze-after N unfreezes frozen nodes, but none is frozen: "
+                             "add --freeze NODE ... or trainable = false in the spec.")
+        plan = {name: overrides.unfreeze_after for name in frozen}
+    return apply_freeze(spec, plan)
 
 
 def seeds_to_run(spec: Spec, seeds: int | None, seed: int | None) -> list[int]:
@@ -109,12 +182,33 @@ def seeds_to_run(spec: Spec, seeds: int | None, seed: int | None) -> list[int]:
 @dataclass
 class RunResult:
     run_dir: Path
-    status: str  # completed | early_stopped | interrupted
+    status: str  # completed | early_stopped | interrupted | diverged
     summary: dict
 
     @property
     def resume_command(self) -> str:
+        if distributed.current_job() is not None:
+            return f"torchrun <the same options> -m graphc train --resume {shlex.quote(str(self.run_dir))}"
         return f"graphc train --resume {shlex.quote(str(self.run_dir))}"
+
+    @property
+    def problem(self) -> str | None:
+        """Why a diverged run stopped, where, what it kept and what to try (the CLI prints it, exit 1)."""
+        info = self.summary.get("diverged")
+        if self.status != "diverged" or not info:
+            return None
+        if info.get("step"):
+            where = f"the training loss became {info['loss']} at epoch {info['epoch']}, step {info['step']} of {info['steps']}"
+        else:
+            where = f"the validation loss of epoch {info['epoch']} is {info['loss']}"
+        kept = self.summary.get("epochs_completed", 0)
+        kept = f"epoch {kept}, the last with a finite loss" if kept else "the initial weights (epoch 0)"
+        lr = info.get("lr")
+        hint = f"(this run's is {lr:g}; e.g. --lr {lr / 10:g})" if isinstance(lr, (int, float)) else "(--lr)"
+        return (
+            f"run {self.run_dir} diverged: {where}. Training stopped; {runs.LAST} keeps {kept}, and nothing of "
+            f"epoch {info['epoch']} was saved. Hint: train again with a lower learning rate {hint}."
+        )
 
 
 def environment(device: torch.device) -> dict:
@@ -150,11 +244,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _describe(run: Run, verb: str, nproc: int = 1) -> str:
+def _describe(run: Run, verb: str, nproc: int = 1, device: torch.device | None = None,
+              execution: Execution | None = None) -> str:
+    """The run's header line; ``device`` and ``execution``: the training processes' (see home_device)."""
     data = run.dataset
-    where = str(run.device) if nproc == 1 else f"{nproc} processes ({run.device.type})"
+    device, execution = device or run.device, execution or run.execution
+    where = str(device) if nproc == 1 else f"{nproc} processes ({device.type})"
+    how = execution.describe() if execution is not None else run.precision
+    if run.spec.train.compile:
+        how += ", torch.compile"
     return (
-        f"{verb} {run.graph.name} seed {run.spec.train.seed} on {where} ({run.precision}): "
+        f"{verb} {run.graph.name} seed {run.spec.train.seed} on {where} in {how}: "
         f"{data.name} {len(data.train):,} train / {len(data.val):,} val images, "
         f"{_plural(run.epochs, 'epoch')} of batch {run.spec.train.batch_size} -> {run.run_dir}"
     )
@@ -167,6 +267,7 @@ def load_data(spec: Spec, limit_train: int | None, limit_val: int | None, cache:
     key = (spec.data.model_dump_json(), limit_train, limit_val, input_shape(spec))
     if cache is not None and key in cache:
         return cache[key]
+    check_model_size(spec)  # the loader allocates images of the input's shape: refuse absurd sizes first
     dataset = load_dataset(spec.data, limit_train=limit_train, limit_val=limit_val, image_shape=input_shape(spec))
     if len(dataset.train) < 2:
         raise UsageError(f"the {dataset.name} training split has {len(dataset.train)} image(s); training needs at least 2.")
@@ -186,9 +287,12 @@ def train_run(
 ) -> RunResult:
     """Train one spec with one seed into a new run directory under ``out``."""
     console = console or Console(stderr=True)
-    nproc = 1 if overrides.nproc is None else overrides.nproc
+    nproc = processes(overrides.nproc, 1)
+    check_overrides(overrides)
     spec = apply_overrides(spec, overrides, seed)
     device = resolve_device(spec.train.device)  # before the data: a bad device fails fast
+    if spec.train.tensorboard:
+        tensorboard.check_available()
     dataset = load_data(spec, overrides.limit_train, overrides.limit_val, data_cache)
     graph = graphc.build_graph(spec, classes=dataset.classes)  # heads vs the data's label fields
     config = {
@@ -204,29 +308,54 @@ def train_run(
         "overrides": overrides.flags(),
         "limit_train": overrides.limit_train,
         "limit_val": overrides.limit_val,
+        # The final test pass (loop.finish): a random limit_test images, or none with no_test.
+        "limit_test": overrides.limit_test,
+        "no_test": bool(overrides.no_test),
+        "tag": overrides.tag,  # the variant's name in graphc report (None: labelled by its settings)
         "device": str(device),
         "nproc": nproc,  # extension of the run contract: processes that trained it (rank 0 on "device")
         "precision": resolve_precision(spec.train.precision, device),
         "graphc_version": graphc.__version__,
         "started": _now(),
     }
-    run = build_run(Path("."), spec, graph, dataset, device, config)
+    run = build_run(Path("."), spec, graph, dataset, home_device(device, nproc), config)
+    execution = run.execution if nproc == 1 else plan_execution(spec.train.precision, device, run.model)
+    config["memory_format"] = "channels_last" if execution.channels_last else "contiguous"
+    if freeze_plan(graph):  # extension of the run contract: frozen nodes -> unfreeze_after (a resume applies it again)
+        config["frozen"] = freeze_plan(graph)
+    if spec.train.init_from:  # transfer: weights from another run, before the epoch-0 last.pt (runtime/train/transfer.py)
+        transfer = init_from(run.model, graph, Path(spec.train.init_from), spec.train.init_map)
+        console.print(transfer_table(transfer))
+        config["init_from"] = transfer.to_config()  # the run's provenance; a resume never reads the source again
     check_run(run)
-    distributed.check(nproc, device, spec.train.batch_size, run.model)
+    distributed.check(nproc, device, spec.train.batch_size, run.model, spec.train.sync_batchnorm)
     run.run_dir = runs.new_run_dir(out, graph.name, seed)
     atomic_write_text(run.run_dir / runs.SPEC_COPY, graph.spec_text)
     runs.write_json(run.run_dir / runs.CONFIG, config)
     runs.write_json(run.run_dir / "env.json", environment(device))
-    # An epoch-0 last.pt: even a run stopped in its first epoch can be resumed.
-    save_checkpoint(run.run_dir / runs.LAST, make_checkpoint(run, {}))
-    console.print(_describe(run, "training", nproc), markup=False, highlight=False)
-    return train_prepared(run, console, quiet, nproc)
+    with runs.training_lock(run.run_dir):  # a --resume of this run while it trains is refused
+        # An epoch-0 last.pt: even a run stopped in its first epoch can be resumed.
+        save_checkpoint(run.run_dir / runs.LAST, make_checkpoint(run, {}))
+        console.print(_describe(run, "training", nproc, device, execution), markup=False, highlight=False)
+        return train_prepared(run, console, quiet, nproc, device)
 
 
-RESUME_FIXED = ("batch_size", "lr", "dataset", "limit_train", "limit_val")
+RESUME_FIXED = ("batch_size", "lr", "dataset", "limit_train", "limit_val", "limit_test", "no_test", "tag",
+                "init_from", "init_map", "freeze", "unfreeze_after")
 
 
 def resume_run(
+    run_dir: Path,
+    overrides: Overrides = Overrides(),
+    console: Console | None = None,
+    quiet: bool = False,
+) -> RunResult:
+    """Continue a run from its last.pt, holding the run's lock (a second trainer is refused)."""
+    with runs.training_lock(run_dir):
+        return _resume_run(run_dir, overrides, console, quiet)
+
+
+def _resume_run(
     run_dir: Path,
     overrides: Overrides = Overrides(),
     console: Console | None = None,
@@ -244,7 +373,8 @@ def resume_run(
     if fixed:
         raise UsageError(
             f"{', '.join(fixed)} cannot change when resuming: the run's recipe is fixed in {run_dir / runs.CONFIG}. "
-            "Only --epochs (a new total), --device, --data-dir and --nproc may be given with --resume; start a new run for other settings."
+            "Only --epochs (a new total), --device, --data-dir, --nproc and --tensorboard may be given with --resume; "
+            "start a new run for other settings."
         )
     config = read_config(run_dir)
     last = run_dir / runs.LAST
@@ -268,9 +398,15 @@ def resume_run(
         )
     if overrides.epochs is not None and overrides.epochs < done:
         raise UsageError(f"--epochs {overrides.epochs} is fewer than the {done} epochs {last} has already completed.")
-    spec = apply_overrides(spec, Overrides(epochs=overrides.epochs, device=overrides.device, data_dir=overrides.data_dir))
+    spec = apply_overrides(
+        spec, Overrides(epochs=overrides.epochs, device=overrides.device, data_dir=overrides.data_dir, tensorboard=overrides.tensorboard,
+                        compile=overrides.compile)
+    )
+    spec = apply_freeze(spec, plan_from_config(config, str(run_dir / runs.CONFIG)))  # --freeze of the run's start
     device = resolve_device(spec.train.device)
-    nproc = config.get("nproc", 1) if overrides.nproc is None else overrides.nproc
+    if spec.train.tensorboard:
+        tensorboard.check_available()
+    nproc = processes(overrides.nproc, config.get("nproc", 1))
     data_root = str(Path(overrides.data_dir).expanduser().resolve()) if overrides.data_dir else None
     dataset = load_run_data(spec, config, data_root)
     graph = graphc.build_graph(spec, classes=dataset.classes)
@@ -286,14 +422,14 @@ def resume_run(
         {"at": _now(), "from_epoch": done, "overrides": overrides.flags(), "device": str(device), "nproc": nproc},
     ]
 
-    run = build_run(run_dir, spec, graph, dataset, device, config)
-    restore_checkpoint(run, checkpoint, last)
+    run = build_run(run_dir, spec, graph, dataset, home_device(device, nproc), config)
+    restore_checkpoint(run, checkpoint, last)  # with several processes: into the CPU (the workers load their own)
     if overrides.epochs is not None and overrides.epochs > done and run.monitor["stopped"]:
         # Asked explicitly for more epochs after early stopping: give patience a fresh start,
         # or the first epoch without improvement would stop the run again.
         run.monitor["stopped"], run.monitor["stop_wait"] = False, 0
     check_run(run)
-    distributed.check(nproc, device, spec.train.batch_size, run.model)
+    distributed.check(nproc, device, spec.train.batch_size, run.model, spec.train.sync_batchnorm)
     if done and run.monitor["best_epoch"] == done:
         # last.pt is written before best.pt: a run killed between the two writes of its best
         # epoch has a stale (or no) best.pt, while last.pt holds exactly that best epoch.
@@ -301,14 +437,39 @@ def resume_run(
     runs.truncate_metrics(run_dir, done)  # rows of an epoch that never reached last.pt
     (run_dir / runs.SUMMARY).unlink(missing_ok=True)  # in progress again
     runs.write_json(run_dir / runs.CONFIG, config)
-    console.print(_describe(run, f"resuming after epoch {done}:", nproc), markup=False, highlight=False)
-    return train_prepared(run, console, quiet, nproc)
+    execution = run.execution if nproc == 1 else plan_execution(spec.train.precision, device, run.model)
+    console.print(_describe(run, f"resuming after epoch {done}:", nproc, device, execution), markup=False, highlight=False)
+    return train_prepared(run, console, quiet, nproc, device)
 
 
-def train_prepared(run: Run, console: Console, quiet: bool, nproc: int) -> RunResult:
-    """Train a run whose directory is ready (config.json, last.pt): here, or on ``nproc`` processes."""
+def processes(nproc: int | None, default: int) -> int:
+    """How many processes train a run: torchrun's job's, else --nproc, else ``default``."""
+    job = distributed.current_job()
+    if job is not None:
+        return job.size
+    return default if nproc is None else nproc
+
+
+def home_device(device: torch.device, nproc: int) -> torch.device:
+    """Where this process builds a run that trains on ``device``: there, or on the CPU when ``nproc``
+    worker processes train it. This process then only prepares the run directory; a model and Adam
+    state of its own on cuda:0 would hold GPU memory and a CUDA context there for the whole run
+    (and keep rank 0 from starting on an exclusive-process GPU)."""
+    return device if nproc == 1 else torch.device("cpu")
+
+
+def train_prepared(run: Run, console: Console, quiet: bool, nproc: int, device: torch.device | None = None) -> RunResult:
+    """Train a run whose directory is ready (config.json, last.pt): here, or on ``nproc`` processes
+    on ``device`` (default: the run's; rank r on cuda:i+r for cuda:i)."""
     if nproc > 1:
-        return distributed.spawn(train_process, nproc, run.device, args=(run.run_dir, run.monitor, quiet))
+        job = distributed.current_job()
+        if job is not None:  # torchrun's processes: every rank trains the run with this one (rank 0)
+            try:
+                return job.step(train_process, device or run.device, (run.run_dir, run.monitor, quiet))
+            except distributed.LostPeers as exc:
+                resume = RunResult(run.run_dir, "failed", {}).resume_command
+                raise RunError(f"{exc} {run.run_dir / runs.LAST} holds the last completed epoch; resume with:\n  {resume}") from None
+        return distributed.spawn(train_process, nproc, device or run.device, args=(run.run_dir, run.monitor, quiet))
     status = fit(run, console, quiet)
     return RunResult(run.run_dir, status, finish(run, status))
 
@@ -318,7 +479,7 @@ def train_process(world: World, run_dir: Path, monitor: dict, quiet: bool) -> Ru
     resume does, and train its share. Rank 0 writes the files and prints, and at the end evaluates
     best.pt on the test split (alone: the others have ended) and returns the result."""
     config = read_config(run_dir)
-    spec = spec_of_run(run_dir, config)
+    spec = apply_freeze(spec_of_run(run_dir, config), plan_from_config(config, str(run_dir / runs.CONFIG)))
     dataset = load_run_data(spec, config)
     graph = graphc.build_graph(spec, classes=dataset.classes)
     run = build_run(run_dir, spec, graph, dataset, world.device, config, world)
@@ -344,8 +505,23 @@ def train_command(
     """What ``graphc train`` does: every spec x every seed, one after another (or one resume).
 
     Stops after an interrupted run. ``on_result`` is called as each run ends.
+    Under torchrun, rank 0 does all this and the other ranks train each run with it (``train_job``).
     """
+    launched = distributed.launched()
+    if launched is not None and launched.size > 1 and distributed.current_job() is None:
+        again = functools.partial(
+            train_command, spec_paths, seeds=seeds, seed=seed, overrides=overrides, out=out, resume=resume,
+            quiet=quiet, console=console, on_result=on_result,
+        )
+        return train_job(launched, again)
     console = console or Console(stderr=True)
+    if launched is not None and overrides.nproc is not None:
+        raise UsageError(
+            f"--nproc starts processes on this machine, but this one is process {launched.rank} of {launched.size} "
+            "that torchrun started: under torchrun the processes are torchrun's (--nnodes x --nproc-per-node). "
+            "Drop --nproc."
+        )
+    check_overrides(overrides)
     if overrides.nproc is not None:
         distributed.check_count(overrides.nproc)  # before loading any data
     if resume is not None:
@@ -359,7 +535,14 @@ def train_command(
         return results
     if not spec_paths:
         raise UsageError("give at least one SPEC file to train (e.g. specs/shared_conv.toml), or --resume RUN_DIR.")
+    runs.check_output_root(out)  # before any data loads
     specs = [graphc.load_spec(path) for path in spec_paths]  # every spec's form is checked before any training
+    for spec in specs:  # and its meaning (graph, class counts, watched metrics) where that needs no data, as check does
+        resolved = apply_overrides(spec, overrides)
+        if None not in resolved.data.known_classes().values():
+            graphc.build_graph(resolved)
+        if resolved.train.init_from:  # a missing source fails before any data loads (transfer.py reads it later)
+            resolve_checkpoint(Path(resolved.train.init_from))
     plan = [(spec, s) for spec in specs for s in seeds_to_run(spec, seeds, seed)]
     if overrides.device is not None:
         resolve_device(overrides.device)  # fail before loading data
@@ -373,3 +556,30 @@ def train_command(
         if result.status == "interrupted":
             break
     return results
+
+
+def train_job(launched: distributed.Launched, command: Callable[[], list[RunResult]]) -> list[RunResult]:
+    """``graphc train`` as one of a torchrun job's processes: join the job; rank 0 runs ``command``
+    (every spec x seed, or the resume, one run after another) and the other ranks train each run with
+    it, then return no results. A command rank 0 ends with an error before or between runs ends the
+    others with its exit code (they print nothing: rank 0 has said why)."""
+    job = distributed.join(launched)
+    try:
+        if launched.rank > 0:
+            code = job.follow()
+            if code:
+                raise SystemExit(code)
+            return []
+        try:
+            results = command()
+        except KeyboardInterrupt:  # the others have ended on their own SIGINT (distributed.join)
+            raise
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # the others may be gone already: keep rank 0's own error
+                job.end(2 if isinstance(exc, (SpecError, UsageError)) else 1)
+            raise
+        if not (results and results[-1].status == "interrupted"):  # if so, the others have ended on Ctrl-C
+            job.end(0)
+        return results
+    finally:
+        distributed.leave()

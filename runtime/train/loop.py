@@ -7,7 +7,7 @@ The loop is plain PyTorch::
     for epoch:                                      # fit
         for batch in a seeded permutation:          # train_epoch
             x = normalize(augment(to_float(uint8 batch on device)))
-            loss = sum_t w_t * CE_t(model(x)[t])    # train_step
+            loss = sum_t w_t * CE_t(model(x)[t])    # train_step (w_t: runtime/train/weighting.py)
             backward, clip, step, schedule step
         evaluate on val; append metrics; write last.pt (and best.pt)
     evaluate best.pt once on test; write summary.json  # finish
@@ -15,7 +15,9 @@ The loop is plain PyTorch::
 Every source of randomness is seeded from the run's seed and saved in each
 checkpoint, so resuming from ``last.pt`` continues bit for bit on CPU.
 Ctrl-C ends the run after the last *completed* epoch's files; the checkpoint
-write itself is shielded from the interrupt so it is never half done.
+write itself is shielded from the interrupt so it is never half done. A NaN or
+infinite loss (checked once per epoch, from the step losses kept on the device)
+ends the run as "diverged" without writing that epoch's rows or checkpoints.
 
 With several processes (``run.world``, see runtime/distributed.py) the same loop
 runs in each: it trains its share of every batch through DDP, metric sums are
@@ -25,6 +27,7 @@ added up over the processes, and rank 0 alone writes the files.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import signal
 import threading
@@ -38,20 +41,27 @@ import torch
 from rich.console import Console
 
 import graphc
-from graphc.errors import Problem, RunError, SpecError, did_you_mean
+from graphc.errors import Problem, RunError, SpecError
 from graphc.ir.graph import Graph
 from graphc.lang.spec import Spec, TrainSpec
 from runtime.runs import rundir as runs
-from runtime.runs.checkpoint import load_checkpoint, save_checkpoint
+from runtime.runs.checkpoint import (
+    load_checkpoint, numpy_rng_from_plain, numpy_rng_to_plain, python_rng_from_plain, python_rng_to_plain, save_checkpoint,
+)
 from runtime.train.distributed import SINGLE, World
-from runtime.device import autocast, resolve_precision
-from runtime.evaluate import evaluate
-from runtime.metrics import HeadInfo, Hierarchy, Meter, compute_loss, heads_of, hierarchies_of, metric_names
+from runtime.device import Execution, autocast, configure_matmul, plan_execution
+from runtime.evaluate import eval_batch_size, evaluate
+from graphc.ir.metrics import WEIGHT_PREFIX, monitor_problem, watchable_metrics, weight_metrics
+from runtime.metrics import (
+    Confusion, HeadInfo, Hierarchy, Meter, compute_loss, heads_of, hierarchies_of, label_fields, logged_weights,
+    metric_names, weighted_total,
+)
+from runtime.train.freeze import freeze, freeze_plan, hold_norms, unfreeze_due
 from runtime.train.optim import make_optimizer, make_scheduler
+from runtime.train.weighting import Weighting, make_weighting
+from runtime.train.diagnostics import diagnostic_metrics, start_diagnostics
 from runtime.train.progress import EpochProgress, epoch_line, live_stats
 
-TRAIN_ONLY_METRICS = ("lr", "images_per_s", "time_s")
-RESIDENT_BYTES = 4 << 30  # on CUDA a split this small lives on the GPU; batches are gathered there
 
 
 # --------------------------------------------------------------------------- one run's state
@@ -80,9 +90,16 @@ class Run:
     monitor: dict = field(default_factory=dict)
     session_start: float = field(default_factory=time.perf_counter)
     wall_before: float = 0.0  # seconds spent in earlier sessions of this run (before a resume)
-    resident: tuple | None = None  # the training tensors where batches are gathered (training_tensors)
+    resident: dict = field(default_factory=dict)  # "train", "val": each split where its batches are gathered (placed_split)
     world: World = SINGLE  # this process's place among the processes training the run
     ddp: torch.nn.Module | None = None  # the model in DistributedDataParallel, when there are several
+    diverged: dict | None = None  # where the loss stopped being finite (summary.json "diverged")
+    execution: Execution | None = None  # precision and memory format, and why (runtime/device.py)
+    compiled: Callable | None = None  # torch.compile of the model, once checked against eager (compile_model)
+    compile_proven: bool = False  # a compiled training step has run: no more falling back to eager
+    console: Console | None = None  # where fit prints (compile notes from inside a step)
+    frozen: dict = field(default_factory=dict)  # node -> unfreeze_after (or None): nodes frozen now (runtime/train/freeze.py)
+    weighting: Weighting | None = None  # [train] loss_weighting (runtime/train/weighting.py); None: loss_weight, as before
 
     def wall_time(self) -> float:
         return self.wall_before + time.perf_counter() - self.session_start
@@ -94,6 +111,11 @@ class Run:
     @property
     def tasks(self) -> list[str]:
         return [h.task for h in self.heads]
+
+    @property
+    def fields(self) -> list[str]:
+        """Label fields the loss and metrics read: the tasks, and hierarchy parents without a head."""
+        return label_fields(self.heads, self.hierarchies)
 
 
 def steps_per_epoch(images: int, batch_size: int, processes: int = 1) -> int:
@@ -131,10 +153,18 @@ def build_run(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     model = graphc.compile_graph(graph, seed=seed).to(device)
+    execution = plan_execution(spec.train.precision, device, model)
+    configure_matmul(device, execution.precision, spec.train.precision)
+    model = model.to(memory_format=execution.memory_format)  # 4-D weights only; values unchanged
+    frozen = freeze_plan(graph)
+    freeze(model, frozen)  # before the optimiser: make_optimizer leaves out parameters without gradients
     seed_everything(seed)
     optimizer = make_optimizer(model.parameters(), spec.train)
-    scheduler = make_scheduler(optimizer, spec.train, steps_per_epoch(len(dataset.train), spec.train.batch_size, world.size))
     heads = heads_of(graph)
+    weighting = make_weighting(spec, graph, model, heads, device, world)
+    if weighting is not None and weighting.parameters():  # learned weights: the same optimiser, no weight decay
+        optimizer.add_param_group({"params": weighting.parameters(), "weight_decay": 0.0})
+    scheduler = make_scheduler(optimizer, spec.train, steps_per_epoch(len(dataset.train), spec.train.batch_size, world.size))
     return Run(
         run_dir=run_dir,
         spec=spec,
@@ -144,38 +174,35 @@ def build_run(
         optimizer=optimizer,
         scheduler=scheduler,
         device=device,
-        precision=resolve_precision(spec.train.precision, device),
+        precision=execution.precision,
         heads=heads,
-        hierarchies=hierarchies_of(dataset.parents, graph.tasks),
+        hierarchies=hierarchies_of(dataset.hierarchy, graph.tasks),
         augment=make_augment(spec.data.augment),
         shuffle_rng=torch.Generator().manual_seed(seed),
         augment_rng=torch.Generator().manual_seed(seed + 1),
         config=config,
         monitor=new_monitor(spec.train),
         world=world,
-        ddp=world.wrap(model),
+        ddp=world.wrap(model, spec.train.sync_batchnorm),
+        execution=execution,
+        frozen=frozen,
+        weighting=weighting,
     )
 
 
 def check_monitors(run: Run) -> None:
     """train.select and train.early_stopping must name metrics this run will log."""
-    names = metric_names(run.heads, run.hierarchies)
-    available = [f"train/{n}" for n in [*names, *TRAIN_ONLY_METRICS]]
-    if len(run.dataset.val):
-        available += [f"val/{n}" for n in names]
+    # build_graph checked them against the same names (graphc.ir.metrics); only the data can tell
+    # that a small pool leaves no validation images.
+    available = watchable_metrics(metric_names(run.heads, run.hierarchies), validation=len(run.dataset.val) > 0,
+                                  train_only=weight_metrics(run.tasks, run.spec.train.loss_weighting) + diagnostic_metrics(run))
     watched = [("select", run.spec.train.select)]
     if run.spec.train.early_stopping is not None:
         watched.append(("early_stopping", run.spec.train.early_stopping))
     for name, monitor in watched:
-        if monitor.metric in available:
-            continue
-        if monitor.metric.startswith("val/") and not len(run.dataset.val):
-            message = f"watches '{monitor.metric}', but this run has no validation images (data.val_fraction = {run.spec.data.val_fraction})."
-            hint = "set [data] val_fraction > 0, or watch a 'train/...' metric."
-        else:
-            message = f"watches '{monitor.metric}', which this model does not log."
-            hint = did_you_mean(monitor.metric, available)
-        raise SpecError(Problem(message, file=run.spec.source, field=f"train.{name}.metric", hint=hint))
+        problem = monitor_problem(monitor.metric, available, run.spec.data.val_fraction)
+        if problem is not None:
+            raise SpecError(Problem(problem[0], file=run.spec.source, field=f"train.{name}.metric", hint=problem[1]))
 
 
 def check_run(run: Run) -> None:
@@ -195,24 +222,36 @@ def check_run(run: Run) -> None:
 
 
 def rng_state(run: Run) -> dict:
+    """Every generator's state as tensors and plain data (a checkpoint loads with weights_only=True).
+    On CUDA only the run's own device's generator: the others are not the run's."""
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else None,
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+        "numpy": numpy_rng_to_plain(np.random.get_state()),
+        "python": python_rng_to_plain(random.getstate()),
         "shuffle": run.shuffle_rng.get_state(),
         "augment": run.augment_rng.get_state(),
     }
 
 
-def restore_rng(run: Run, state: dict) -> None:
+def restore_rng(run: Run, state: dict, saved_device: str | None = None) -> None:
+    """Set every generator from ``rng_state``'s dict; the CUDA state goes to the run's device.
+
+    ``saved_device``: the device the checkpoint was written on (config.json's "device"), to pick
+    its state from a 0.1.0 checkpoint, which held a list with every GPU's state.
+    """
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    np.random.set_state(numpy_rng_from_plain(state["numpy"]))
+    random.setstate(python_rng_from_plain(state["python"]))
     run.shuffle_rng.set_state(state["shuffle"])
     run.augment_rng.set_state(state["augment"])
-    if run.device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+    cuda = state.get("cuda")
+    if run.device.type == "cuda" and cuda is not None:
+        if isinstance(cuda, (list, tuple)):  # the old format: one state per GPU, by position
+            index = torch.device(saved_device).index if saved_device and saved_device.startswith("cuda") else None
+            cuda = cuda[index or 0] if (index or 0) < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, run.device)
 
 
 def make_checkpoint(run: Run, metrics: dict[str, float]) -> dict:
@@ -230,19 +269,23 @@ def make_checkpoint(run: Run, metrics: dict[str, float]) -> dict:
         "metrics": metrics,
         "class_names": {t: run.dataset.class_names[t] for t in run.tasks},
         "config": run.config,
+        **({"weighting": run.weighting.state_dict()} if run.weighting is not None else {}),
     }
 
 
 def restore_checkpoint(run: Run, checkpoint: dict, path: Path) -> None:
     try:
         run.model.load_state_dict(checkpoint["model"])
+        run.epoch = int(checkpoint["epoch"])
+        unfreeze_due(run, run.epoch - 1)  # nodes unfrozen before this checkpoint: their optimiser groups are in it
         run.optimizer.load_state_dict(checkpoint["optimizer"])
         run.scheduler.load_state_dict(checkpoint["scheduler"])
-        run.epoch = int(checkpoint["epoch"])
         run.monitor = dict(checkpoint["monitor"])
         run.wall_before = float(run.monitor.get("wall_time_s", 0.0))
-        restore_rng(run, checkpoint["rng"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        restore_rng(run, checkpoint["rng"], (checkpoint.get("config") or {}).get("device"))
+        if run.weighting is not None:
+            run.weighting.load_state_dict(checkpoint["weighting"])
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise RunError(f"{path}: does not fit this run's model ({str(exc).splitlines()[0]}); it is damaged or from another spec.") from None
 
 
@@ -265,81 +308,198 @@ def deferred_interrupt():
 # --------------------------------------------------------------------------- the loop
 
 
+class Diverged(Exception):
+    """The loss became NaN or infinite: training cannot recover, and nothing of the epoch is kept."""
+
+    def __init__(self, epoch: int, split: str, value: float, step: int | None = None, steps: int | None = None):
+        super().__init__(f"{split} loss {value} in epoch {epoch}")
+        self.epoch, self.split, self.value, self.step, self.steps = epoch, split, value, step, steps
+
+    def to_dict(self, lr: float) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "steps": self.steps, "split": self.split,
+                "loss": str(self.value), "lr": lr}
+
+
 def train_step(run: Run, x: torch.Tensor, labels: dict[str, torch.Tensor]):
     """One optimisation step on a batch; returns ``(outputs, total loss, per-head losses)``."""
+    if run.execution is not None:
+        x = x.contiguous(memory_format=run.execution.memory_format)
+    if run.compiled is not None and not run.compile_proven:
+        return first_compiled_step(run, x, labels)
+    return optimisation_step(run, x, labels)
+
+
+def optimisation_step(run: Run, x: torch.Tensor, labels: dict[str, torch.Tensor]):
+    forward = run.compiled if run.compiled is not None else (run.model if run.ddp is None else run.ddp)
     with autocast(run.device, run.precision):
-        outputs = (run.model if run.ddp is None else run.ddp)(x)  # {task: (B, classes)}
+        outputs = forward(x)  # {task: (B, classes)}
     total, parts = compute_loss(outputs, labels, run.heads)
     run.optimizer.zero_grad(set_to_none=True)
-    total.backward()
+    if run.weighting is None:
+        total.backward()
+    else:  # the method's objective; the total logged: sum_t w_t L_t with the weights in force
+        total = run.weighting.backward(total, parts)
     if run.spec.train.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.spec.train.grad_clip)
     run.optimizer.step()
+    if run.weighting is not None:
+        run.weighting.after_step()
     run.scheduler.step()  # the schedule is per batch
     return outputs, total, parts
 
 
-def training_tensors(run: Run) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The training split's uint8 images and labels: on the GPU when they fit (copied once per
-    run, so batches are gathered there), else on the CPU (each batch is gathered, then copied)."""
-    if run.resident is None:
-        split = run.dataset.train
-        on_gpu = run.device.type == "cuda" and split.images.numel() <= RESIDENT_BYTES
-        where = run.device if on_gpu else torch.device("cpu")
-        run.resident = (split.images.to(where), {t: split.labels[t].to(where) for t in run.tasks})
-    return run.resident
+# --------------------------------------------------------------------------- torch.compile
+
+# Largest difference of a compiled forward from eager, relative to the logits' size, that still
+# counts as the same model: fusion reorders float sums, bf16 keeps 8 bits of mantissa.
+COMPILE_TOLERANCE = {"fp32": 1e-3, "bf16": 3e-2}
+
+
+def say(run: Run, text: str) -> None:
+    if run.console is not None:
+        run.console.print(text, markup=False, highlight=False)
+
+
+def compile_model(run: Run, x: torch.Tensor) -> None:
+    """Set ``run.compiled`` to torch.compile of the model if its forward matches eager on ``x``
+    (a first batch, in eval mode so dropout and batch-norm statistics play no part); otherwise
+    say why and leave the run in eager mode."""
+    module = run.model if run.ddp is None else run.ddp
+    x = x.contiguous(memory_format=run.execution.memory_format) if run.execution is not None else x
+    started = time.perf_counter()
+    try:
+        compiled = torch.compile(module)
+        run.model.eval()
+        with torch.no_grad(), autocast(run.device, run.precision):
+            eager, got = module(x), compiled(x)
+    except Exception as exc:  # noqa: BLE001 - any compiler failure means: train in eager mode
+        say(run, f"torch.compile failed ({compile_error(exc)}); training in eager mode.")
+        return
+    finally:
+        run.model.train()
+    difference = max(
+        ((got[t].float() - eager[t].float()).abs().max() / eager[t].float().abs().max().clamp(min=1.0)).item()
+        for t in eager
+    )
+    tolerance = COMPILE_TOLERANCE[run.precision]
+    if not difference <= tolerance:  # NaN disagrees too
+        say(run, f"torch.compile's model differs from eager on the first batch by {difference:.2g} "
+                 f"(relative; tolerance {tolerance:g} in {run.precision}); training in eager mode.")
+        return
+    run.compiled = compiled
+    say(run, f"torch.compile: matches eager on the first batch (relative difference {difference:.2g}); "
+             f"checked in {time.perf_counter() - started:.1f} s; the training graph compiles in the first step.")
+
+
+def compile_error(exc: Exception) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
+def first_compiled_step(run: Run, x: torch.Tensor, labels: dict[str, torch.Tensor]):
+    """The first training step through the compiled model (which compiles its backward): if that
+    fails, say so and take the step in eager mode. No optimiser step has happened before a failure."""
+    try:
+        result = optimisation_step(run, x, labels)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        run.compiled = None
+        run.optimizer.zero_grad(set_to_none=True)
+        say(run, f"torch.compile failed in the first training step ({compile_error(exc)}); training in eager mode.")
+        return optimisation_step(run, x, labels)
+    run.compile_proven = True
+    return result
+
+
+def first_batch(run: Run) -> torch.Tensor:
+    """The first training batch as the model sees it, without augmentation (for compile_model)."""
+    from runtime.data.augment import normalize_, to_float
+
+    images = run.dataset.train.images[: run.spec.train.batch_size].to(run.device)
+    x = to_float(images, None)
+    return normalize_(x, run.spec.data.normalize) if run.spec.data.normalize is not None else x
+
+
+def placed_split(run: Run, name: str, split, share: bool = False):
+    """``split`` (only the label fields the run reads; with ``share``, this process's part of it)
+    where its batches are gathered, kept under ``name`` for the run: on the GPU when it fits there
+    (copied once), else on the CPU, streamed through pinned memory (runtime.data.batches)."""
+    from runtime.data.batches import place
+
+    if name not in run.resident:
+        run.resident[name] = place(run.world.share(split) if share else split, run.device, run.fields)
+    return run.resident[name]
 
 
 def train_epoch(run: Run, epoch: int, progress: EpochProgress) -> tuple[dict[str, float], float, float]:
     """One pass over the training split in a fresh seeded order: ``(metrics, images/s, lr)``."""
     from runtime.data.augment import normalize_, to_float
+    from runtime.data.batches import gather, to_device
 
-    split, device = run.dataset.train, run.device
-    images, labels = training_tensors(run)
-    order = torch.randperm(len(split), generator=run.shuffle_rng)  # (N,)
-    batches = list(order.split(run.spec.train.batch_size))[: steps_per_epoch(len(split), run.spec.train.batch_size, run.world.size)]
+    device = run.device
+    split = placed_split(run, "train", run.dataset.train)
+    # The epoch's order goes where the batches are gathered in one copy, not one copy per step.
+    order = to_device(torch.randperm(len(split), generator=run.shuffle_rng), split.images.device)  # (N,)
+    steps = steps_per_epoch(len(split), run.spec.train.batch_size, run.world.size)
+    batches = [run.world.shard(index) for index in order.split(run.spec.train.batch_size)[:steps]]  # this process's shares
     run.world.reseed(run.augment_rng, run.spec.train.seed, epoch)  # processes other than rank 0: their own draws
 
     run.model.train()
+    hold_norms(run.model, run.frozen)  # frozen nodes' batch norm keeps its statistics (runtime/train/freeze.py)
     meter = Meter(run.heads, run.hierarchies, device)
     progress.start(epoch, run.epochs, len(batches))
+    losses = []  # each step's loss, on the device: checked once at the end of the epoch (no sync per step)
     start = time.perf_counter()
     lr = run.optimizer.param_groups[0]["lr"]
-    for step, index in enumerate(batches, start=1):
-        index = run.world.shard(index).to(images.device)  # this process's share of the global batch
+    for step, (images, y) in enumerate(gather(split, batches, device), start=1):  # uint8 (B, C, H, W), {field: (B,)}
         # Augment pixels in [0, 1] (so a "zeros" fill is black), then normalise.
-        x = run.augment(to_float(images[index].to(device, non_blocking=True), None), run.augment_rng)  # (B, C, H, W)
+        x = run.augment(to_float(images, None), run.augment_rng)  # (B, C, H, W)
         if run.spec.data.normalize is not None:
             x = normalize_(x, run.spec.data.normalize)
-        y = {t: labels[t][index].to(device, non_blocking=True) for t in run.tasks}  # {task: (B,)}
         lr = run.optimizer.param_groups[0]["lr"]
         outputs, total, parts = train_step(run, x, y)
+        losses.append(total.detach())
         meter.update(outputs, y, total, parts)
-        if progress.due():
-            progress.advance(step, live_stats(meter.compute(), run.tasks, meter.count * run.world.size / (time.perf_counter() - start)))
+        live = meter.peek() if progress.due() else None  # never waits for a GPU (Meter.peek)
+        if live is not None:
+            progress.advance(step, live_stats(live, run.tasks, meter.count * run.world.size / (time.perf_counter() - start)))
         else:
             progress.advance(step)
     run.world.reduce_meter(meter)  # the sums over every process's share
     metrics = meter.compute()  # syncs with the device, so the time below is honest
     seconds = time.perf_counter() - start
     progress.stop()
+    if not math.isfinite(metrics["loss"]):  # the summed loss: every process decides the same
+        finite = torch.isfinite(torch.stack(losses)).tolist()
+        step = finite.index(False) + 1 if False in finite else len(batches)  # another process's step: the epoch's end
+        raise Diverged(epoch, "train", losses[step - 1].item(), step, len(batches))
     return metrics, meter.count / max(seconds, 1e-9), lr
 
 
-def evaluate_split(run: Run, split, shared: bool = False) -> dict[str, float]:
-    """The run's model on a split, in eval mode, as the run trains it (device, precision, normalisation).
+def evaluate_split(run: Run, split, shared: bool = False, confusion: Confusion | None = None,
+                   keep: str | None = None) -> dict[str, float]:
+    """The run's model on a split, in eval mode, as the run trains it (device, precision, normalisation),
+    in batches of ``eval_batch_size``.
 
     ``shared``: every process evaluates its part of the split, with rank 0's batch-norm
     statistics (the model it saves), and the sums are added up over the processes.
+    ``confusion`` (one process only) also collects the per-head confusion matrices.
+    ``keep``: the name of a split evaluated again and again (the validation split): its part is
+    placed once per run, on the GPU when it fits (placed_split); others are streamed.
     """
     reduce = None
     if shared and run.world.size > 1:
         run.world.sync_buffers(run.model)
-        split, reduce = run.world.share(split), run.world.reduce_meter
+        reduce = run.world.reduce_meter
+    if keep is not None:
+        split = placed_split(run, keep, split, share=reduce is not None)
+    elif reduce is not None:
+        split = run.world.share(split)
     return evaluate(
         run.model, split, run.heads, run.hierarchies, device=run.device,
-        precision=run.precision, normalize=run.spec.data.normalize, batch_size=run.spec.train.batch_size,
-        reduce=reduce,
+        precision=run.precision, normalize=run.spec.data.normalize,
+        batch_size=eval_batch_size(run.spec.train.batch_size), reduce=reduce, confusion=confusion,
     )
 
 
@@ -370,16 +530,37 @@ def watch(run: Run, metrics: dict[str, float], epoch: int) -> tuple[dict, bool]:
 
 
 def fit(run: Run, console: Console, quiet: bool = False) -> str:
-    """Train until train.epochs or early stopping; returns 'completed', 'early_stopped' or 'interrupted'."""
+    """Train until train.epochs or early stopping; returns 'completed', 'early_stopped', 'interrupted'
+    or 'diverged' (a NaN or infinite loss: that epoch's files are not written, see ``run.diverged``)."""
     progress = EpochProgress(console, live=not quiet)
+    run.console = console
+    if run.spec.train.compile and run.compiled is None and run.epoch < run.epochs:
+        compile_model(run, first_batch(run))
+    board = open_board(run)
+    if board is not None and run.epoch == 0:
+        board.diagram(run.graph)
+    diagnostics = start_diagnostics(run, console)  # None unless [train] diagnostics (runtime/train/diagnostics.py)
     try:
         while run.epoch < run.epochs and not run.monitor["stopped"]:
             epoch = run.epoch + 1
+            unfrozen = unfreeze_due(run, run.epoch)
+            if unfrozen:
+                console.print(f"unfreezing {', '.join(unfrozen)} after epoch {run.epoch}: "
+                              f"{sum(run.graph[n].num_params for n in unfrozen):,} parameters join training",
+                              markup=False, highlight=False)
             started = time.perf_counter()
             train_metrics, images_per_s, lr = train_epoch(run, epoch, progress)
-            val_metrics = evaluate_split(run, run.dataset.val, shared=True) if len(run.dataset.val) else None
+            weights = epoch_weights(run, train_metrics)
+            val_metrics = evaluate_split(run, run.dataset.val, shared=True, keep="val") if len(run.dataset.val) else None
+            if val_metrics is not None and weights and run.weighting.name != "fixed":  # fixed: the Meter's total is that sum
+                val_metrics["loss"] = weighted_total(val_metrics, {k[len(WEIGHT_PREFIX):]: w for k, w in weights.items()})
+            if val_metrics is not None and not math.isfinite(val_metrics["loss"]):
+                raise Diverged(epoch, "val", val_metrics["loss"])
             seconds = time.perf_counter() - started
-            train_row = {"epoch": epoch, "split": "train", **train_metrics, "lr": lr, "images_per_s": images_per_s, "time_s": seconds}
+            train_row = {"epoch": epoch, "split": "train", **train_metrics, **weights,
+                         "lr": lr, "images_per_s": images_per_s, "time_s": seconds}
+            if diagnostics is not None:  # after time_s: its own time is diag/time_s
+                train_row.update(diagnostics.measure(run, weights))
             rows = [train_row] + ([{"epoch": epoch, "split": "val", **val_metrics}] if val_metrics else [])
             flat = {f"{row['split']}/{k}": v for row in rows for k, v in row.items() if k not in ("epoch", "split")}
             # Rank 0 decides for all: a monitor may watch its timings, which differ from the other processes'.
@@ -388,10 +569,11 @@ def fit(run: Run, console: Console, quiet: bool = False) -> str:
                 run.epoch, run.monitor = epoch, {**monitor, "wall_time_s": run.wall_time()}
                 if run.world.is_main:  # one process writes the run's files
                     runs.append_metrics(run.run_dir, rows)
-                    checkpoint = make_checkpoint(run, flat)
-                    save_checkpoint(run.run_dir / runs.LAST, checkpoint)
-                    if is_best:
-                        save_checkpoint(run.run_dir / runs.BEST, checkpoint)
+                    if board is not None:
+                        board.metrics(rows)
+                    # Serialised once: a best epoch's last.pt and best.pt are the same bytes.
+                    save_checkpoint([run.run_dir / runs.LAST] + ([run.run_dir / runs.BEST] if is_best else []),
+                                    make_checkpoint(run, flat))
             note = "best" if is_best else ""
             if run.monitor["stopped"]:
                 note = (note + "  early stop").strip()
@@ -402,18 +584,62 @@ def fit(run: Run, console: Console, quiet: bool = False) -> str:
     except KeyboardInterrupt:
         progress.stop()
         return "interrupted"
+    except Diverged as exc:
+        progress.stop()
+        run.diverged = exc.to_dict(run.spec.train.optimizer.lr)
+        return "diverged"
+    except OSError as exc:  # writing the run's files: disk full, read-only file system
+        progress.stop()
+        raise runs.write_error(run.run_dir, exc) from None
     except torch.cuda.OutOfMemoryError:
         progress.stop()
-        raise RunError(
-            f"out of GPU memory in epoch {run.epoch + 1} with batch size {run.spec.train.batch_size} on {run.device}. "
-            f"{run.run_dir / runs.LAST} holds epoch {run.epoch}. Hint: train again with a smaller --batch-size, "
-            "or on another device (--device)."
+        batch = run.spec.train.batch_size
+        raise RunError(  # not the data: a split that does not fit stays on the CPU (runtime.data.batches)
+            f"out of GPU memory in epoch {run.epoch + 1} with batch size {batch} on {run.device} "
+            f"(evaluation batches: {eval_batch_size(batch)} images). {run.run_dir / runs.LAST} holds epoch {run.epoch}. "
+            "Hint: train again with a smaller --batch-size, or resume on another device (--resume with --device)."
         ) from None
+    finally:
+        if board is not None:
+            board.close()
     return "early_stopped" if run.monitor["stopped"] else "completed"
 
 
+def epoch_weights(run: Run, train_metrics: dict[str, float]) -> dict[str, float]:
+    """``{weight/TASK: w}``: the loss weights in force at the end of the epoch's training pass (none
+    without a loss_weighting table); then the weighting learns from the epoch (DWA's loss history)."""
+    if run.weighting is None:
+        return {}
+    weights = {f"{WEIGHT_PREFIX}{t}": float(w) for t, w in zip(run.tasks, run.weighting.weights().tolist())}
+    run.weighting.end_epoch(train_metrics)
+    return weights
+
+
+def open_board(run: Run):
+    """TensorBoard logging (runtime/train/tensorboard.py) when the spec asks for it, in the writing process."""
+    if not run.spec.train.tensorboard or not run.world.is_main:
+        return None
+    from runtime.train.tensorboard import Board
+
+    return Board(run.run_dir, resumed_after=run.epoch)
+
+
+def final_test_split(run: Run):
+    """The test split the final pass evaluates: all of it, none (--no-test: None), or with
+    --limit-test N a random N images, the same N for every run of the data set (seeded by
+    data.split_seed, as the validation split is: the test split itself may be ordered by class)."""
+    if run.config.get("no_test"):
+        return None
+    test, limit = run.dataset.test, run.config.get("limit_test")
+    if limit is None or limit >= len(test):
+        return test
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(run.spec.data.split_seed))
+    return test.subset(order[:limit].sort().values)
+
+
 def finish(run: Run, status: str) -> dict:
-    """Evaluate best.pt once on the test split (unless interrupted) and write summary.json."""
+    """Evaluate best.pt once on the test split (unless interrupted or --no-test; on a random
+    subset with --limit-test) and write summary.json."""
     rows = runs.read_metrics(run.run_dir)
 
     def metrics_of(epoch: int | None) -> dict:
@@ -423,10 +649,28 @@ def finish(run: Run, status: str) -> dict:
 
     test = None
     best_path = run.run_dir / runs.BEST
-    if status != "interrupted" and best_path.is_file():
+    split = final_test_split(run)
+    if status != "interrupted" and best_path.is_file() and split is not None:
         best = load_checkpoint(best_path)
         run.model.load_state_dict(best["model"])
-        test = evaluate_split(run, run.dataset.test)
+        confusion = Confusion(run.heads, run.device)
+        try:
+            test = evaluate_split(run, split, confusion=confusion)
+        except torch.OutOfMemoryError:
+            raise RunError(
+                f"out of GPU memory on {run.device} evaluating {best_path} on the test split ({len(split):,} images in "
+                f"batches of {eval_batch_size(run.spec.train.batch_size)}). The training is complete and saved: finish "
+                f"the run on the CPU with `graphc train --resume {run.run_dir} --device cpu`, which evaluates best.pt "
+                "on the test split and writes summary.json."
+            ) from None
+        test.update(confusion.baselines())  # TASK/majority_acc, TASK/balanced_acc: what the accuracies compare with
+        weights = logged_weights(best.get("metrics") or {})
+        if run.weighting is not None and run.weighting.name != "fixed" and weights:  # the best epoch's, as its val row
+            test["loss"] = weighted_total(test, weights)
+        board = open_board(run)
+        if board is not None:
+            board.test(test, run.monitor["best_epoch"])
+            board.close()
     speeds = [r["images_per_s"] for r in rows if r["split"] == "train" and r.get("images_per_s")]
     summary = {
         "spec": run.graph.name,
@@ -438,8 +682,14 @@ def finish(run: Run, status: str) -> dict:
         "best": metrics_of(run.monitor["best_epoch"]),
         "last": metrics_of(run.epoch),
         "test": test,
+        # What "test" covers: skipped (--no-test), or --limit-test's N of the split's images.
+        "test_skipped": bool(run.config.get("no_test")),
+        "test_limit": run.config.get("limit_test"),
+        "test_images": len(split) if test is not None else 0,
         "wall_time_s": run.wall_time(),
         "images_per_s": sum(speeds) / len(speeds) if speeds else None,
     }
+    if run.diverged is not None:
+        summary["diverged"] = run.diverged
     runs.write_json(run.run_dir / runs.SUMMARY, summary)
     return summary

@@ -76,3 +76,16 @@ def make_scheduler(
     """The spec's schedule over ``train.epochs * steps_per_epoch`` batches; call ``.step()`` per batch."""
     factor = lr_factor(train.schedule, train.epochs * steps_per_epoch, steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def add_param_group(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR, params: list[torch.nn.Parameter]
+) -> None:
+    """Let ``params`` (an unfrozen node's) join training mid-run: a new parameter group with the
+    optimiser's settings, at the schedule's current learning rate, following the same schedule from
+    here on. Its optimiser state starts fresh (Adam's moments at zero, its own step count from 1:
+    bias correction treats the first steps as Adam's first), as if these parameters were new."""
+    base = scheduler.base_lrs[0]
+    optimizer.add_param_group({"params": params, "lr": optimizer.param_groups[0]["lr"], "initial_lr": base})
+    scheduler.base_lrs.append(base)
+    scheduler.lr_lambdas.append(scheduler.lr_lambdas[0])  # LambdaLR pairs one factor with each group

@@ -24,10 +24,11 @@ from typing import Sequence
 
 from graphc.errors import RunError, UsageError, did_you_mean
 from graphc.ir.graph import Graph
-from graphc.backends.diagram.style import SHARED_COLOR, REUSE_COLOR, EDGE_COLOR, kind_colors, node_text, edge_label, stats_line, panel_id
+from graphc.backends.diagram.style import Conflict, SHARED_COLOR, REUSE_COLOR, EDGE_COLOR, kind_colors, node_text, edge_label, stats_line, panel_id
 
 FORMATS = ("svg", "png", "pdf", "dot", "mermaid")
 TEXT_FORMATS = ("svg", "dot", "mermaid")  # the ones ``-o -`` may print
+PICTURE_FORMATS = ("svg", "png", "pdf")
 SUFFIXES = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid"}
 DIRECTIONS = ("TB", "LR")
 
@@ -63,10 +64,11 @@ def to_dot(graphs: Sequence[Graph], direction: str = "TB", shapes: bool = True) 
             if text.shared or text.reused:
                 stroke, penwidth = (SHARED_COLOR if text.shared else REUSE_COLOR), 2.5
             label = "\\n".join(
-                _dot_escape_line(line) for line in (text.name, text.kind, *text.details, *text.shared, *text.reused)
+                _dot_escape_line(line) for line in (text.name, text.kind, *text.details, *text.shared, *text.reused, *text.frozen)
             )
+            dashed = ', style="rounded,filled,dashed"' if text.frozen else ""  # a frozen node, as in the pictures
             lines.append(
-                f'{indent}{ident(node.name)} [label="{label}", fillcolor="{fill}", color="{stroke}", penwidth={penwidth}];'
+                f'{indent}{ident(node.name)} [label="{label}", fillcolor="{fill}", color="{stroke}", penwidth={penwidth}{dashed}];'
             )
         for source, target in graph.edges():
             attrs = [f"label={_dot_quote(edge_label(graph, source, target))}"] if shapes else []
@@ -114,12 +116,15 @@ def to_mermaid(graphs: Sequence[Graph], direction: str = "TB", shapes: bool = Tr
         for node in graph:
             text = node_text(graph, node, shapes)
             parts = [f"<b>{_mermaid_text(text.name)}</b>", f"<i>{_mermaid_text(text.kind)}</i>"]
-            parts += [_mermaid_text(line) for line in (*text.details, *text.shared, *text.reused)]
+            parts += [_mermaid_text(line) for line in (*text.details, *text.shared, *text.reused, *text.frozen)]
             lines.append(f'{indent}{prefix}{node.name}["{"<br/>".join(parts)}"]')
             by_kind.setdefault(node.kind, []).append(prefix + node.name)
             if text.shared or text.reused:
                 color = SHARED_COLOR if text.shared else REUSE_COLOR
-                styles.append(f"  style {prefix}{node.name} stroke:{color},stroke-width:3px")
+                dash = ",stroke-dasharray:5 3" if text.frozen else ""  # frozen: dashed, as in the pictures
+                styles.append(f"  style {prefix}{node.name} stroke:{color},stroke-width:3px{dash}")
+            elif text.frozen:
+                styles.append(f"  style {prefix}{node.name} stroke-dasharray:5 3")
         for source, target in graph.edges():
             reuse = graph.is_reuse_edge(source.name)
             arrow = "-.->" if reuse else "-->"
@@ -160,20 +165,25 @@ def check_direction(direction: str) -> str:
     return value
 
 
-def render(graphs: Graph | Sequence[Graph], format: str = "svg", *, direction: str = "TB", shapes: bool = True) -> bytes:
-    """One graph, or several side by side, as the bytes of an svg, png, pdf, dot or mermaid file."""
+def render(graphs: Graph | Sequence[Graph], format: str = "svg", *, direction: str = "TB", shapes: bool = True,
+           conflict: Conflict | None = None) -> bytes:
+    """One graph, or several side by side, as the bytes of an svg, png, pdf, dot or mermaid file;
+    ``conflict`` (pictures of one graph): a run's gradient diagnostics, drawn as colours."""
     graphs = [graphs] if isinstance(graphs, Graph) else list(graphs)
     if not graphs:
         raise UsageError("nothing to render: give at least one spec.")
     fmt, direction = check_format(format), check_direction(direction)
+    if conflict is not None and fmt not in PICTURE_FORMATS:
+        raise UsageError(f"--diagnostics colours pictures ({', '.join(PICTURE_FORMATS)}), not {fmt}. Hint: -o diagram.svg.")
     if fmt == "dot":
         return to_dot(graphs, direction, shapes).encode()
     if fmt == "mermaid":
         return to_mermaid(graphs, direction, shapes).encode()
-    from graphc.backends.diagram.draw import page
+    from graphc.backends.diagram.draw import check_legible, page
     from graphc.backends.diagram.scene import save
 
-    return save(page(graphs, direction, shapes), fmt)
+    check_legible(graphs)
+    return save(page(graphs, direction, shapes, conflict), fmt)
 
 
 def resolve_format(fmt: str | None, output: str | None) -> tuple[str, str]:
@@ -228,13 +238,17 @@ def render_specs(
     *,
     direction: str = "TB",
     shapes: bool = True,
+    collapse: bool = False,
+    conflict: Conflict | None = None,
 ) -> list[Rendered]:
     """What ``graphc render`` does: load the specs, draw them, write the files.
 
     With ``output`` one page holds every spec (side by side); ``'-'`` returns the
     text for standard output. Without it each spec goes to ``<stem>.<format>``
-    in the current directory. Spec problems raise SpecError, bad arguments
-    UsageError, both before anything is written.
+    in the current directory. ``collapse`` draws each chain of same-kind blocks
+    as one box (:mod:`graphc.backends.diagram.collapse`). ``conflict``: a run's gradient
+    diagnostics to colour one spec's picture by (graphc render --diagnostics). Spec problems raise
+    SpecError, bad arguments UsageError, both before anything is written.
     """
     from graphc.ir.build import build_graph
     from graphc.lang.load import load_spec
@@ -258,16 +272,29 @@ def render_specs(
     if output != "-":
         for target in targets:
             _check_target(target)
+    if conflict is not None and len(specs) != 1:
+        raise UsageError(f"--diagnostics draws one spec (the run's), got {len(specs)}.")
     graphs = [build_graph(load_spec(spec)) for spec in specs]
+    if conflict is not None:
+        unknown = sorted((set(conflict.cosines) | set(conflict.shares)) - {n.name for n in graphs[0]})
+        if unknown:
+            raise UsageError(
+                f"the run's diagnostics name node(s) {', '.join(unknown)}, which spec '{specs[0]}' does not have. "
+                "Hint: render the spec the run was trained from (RUN_DIR/spec.toml)."
+            )
+    if collapse:
+        from graphc.backends.diagram.collapse import collapse_chains
+
+        graphs = [collapse_chains(graph) for graph in graphs]
     if output:
-        data = render(graphs, fmt, direction=direction, shapes=shapes)
+        data = render(graphs, fmt, direction=direction, shapes=shapes, conflict=conflict)
         if output == "-":
             return [Rendered(None, fmt, how, data)]
         _write(targets[0], data)
         return [Rendered(targets[0], fmt, how, data)]
     results = []
     for graph, target in zip(graphs, targets):
-        data = render(graph, fmt, direction=direction, shapes=shapes)
+        data = render(graph, fmt, direction=direction, shapes=shapes, conflict=conflict)
         _write(target, data)
         results.append(Rendered(target, fmt, how, data))
     return results

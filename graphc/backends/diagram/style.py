@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from graphc.ir.graph import Graph, Node, Shape
+from graphc.ir.metrics import DIAGNOSTIC_PREFIX
 
 # Fill and border per node kind: pale fills keep black text readable, borders carry the hue.
 KIND_COLORS = {
@@ -20,6 +21,7 @@ KIND_COLORS = {
 KIND_LABELS = {kind: kind for kind in KIND_COLORS}
 SHARED_COLOR = "#9b27b0"  # hard sharing: purple
 REUSE_COLOR = "#00838f"  # cross-task reuse: teal
+FROZEN_COLOR = "#3f51b5"  # trainable = false: indigo badge, dashed border
 EDGE_COLOR = "#4a4a4a"
 
 
@@ -37,6 +39,7 @@ class NodeText:
     details: tuple[str, ...]  # key parameters, then output shape and parameter count
     shared: tuple[str, ...]  # "shared (fine, coarse)" when several heads read it directly
     reused: tuple[str, ...]  # "reused by fine" when a task reads it through another head
+    frozen: tuple[str, ...] = ()  # "frozen" (or "frozen · unfreezes after epoch N") for trainable = false
 
 
 def shape_text(shape: Shape) -> str:
@@ -54,8 +57,14 @@ def _extras(attrs, activation_default: str = "relu") -> list[str]:
         extras.append(attrs["activation"])
     if attrs.get("dropout"):
         extras.append(f"drop {attrs['dropout']:g}")
-    if attrs.get("norm") == "batch":
-        extras.append("BN")
+    norm = attrs.get("norm")
+    if norm in ("batch", "group", "layer"):
+        label = {"batch": "BN", "group": f"GN{attrs.get('groups')}", "layer": "LN"}[norm]
+        if attrs.get("norm_position") == "pre":
+            label = "pre-" + label  # norm, activation, conv
+        extras.append(label)
+    if attrs.get("dropout") and attrs.get("dropout_kind") == "channel":
+        extras[extras.index(f"drop {attrs['dropout']:g}")] += " (channel)"
     return extras
 
 
@@ -64,20 +73,26 @@ def key_params(graph: Graph, node: Node) -> str:
     a = node.attrs
     if node.kind == "conv_block":
         kernels = a["kernel"]
-        kernel = f"{kernels[0]}×{kernels[0]}" if len(set(kernels)) == 1 else ", ".join(f"{k}×{k}" for k in kernels)
-        if any(s != 1 for s in a["stride"]):
-            kernel += " /" + ",".join(map(str, a["stride"]))
-        parts = [f"conv {kernel}: {', '.join(map(str, a['channels']))}"]
-        if a.get("pool", "none") != "none":
+        parts = []
+        if kernels:  # a block of no convolutions only pools, normalises or drops
+            kernel = f"{kernels[0]}×{kernels[0]}" if len(set(kernels)) == 1 else ", ".join(f"{k}×{k}" for k in kernels)
+            if any(s != 1 for s in a["stride"]):
+                kernel += " /" + ",".join(map(str, a["stride"]))
+            parts.append(f"conv {kernel}: {', '.join(map(str, a['channels']))}")
+        if a.get("pool") in ("global_avg", "global_max"):
+            parts.append(f"{a['pool'].replace('_', ' ')}-pool")
+        elif a.get("pool", "none") != "none":
             stride = "" if a["pool_stride"] == a["pool_size"] else f"/{a['pool_stride']}"
             parts.append(f"{a['pool']}-pool {a['pool_size']}{stride}")
         return " · ".join(parts + _extras(a))
     if node.kind == "fc_block":
         return " · ".join([f"dense {', '.join(map(str, a['units']))}"] + _extras(a))
     if node.kind == "concat":
+        if a.get("mode") == "sum":
+            return f"sum of {len(node.inputs)} inputs"
         if a.get("mode") == "channels":
-            return "channels " + " + ".join(str(graph[i].shape[0]) for i in node.inputs)
-        return "features " + " + ".join(str(math.prod(graph[i].shape)) for i in node.inputs)
+            return "channels " + _sum_text([graph[i].shape[0] for i in node.inputs])
+        return "features " + _sum_text([math.prod(graph[i].shape) for i in node.inputs])
     if node.kind == "head":
         text = f"task {a['task']} · {a['classes']} classes"
         if a.get("loss_weight", 1.0) != 1.0:
@@ -86,8 +101,22 @@ def key_params(graph: Graph, node: Node) -> str:
     return ""
 
 
+LISTED_TERMS = 8  # a concat of more inputs sums them up in short: every box is as wide as the widest line
+
+
+def _sum_text(sizes: list[int]) -> str:
+    """``4 + 4 + 8``; for many inputs ``500 × 4`` (all alike) or ``4 + 4 + 8 + … + 2 (500 inputs)``."""
+    if len(sizes) <= LISTED_TERMS:
+        return " + ".join(map(str, sizes))
+    if len(set(sizes)) == 1:
+        return f"{len(sizes)} × {sizes[0]}"
+    return " + ".join(map(str, sizes[:3])) + f" + … + {sizes[-1]} ({len(sizes)} inputs)"
+
+
 def node_text(graph: Graph, node: Node, shapes: bool = True) -> NodeText:
-    details = [params] if (params := key_params(graph, node)) else []
+    members = node.attrs.get("collapsed")  # a chain drawn as one box (graphc render --collapse)
+    params = node.attrs["collapsed_params"] if members else key_params(graph, node)
+    details = [params] if params else []
     size = []
     if shapes:
         size.append(shape_text(node.shape) if node.kind == "input" else "→ " + shape_text(node.shape))
@@ -98,17 +127,95 @@ def node_text(graph: Graph, node: Node, shapes: bool = True) -> NodeText:
     # The input feeds every head by definition; marking it "shared" would say nothing.
     shared = (f"shared ({_tasks(graph, node.direct_heads)})",) if node.is_hard_shared and node.kind != "input" else ()
     reused = (f"reused by {_tasks(graph, node.reused_by)}",) if node.reused_by else ()
-    return NodeText(node.name, node.kind, tuple(details), shared, reused)
+    frozen = (frozen_text(node),) if not node.trainable else ()
+    if members:
+        return NodeText(f"{members[0]} … {members[-1]}", node.attrs["collapsed_label"], tuple(details), shared, reused, frozen)
+    return NodeText(node.name, node.kind, tuple(details), shared, reused, frozen)
 
 
-def edge_label(graph: Graph, source: Node, target: Node) -> str:
-    """The tensor an edge carries; for a head's output, also how it is passed on."""
+def frozen_text(node: Node) -> str:
+    """The mark of a frozen node (trainable = false): no gradient updates, batch norm in eval mode."""
+    after = node.attrs.get("unfreeze_after")
+    return "frozen" + (f" · unfreezes after epoch {after}" if after else "")
+
+
+def edge_label(graph: Graph, source: Node, target: Node, conflict: "Conflict | None" = None) -> str:
+    """The tensor an edge carries; for a head's output, also how it is passed on (and, with a
+    run's diagnostics, the reader's share of the reused branch's gradient)."""
     text = shape_text(source.shape)
     if graph.is_reuse_edge(source.name):
         text = f"{source.attrs.get('reuse_as', 'logits')} {text}"
         if not source.attrs.get("reuse_gradient", True):
             text += " · no grad"
+        share = conflict.edge_share(source, target) if conflict is not None else None
+        if share is not None:
+            text += f" · {share[0]} share {share_text(share[1])}"
     return text
+
+
+# --------------------------------------------------------------------------- gradient conflict
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A run's gradient-conflict diagnostics to draw (``graphc render --diagnostics RUN_DIR``): the
+    numbers come in from the caller (the diagram backend reads no runs)."""
+
+    cosines: dict[str, tuple[float, str]]  # node -> (lowest cosine between two tasks' gradients, "a:b")
+    shares: dict[str, dict[str, float]]  # reused head -> {reader task: share of the branch's gradient}
+    source: str  # what the numbers are, for the title: "run DIR, epoch N"
+
+    @classmethod
+    def from_metrics(cls, values: Mapping[str, float], source: str) -> "Conflict":
+        """From a training row's ``diag/...`` values (graphc.ir.metrics.diagnostic_names); NaN or
+        missing values (a zero gradient has no direction) are left out."""
+        cosines: dict[str, tuple[float, str]] = {}
+        shares: dict[str, dict[str, float]] = {}
+        for key, value in values.items():
+            parts = key.split("/")
+            if len(parts) != 4 or parts[0] + "/" != DIAGNOSTIC_PREFIX or value is None or value != value:
+                continue
+            _, node, what, tasks = parts
+            if what == "cos" and (node not in cosines or value < cosines[node][0]):
+                cosines[node] = (float(value), tasks)
+            elif what == "share":
+                shares.setdefault(node, {})[tasks] = float(value)
+        return cls(cosines, shares, source)
+
+    def edge_share(self, source: Node, target: Node) -> tuple[str, float] | None:
+        """(reader, share) of the task that reads ``source`` through ``target`` with the largest
+        share, or None without numbers for that head."""
+        readers = self.shares.get(source.name, {})
+        found = [(task, readers[task]) for task in sorted(target.heads) if task in readers and readers[task] == readers[task]]
+        return max(found, key=lambda item: item[1]) if found else None
+
+
+CONFLICT_NEGATIVE, CONFLICT_ZERO, CONFLICT_POSITIVE = "#c62828", "#9e9e9e", "#1565c0"  # cos -1, 0, +1
+
+
+def _mix(a: str, b: str, t: float) -> str:
+    ca, cb = (tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in (a, b))
+    return "#" + "".join(f"{round(x + (y - x) * t):02x}" for x, y in zip(ca, cb))
+
+
+def conflict_color(cosine: float) -> str:
+    """Red for opposed gradients (cos -1), grey for unrelated (0), blue for aligned (+1), linear between."""
+    cosine = max(-1.0, min(1.0, cosine))
+    return _mix(CONFLICT_ZERO, CONFLICT_NEGATIVE, -cosine) if cosine < 0 else _mix(CONFLICT_ZERO, CONFLICT_POSITIVE, cosine)
+
+
+def share_color(share: float) -> str:
+    """A reuse edge by the reader's share of the branch's gradient: teal (0) to red (all of it)."""
+    return _mix(REUSE_COLOR, CONFLICT_NEGATIVE, max(0.0, min(1.0, share)))
+
+
+def share_text(share: float) -> str:
+    """A share as a percentage: whole points, one decimal below 10% (a 0.1% share is not "0%")."""
+    return f"{share:.1%}" if share < 0.1 else f"{share:.0%}"
+
+
+def conflict_badge(cosine: float, pair: str) -> str:
+    return f"grad cos {cosine:+.2f} ({pair.replace(':', ' vs ')})"
 
 
 def stats_line(graph: Graph) -> str:
@@ -117,6 +224,7 @@ def stats_line(graph: Graph) -> str:
     return (
         f"{total:,} parameters · {graph.shared_params:,} ({share:.1%}) serve more than one head"
         f" · {graph.hard_shared_params:,} hard-shared"
+        + (f" · {total - graph.trainable_params:,} frozen" if graph.frozen else "")
     )
 
 

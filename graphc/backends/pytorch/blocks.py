@@ -27,32 +27,60 @@ def activation(name: str) -> nn.Module:
     }[name]()
 
 
+def norm2d(kind: str, channels: int, groups: int | None, layers: LayerDefaults) -> nn.Module:
+    """The norm layer of a conv block: batch, group, or layer norm (GroupNorm with one group:
+    each image normalised over C, H and W, with a scale and shift per channel)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels, eps=layers.bn_eps, momentum=layers.bn_momentum)
+    return nn.GroupNorm(groups, channels, eps=layers.bn_eps)
+
+
 class ConvBlock(nn.Sequential):
-    """conv -> act, repeated; then pool and batch norm in the spec's order; then dropout."""
+    """Per convolution: conv -> act ('after_pool', 'before_pool'), conv -> norm -> act ('post')
+    or norm -> act -> conv ('pre'); then pool and a block-level norm in the spec's order;
+    then dropout."""
 
     def __init__(self, attrs: Mapping[str, Any], layers: LayerDefaults):
         super().__init__()
         in_channels = attrs["in_channels"]
+        position, norm_kind = attrs["norm_position"], attrs["norm"]
+        per_conv = norm_kind != "none" and position in ("pre", "post")
         convs = zip(attrs["channels"], attrs["kernel"], attrs["stride"], attrs["padding"])
         for i, (out_channels, kernel, stride, padding) in enumerate(convs, start=1):
-            self.add_module(f"conv{i}", nn.Conv2d(in_channels, out_channels, kernel, stride, padding))
-            self.add_module(f"act{i}", activation(attrs["activation"]))
+            conv = nn.Conv2d(in_channels, out_channels, kernel, stride, padding, bias=attrs.get("bias", True))
+            if per_conv and position == "pre":
+                self.add_module(f"norm{i}", norm2d(norm_kind, in_channels, attrs.get("groups"), layers))
+                self.add_module(f"act{i}", activation(attrs["activation"]))
+                self.add_module(f"conv{i}", conv)
+            else:
+                self.add_module(f"conv{i}", conv)
+                if per_conv:
+                    self.add_module(f"norm{i}", norm2d(norm_kind, out_channels, attrs.get("groups"), layers))
+                self.add_module(f"act{i}", activation(attrs["activation"]))
             in_channels = out_channels
+        if per_conv and position == "pre" and not attrs["channels"]:
+            # no convolutions: norm -> act, as a pre-activation network ends before its pooling
+            self.add_module("norm1", norm2d(norm_kind, in_channels, attrs.get("groups"), layers))
+            self.add_module("act1", activation(attrs["activation"]))
         pool = None
-        if attrs["pool"] != "none":
+        if attrs["pool"] in ("global_avg", "global_max"):
+            # (B, C, H, W) -> (B, C, 1, 1); exported to ONNX as GlobalAveragePool / GlobalMaxPool
+            pool = nn.AdaptiveAvgPool2d(1) if attrs["pool"] == "global_avg" else nn.AdaptiveMaxPool2d(1)
+        elif attrs["pool"] != "none":
             pool_class = nn.MaxPool2d if attrs["pool"] == "max" else nn.AvgPool2d
             pool = pool_class(attrs["pool_size"], attrs["pool_stride"])
         norm = None
-        if attrs["norm"] == "batch":
-            norm = nn.BatchNorm2d(in_channels, eps=layers.bn_eps, momentum=layers.bn_momentum)
+        if norm_kind != "none" and not per_conv:
+            norm = norm2d(norm_kind, in_channels, attrs.get("groups"), layers)
         tail = [("pool", pool), ("norm", norm)]
-        if attrs["norm_position"] == "before_pool":
+        if position == "before_pool":
             tail.reverse()
         for name, module in tail:
             if module is not None:
                 self.add_module(name, module)
         if attrs["dropout"] > 0:
-            self.add_module("drop", nn.Dropout(attrs["dropout"]))
+            dropout = nn.Dropout2d if attrs.get("dropout_kind") == "channel" else nn.Dropout
+            self.add_module("drop", dropout(attrs["dropout"]))
 
 
 class FCBlock(nn.Sequential):

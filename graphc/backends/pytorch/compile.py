@@ -10,6 +10,7 @@ DistributedDataParallel see a normal module.
 
 from __future__ import annotations
 
+import operator
 import re
 
 import torch
@@ -72,6 +73,14 @@ def _compile(graph: Graph) -> fx.GraphModule:
     for node in graph:
         if node.kind == "input":
             values[node.name] = code.placeholder(node.name)
+        elif node.kind == "concat" and node.attrs["mode"] == "sum":
+            # a residual join: x + y (+ ...), shapes checked equal by build. Partial sums are
+            # named with a leading _ (no spec node's name has one), so the last keeps the node's.
+            total = read(node.inputs[0])
+            for i, name in enumerate(node.inputs[1:], start=2):
+                partial = node.name if i == len(node.inputs) else f"_{node.name}_{i}"
+                total = code.create_node("call_function", operator.add, (total, read(name)), name=partial)
+            values[node.name] = total
         elif node.kind == "concat":
             parts = []
             for name in node.inputs:

@@ -1,0 +1,119 @@
+"""The names of the metrics training logs for a model: from its heads and its label hierarchies.
+
+One list for both sides: ``runtime.metrics.Meter`` logs exactly these names, in this
+order, and ``build_graph`` checks ``train.select`` and ``train.early_stopping`` against
+them, so ``graphc check`` and ``graphc train`` cannot disagree about what a model logs.
+
+A metrics row (see runtime/runs/rundir.py) holds:
+
+- ``loss``: the loss-weighted total;
+- per head: ``TASK/loss``, ``TASK/acc`` and, for heads of more than 10 classes, ``TASK/top5``;
+- per label hierarchy CHILD -> PARENT whose CHILD field has a head - every
+  ``[data.hierarchy]`` table, and every chain of nested tables (fine -> coarse -> super gives
+  fine -> super too): ``PARENT/acc_from_CHILD`` (the child head's prediction mapped to the
+  parent, against the parent label) and, when PARENT has a head too,
+  ``CHILD/consistency_with_PARENT`` (how often the child head's prediction maps to the
+  parent head's prediction);
+- ``mean_acc`` (the heads' accuracies averaged) and ``weighted_acc`` (averaged with the
+  heads' ``loss_weight`` as weights): one number to select a multi-task model by.
+
+With a ``[train] loss_weighting`` table, training rows also carry ``weight/TASK``: the weight
+of each head's loss in force at the end of the epoch (runtime/train/weighting.py).
+
+With ``[train] diagnostics = true`` training rows also carry the gradient-conflict
+diagnostics (:func:`diagnostic_names`; the places come from graphc.ir.gradients, the numbers
+from runtime/train/diagnostics.py). Each task's gradient is that of its weighted loss
+(``loss_weight`` x its cross-entropy) averaged over the diagnostic batches:
+
+- per shared node N and task T whose gradient reaches it: ``diag/N/norm/T``, the L2 norm of
+  T's gradient on N's parameters;
+- per pair of those tasks A, B (in head order): ``diag/N/cos/A:B``, the cosine similarity of
+  their gradients on N's parameters (negative: they pull N's parameters apart);
+- per reused head H and task R reading it: ``diag/H/share/R``, R's share of the gradient on
+  H's reused branch (graphc.ir.gradients.ReusedBranch: the nodes serving H's task alone),
+  ``|g_R| / sum of |g_T| over the tasks T whose gradient reaches the branch``, norms over all
+  the branch's parameters; 0 by construction when R's copy is detached (``reuse_gradient = false``);
+- ``diag/time_s``: seconds the diagnostics took that epoch (not counted in ``time_s``).
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Iterable, Sequence
+
+from graphc.errors import did_you_mean
+from graphc.ir.gradients import ReusedBranch, SharedNode
+
+TOP5_MIN_CLASSES = 11  # top-5 accuracy only means something with more than 10 classes
+TRAIN_ONLY_METRICS = ("lr", "images_per_s", "time_s")  # training rows only
+MULTITASK_METRICS = ("mean_acc", "weighted_acc")
+WEIGHT_PREFIX = "weight/"  # weight/TASK: the loss weights in force (training rows, with [train] loss_weighting)
+
+
+def measured_links(paths: Iterable[Sequence[str]], tasks: Iterable[str]) -> list[tuple[str, str]]:
+    """``(child, ancestor)`` of the hierarchy paths (graphc.lang.hierarchy.hierarchy_paths) that get
+    metrics: those whose child field has a head."""
+    tasks = set(tasks)
+    return [(path[0], path[-1]) for path in paths if path[0] in tasks]
+
+
+def metric_names(heads: Sequence[tuple[str, int]], links: Sequence[tuple[str, str]]) -> list[str]:
+    """Names of a metrics row, in order: ``heads`` are ``(task, classes)`` in spec order, ``links``
+    the ``(child, ancestor)`` pairs of :func:`measured_links`."""
+    tasks = {task for task, _ in heads}
+    names = ["loss"]
+    for task, classes in heads:
+        names += [f"{task}/loss", f"{task}/acc"] + ([f"{task}/top5"] if classes >= TOP5_MIN_CLASSES else [])
+    for child, parent in links:
+        names.append(f"{parent}/acc_from_{child}")
+        if parent in tasks:
+            names.append(f"{child}/consistency_with_{parent}")
+    return names + list(MULTITASK_METRICS)
+
+
+def weight_metrics(tasks: Iterable[str], weighting: object | None) -> list[str]:
+    """``weight/TASK`` per head when the spec has a ``[train] loss_weighting`` table (training rows only)."""
+    return [] if weighting is None else [f"{WEIGHT_PREFIX}{task}" for task in tasks]
+
+
+DIAGNOSTIC_PREFIX = "diag/"  # gradient-conflict diagnostics (training rows, with [train] diagnostics)
+
+
+def diagnostic_names(shared: Sequence[SharedNode], branches: Sequence[ReusedBranch]) -> list[str]:
+    """Names of the gradient-conflict diagnostics (training rows only), in order: per shared node
+    its norms then its cosines, then the reuse shares, then ``diag/time_s``; none when there is
+    nothing to measure (no node with parameters that two tasks' gradients reach)."""
+    names = []
+    for node in shared:
+        names += [f"{DIAGNOSTIC_PREFIX}{node.name}/norm/{task}" for task in node.tasks]
+        names += [f"{DIAGNOSTIC_PREFIX}{node.name}/cos/{a}:{b}" for a, b in combinations(node.tasks, 2)]
+    for branch in branches:
+        names += [f"{DIAGNOSTIC_PREFIX}{branch.head}/share/{reader}" for reader in branch.readers]
+    return names + [f"{DIAGNOSTIC_PREFIX}time_s"] if shared else []
+
+
+def watchable_metrics(names: Sequence[str], validation: bool, train_only: Sequence[str] = ()) -> list[str]:
+    """What ``train.select`` and ``train.early_stopping`` may watch: ``train/NAME`` (with the
+    training rows' timings and ``train_only``, e.g. :func:`weight_metrics`) and, when the run has
+    validation images, ``val/NAME``."""
+    train = [*names, *TRAIN_ONLY_METRICS, *train_only]
+    return [f"train/{n}" for n in train] + ([f"val/{n}" for n in names] if validation else [])
+
+
+def monitor_problem(metric: str, available: Sequence[str], val_fraction: float) -> tuple[str, str | None] | None:
+    """``(message, hint)`` when a monitor watches ``metric`` but the run will not log it, else None.
+    The same words from ``graphc check`` (build_graph) and from ``graphc train`` (which also finds
+    out only from the data that a split has no validation images)."""
+    if metric in available:
+        return None
+    if metric.startswith("val/") and not any(name.startswith("val/") for name in available):
+        return (
+            f"watches '{metric}', but this run has no validation images (data.val_fraction = {val_fraction}).",
+            "set [data] val_fraction > 0, or watch a 'train/...' metric.",
+        )
+    if metric.startswith(f"train/{WEIGHT_PREFIX}") and not any(f"/{WEIGHT_PREFIX}" in name for name in available):
+        return (
+            f"watches '{metric}', but loss weights are logged only with a [train] loss_weighting table.",
+            "add e.g. loss_weighting = { name = \"fixed\" } to [train], or watch another metric.",
+        )
+    return f"watches '{metric}', which this model does not log.", did_you_mean(metric, available)
