@@ -13,36 +13,17 @@ ratio augmentation / training. Run::
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-from pathlib import Path
-
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import graphc  # noqa: E402
-from runtime.bench import Bench, machine, rate  # noqa: E402
-from runtime.data.augment import make_augment, to_float  # noqa: E402
-from runtime.device import plan_execution, resolve_device  # noqa: E402
+from common import auto_bench, step_options
+from runtime.bench import machine, rate
+from runtime.data.augment import make_augment, to_float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, default=ROOT / "specs" / "shared_reuse_coarse.toml")
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    spec = graphc.load_spec(args.spec)
-    bench = Bench(spec, device, args.batch)
-    auto = plan_execution("auto", device, bench.run.model)
+    args = step_options(__doc__, seconds=3.0, repeats=3).parse_args()
+    spec, bench, auto = auto_bench(args)
+    device = bench.device
     bench.use(auto.precision, auto.channels_last, False)
     augment = make_augment(bench.spec.data.augment)
     images = (bench.pixels() * 255).to(torch.uint8).to(device)

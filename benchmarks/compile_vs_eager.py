@@ -12,34 +12,18 @@ fastest compiled configuration to auto's eager step. Run::
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import graphc  # noqa: E402
-from runtime.bench import Bench, machine, rate  # noqa: E402
-from runtime.device import plan_execution  # noqa: E402
+from common import auto_bench, step_options
+from runtime.bench import machine, rate
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, default=ROOT / "specs" / "shared_reuse_coarse.toml")
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    cpu = torch.device("cpu")
-    bench = Bench(graphc.load_spec(args.spec), cpu, args.batch)
-    auto = plan_execution("auto", cpu, bench.run.model)
+    args = step_options(__doc__, seconds=4.0, repeats=2, device=False).parse_args()  # torch.compile on the CPU
+    _, bench, auto = auto_bench(args)
+    cpu = bench.device
     configs = [(auto.precision, auto.channels_last, False), (auto.precision, not auto.channels_last, False)]
     configs += [(p, cl, True) for p in ("bf16", "fp32") for cl in (True, False)]
     best: dict[tuple, float | None] = dict.fromkeys(configs, 0.0)

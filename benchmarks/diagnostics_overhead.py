@@ -7,7 +7,7 @@ by side, the seconds per epoch without diagnostics, with them (``time_s + diag/t
 ratio; the diagnostics cost a fixed ``DIAGNOSTIC_BATCHES`` batches per epoch (one forward pass and
 one backward pass per task each), so it also prints what they would add to an epoch of
 ``--full-images`` training images at the measured speed. It checks that both runs end with the same
-weights, bit for bit (the diagnostics must not change the training). Run::
+weights, bit for bit (the diagnostics must not change the training). The last line is the ratio. Run::
 
     python benchmarks/diagnostics_overhead.py [--spec specs/shared_reuse_coarse.toml] [--limit-train 1000]
         [--epochs 2] [--rounds 1] [--full-images 40000] [--device cpu]
@@ -17,21 +17,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import graphc  # noqa: E402
-from runtime.runs import rundir  # noqa: E402
-from runtime.runs.checkpoint import load_checkpoint  # noqa: E402
-from runtime.train.diagnostics import DIAGNOSTIC_BATCHES  # noqa: E402
-from runtime.train.launch import Overrides, train_run  # noqa: E402
+import graphc
+from common import ROOT
+from runtime.runs import rundir
+from runtime.runs.checkpoint import load_checkpoint
+from runtime.train.diagnostics import DIAGNOSTIC_BATCHES
+from runtime.train.launch import Overrides, train_run
 
 
 def main() -> None:
@@ -72,11 +69,11 @@ def main() -> None:
     print(f"{'':28}{'s/epoch':>10}")
     print(f"{'without diagnostics':28}{off:10.2f}")
     print(f"{'with diagnostics':28}{on_train + extra:10.2f}   (training {on_train:.2f} + diagnostics {extra:.2f})")
-    print(f"ratio with/without: {(on_train + extra) / off:.3f}")
     full = args.full_images / statistics.mean(speeds)
     print(f"an epoch of {args.full_images:,} images at {statistics.mean(speeds):.0f} img/s takes ~{full:.0f} s: "
           f"the diagnostics add {extra / full:.1%}")
     print(f"same weights with and without diagnostics: {'yes' if same else 'NO'}")
+    print(f"ratio with/without: {(on_train + extra) / off:.3f}")
 
 
 if __name__ == "__main__":

@@ -17,24 +17,15 @@ figure there.) The last line is the ratio. Run::
 
 from __future__ import annotations
 
-import argparse
 import io
-import os
-import sys
 import time
-from pathlib import Path
 
-import torch
+from rich.console import Console
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import graphc  # noqa: E402
-from runtime.bench import Bench, machine  # noqa: E402
-import runtime.train.loop as loop  # noqa: E402
-from rich.console import Console  # noqa: E402
-from runtime.device import plan_execution, resolve_device  # noqa: E402
-from runtime.train.progress import EpochProgress  # noqa: E402
+import runtime.train.loop as loop
+from common import auto_bench, step_options
+from runtime.bench import Bench, machine
+from runtime.train.progress import EpochProgress
 
 
 def epoch_split(bench: Bench, images: int) -> tuple[float, float]:
@@ -58,19 +49,9 @@ def epoch_split(bench: Bench, images: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, default=ROOT / "specs" / "shared_reuse_coarse.toml")
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    spec = graphc.load_spec(args.spec)
-    bench = Bench(spec, device, args.batch)
-    auto = plan_execution("auto", device, bench.run.model)
+    args = step_options(__doc__, seconds=4.0, repeats=3).parse_args()
+    spec, bench, auto = auto_bench(args)
+    device = bench.device
     result = bench.pipeline(auto, args.seconds, args.repeats)
     split = None
     if device.type == "cpu":

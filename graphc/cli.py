@@ -1,7 +1,8 @@
 """The ``graphc`` command line: typer + rich, thin over the public API.
 
 Exit codes: 0 success, 2 spec or usage error, 1 runtime failure (missing
-data, failed parity check, ...). Bad input never prints a traceback.
+data, failed parity check, a diverged run, ...), 130 a training run or sweep
+interrupted (its last epoch saved). Bad input never prints a traceback.
 """
 
 from __future__ import annotations
@@ -54,9 +55,7 @@ def guarded(command: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except SpecError as exc:
-            raise fail(_escape(str(exc), newlines=True), 2) from None
-        except UsageError as exc:
+        except (SpecError, UsageError) as exc:
             raise fail(_escape(str(exc), newlines=True), 2) from None
         except RunError as exc:
             raise fail(_escape(str(exc), newlines=True), 1) from None
@@ -88,8 +87,8 @@ def _params_summary(graph: graphc.Graph) -> str:
     """``N parameters``; with frozen nodes also how many train from the first epoch and how many are frozen."""
     if not graph.frozen:
         return f"{graph.total_params:,} parameters"
-    frozen = graph.total_params - graph.trainable_params
-    return f"{graph.total_params:,} parameters ({graph.trainable_params:,} trainable from the first epoch, {frozen:,} frozen)"
+    return (f"{graph.total_params:,} parameters ({graph.trainable_params:,} trainable from the first epoch, "
+            f"{graph.frozen_params:,} frozen)")
 
 
 def _training_text(node) -> str:
@@ -116,6 +115,9 @@ def check(
     counts, the hierarchy tables against each other, the metrics select and early_stopping watch);
     with --data also those that need the data (class names and counts, image size, missing folders).
     """
+    if data_dir is not None and not data:  # else a check the user asked for would silently not run
+        raise fail(_escape(f"--data-dir {data_dir} says where the data set is for --data, which reads it; "
+                           "add --data (or leave out --data-dir)."), 2)
     invalid = missing = 0
     for path in specs:
         probe = None
@@ -197,7 +199,7 @@ def show(
     out.print(
         f"total parameters: {graph.total_params:,}"
         + (f" ({graph.trainable_params:,} trainable from the first epoch, "
-           f"{graph.total_params - graph.trainable_params:,} in frozen nodes)" if graph.frozen else "")
+           f"{graph.frozen_params:,} in frozen nodes)" if graph.frozen else "")
         + f"; serving more than one head: {graph.shared_params:,} "
         f"({graph.shared_params / total:.1%}), of which hard-shared: {graph.hard_shared_params:,} "
         f"({graph.hard_shared_params / total:.1%}); heads: {_heads_summary(graph)}"

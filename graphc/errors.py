@@ -1,9 +1,12 @@
-"""The one exception type for spec problems, and the helpers that word its messages.
+"""graphc's exceptions, and the helpers that word and print its messages.
 
 Every problem a user can make in a spec (bad TOML, an unknown field, a cycle,
 a shape that does not fit) is raised as a :class:`SpecError`. Each problem
 carries where it is (file, line, node, field), what was expected, what was
 found and a hint, so the CLI can print one clear paragraph and exit 2.
+A command called wrongly raises :class:`UsageError` (exit 2), a failure at run
+time :class:`RunError` (exit 1). :func:`printable` escapes control characters
+in strings that come from files before they reach a terminal.
 """
 
 from __future__ import annotations

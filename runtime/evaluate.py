@@ -26,7 +26,7 @@ from runtime.runs import rundir as runs
 from runtime.runs.checkpoint import load_checkpoint
 from runtime.metrics import (
     Confusion, HeadInfo, Hierarchy, Meter, class_accuracies, compute_loss, heads_of, hierarchies_of, logged_weights,
-    weighted_total,
+    reweight_loss,
 )
 from runtime.runs.weights import load_trained
 
@@ -246,9 +246,8 @@ def evaluate_run(
         ) from None
     metrics.update(confusion.baselines())  # as the run's final test pass logs them
     weighting = spec.train.loss_weighting
-    weights = logged_weights(state.get("metrics") or {})
-    if weighting is not None and weighting.name != "fixed" and weights:  # the loss with the checkpoint epoch's weights
-        metrics["loss"] = weighted_total(metrics, weights)
+    # the loss with the checkpoint epoch's weights, as its logged rows
+    reweight_loss(metrics, weighting and weighting.name, logged_weights(state.get("metrics") or {}))
     return RunEvaluation(
         run_dir, split, checkpoint, int(state.get("epoch", 0)), str(target), graph, metrics,
         confusion=confusion.matrices(), class_names=dict(dataset.class_names), precision=precision,

@@ -104,6 +104,15 @@ def weighted_total(metrics: Mapping[str, float], weights: Mapping[str, float]) -
     return sum(w * metrics[f"{task}/loss"] for task, w in weights.items())
 
 
+def reweight_loss(metrics: dict[str, float], weighting: str | None, weights: Mapping[str, float]) -> None:
+    """Set an evaluation's ``loss`` to what the run logs under its ``[train] loss_weighting``
+    (``weighting``: the method's name, None without the table): sum_t w_t * ``TASK/loss`` with
+    ``weights`` ``{TASK: w}`` (an epoch's logged weights). Without a table, or with ``fixed`` (w_t =
+    loss_weight), the Meter's total already is that sum, and it is left as it is."""
+    if weighting not in (None, "fixed") and weights:
+        metrics["loss"] = weighted_total(metrics, weights)
+
+
 def logged_weights(flat: Mapping[str, float]) -> dict[str, float]:
     """``{TASK: w}`` from an epoch's ``train/weight/TASK`` (a checkpoint's flat metrics); empty without them."""
     prefix = f"train/{names.WEIGHT_PREFIX}"

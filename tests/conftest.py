@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny specs written to temporary files."""
+"""Shared fixtures and helpers: tiny specs written to temporary files, and CLI calls that must end
+cleanly (import the helpers as ``from tests.conftest import ...``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
+
+from graphc.cli import app
 
 # Two cores: keep torch from oversubscribing them when pytest-xdist runs two workers.
 torch.set_num_threads(1)
@@ -59,3 +63,41 @@ def clean_exit(result) -> bool:
     """True when a CliRunner result ended by the CLI's own exit, not an escaped exception
     (CliRunner catches those, so a traceback never shows in ``result.output``)."""
     return result.exception is None or isinstance(result.exception, SystemExit)
+
+
+runner = CliRunner()
+
+
+def invoke(*args, code: int = 0):
+    """Run ``graphc ARGS...`` (each argument str()-ed); assert its exit code, that it ended by the
+    CLI's own exit and that no traceback was printed."""
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    assert clean_exit(result) and "Traceback" not in result.output
+    return result
+
+
+def train(*args, code: int = 0):
+    """``graphc train ARGS...`` through :func:`invoke`."""
+    return invoke("train", *args, code=code)
+
+
+def run_dir_of(result) -> Path:
+    """The run directory a ``graphc train --quiet`` printed: the only line of its stdout."""
+    (line,) = [line for line in result.stdout.splitlines() if line.strip()]
+    return Path(line)
+
+
+def interrupt_at(monkeypatch, call: int) -> None:
+    """Make the ``call``-th training step raise KeyboardInterrupt, as Ctrl-C would."""
+    import runtime.train.loop as training
+
+    real, calls = training.train_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_step", step)

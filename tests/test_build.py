@@ -236,3 +236,22 @@ def test_normalisation_must_fit_the_input_channels(write_spec):
     error = build_error(write_spec, text)
     assert error.field == "data.normalize.mean" and "has 2 values, but the input has 3 channels" in str(error)
     assert build(write_spec, TINY_SPEC.replace("[data]", "[data]\nnormalize = { mean = [0.5], std = [0.2, 0.2, 0.2] }"))
+
+
+def test_init_map_names_nodes_of_this_spec_with_parameters(write_spec):
+    # graphc check refuses what graphc train would: the new side of the map needs no source run.
+    text = TINY_SPEC + '\n[train]\ninit_map = { trunc = "trunk" }\n'
+    error = build_error(write_spec, text)
+    assert error.field == "train.init_map" and "names node 'trunc', but spec 'tiny' has no node of that name" in str(error)
+    assert "did you mean 'trunk'" in str(error) and error.line == text.splitlines().index('init_map = { trunc = "trunk" }') + 1
+    error = build_error(write_spec, text.replace("trunc =", "image ="))
+    assert "'image', an input node, which has no parameters to load" in str(error)
+    assert build(write_spec, text.replace("trunc =", "trunk ="))
+
+
+def test_parameter_counts_with_a_frozen_node(write_spec):
+    # total_params counts every parameter; trainable_params and frozen_params split it.
+    graph = build(write_spec, TINY_SPEC.replace('pool = "max"', 'pool = "max"\ntrainable = false'))
+    trunk = graph["trunk"].num_params
+    assert trunk > 0 and graph.frozen_params == trunk
+    assert graph.trainable_params == graph.total_params - trunk == sum(n.num_params for n in graph if n.kind == "head")

@@ -138,3 +138,11 @@ def test_show_says_when_a_node_is_both_shared_and_reused(write_spec):
     assert result.exit_code == 0, result.output
     row = next(line for line in result.stdout.splitlines() if line.startswith("│ x "))
     assert "shared, reused by size" in row
+
+
+def test_check_data_dir_without_data_is_a_usage_error(write_spec, tmp_path):
+    # --data-dir only tells --data where to look: alone it would skip the check it seems to ask for.
+    path = write_spec(TINY_SPEC)
+    result = runner.invoke(app, ["check", str(path), "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and clean_exit(result) and "Traceback" not in result.output
+    assert "add --data" in " ".join(result.output.split())

@@ -15,33 +15,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import graphc
-from graphc.cli import app
 from graphc.errors import Problem, RunError, SpecError, UsageError
 from runtime.train import distributed
 from runtime.runs import rundir as runs
 from runtime.runs.checkpoint import load_checkpoint
 from runtime.evaluate import evaluate_run
-from tests.conftest import clean_exit
+from tests.conftest import invoke, run_dir_of, train
 
-runner = CliRunner()
 SPEC = Path(__file__).parent / "specs" / "tiny_train.toml"
 TIMING = ("images_per_s", "time_s")
 EPOCHS = 5
-
-
-def train(*args, code: int = 0):
-    result = runner.invoke(app, ["train", *map(str, args)])
-    assert result.exit_code == code, result.output
-    assert clean_exit(result)
-    return result
-
-
-def run_dir_of(result) -> Path:
-    (line,) = [line for line in result.stdout.splitlines() if line.strip()]
-    return Path(line)
 
 
 def weights(run_dir: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
@@ -81,8 +66,7 @@ def test_two_processes_write_a_normal_run_that_learns(straight):
     assert min(r["loss"] for r in val) < 0.8 * val[0]["loss"]
     # The logged validation metrics are those of the whole split with the saved model (rank 0's
     # batch-norm statistics): `graphc eval` of last.pt, one process over the whole split, agrees.
-    result = runner.invoke(app, ["eval", str(run_dir), "--checkpoint", "last", "--json"])
-    assert result.exit_code == 0, result.output
+    result = invoke("eval", run_dir, "--checkpoint", "last", "--json")
     logged = values(val[-1])  # eval adds the split's baselines (TASK/majority_acc, TASK/balanced_acc)
     assert {k: v for k, v in json.loads(result.stdout)["metrics"].items() if k in logged} == pytest.approx(logged, rel=1e-6)
     # Rank 0 evaluated best.pt on the test split once, at the end.

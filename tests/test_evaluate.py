@@ -8,23 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from tests.conftest import clean_exit
-from graphc.cli import app
+from tests.conftest import invoke
 from graphc.errors import RunError, UsageError
 from runtime.runs import rundir as runs
 from runtime.device import resolve_device, resolve_precision
 
-runner = CliRunner()
 SPEC = Path(__file__).parent / "specs" / "tiny_train.toml"
-
-
-def invoke(*args, code: int = 0):
-    result = runner.invoke(app, [*map(str, args)])
-    assert result.exit_code == code, result.output
-    assert clean_exit(result)
-    return result
 
 
 @pytest.fixture(scope="module")

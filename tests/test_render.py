@@ -531,3 +531,20 @@ def test_an_input_read_twice_gives_two_edges_with_unique_svg_ids(write_spec):
     ids = [el.get("id") for el in root.iter() if el.get("id", "").startswith("edge--")]
     assert len(ids) == len(set(ids)) == len(list(graph.edges()))
     assert {"edge--tricky--right--joined", "edge--tricky--right--joined--2"} <= set(ids)
+
+
+def test_collapsed_box_shows_the_lowest_cosine_of_its_members(tmp_path):
+    # --collapse with --diagnostics: a box standing for trunk_1 .. trunk_3 must not show trunk_1's
+    # cosine as if it were the whole chain's.
+    from tests.conftest import TINY_SPEC
+    from graphc.backends.diagram.style import Conflict, conflict_badge
+
+    spec = tmp_path / "deep.toml"
+    spec.write_text(TINY_SPEC.replace('pool = "max"', 'padding = "same"\nrepeat = 3'))
+    values = {"diag/trunk_1/cos/coarse:fine": 0.5, "diag/trunk_2/cos/coarse:fine": -0.4,
+              "diag/trunk_3/cos/coarse:fine": 0.2}
+    out = tmp_path / "deep.svg"
+    render_specs([spec], str(out), collapse=True, conflict=Conflict.from_metrics(values, "test"))
+    svg = out.read_text()
+    assert "trunk_1 … trunk_3" in svg
+    assert conflict_badge(-0.4, "coarse:fine") in svg and conflict_badge(0.5, "coarse:fine") not in svg

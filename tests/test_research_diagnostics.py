@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import graphc
-from graphc.cli import app
 from graphc.errors import SpecError
 from graphc.ir.gradients import gradient_tasks, reused_branches, shared_nodes
 from graphc.ir.metrics import diagnostic_names
@@ -22,9 +20,8 @@ from runtime.metrics import heads_of
 from runtime.runs import rundir as runs
 from runtime.runs.checkpoint import load_checkpoint
 from runtime.train import diagnostics as diag
-from tests.conftest import clean_exit
+from tests.conftest import invoke, run_dir_of, train
 
-runner = CliRunner()
 
 # shared_reuse_coarse in small: a shared trunk; the fine head reads the coarse head's logits.
 # Batch norm and dropout everywhere, so the no-change test covers running statistics and the RNG.
@@ -277,17 +274,6 @@ def test_reuse_gradient_false_gives_share_zero_by_construction():
 # --------------------------------------------------------------------------- in training
 
 
-def train(*args, code: int = 0):
-    result = runner.invoke(app, ["train", *map(str, args)])
-    assert result.exit_code == code, result.output
-    assert clean_exit(result) and "Traceback" not in result.output
-    return result
-
-
-def run_dir_of(result) -> Path:
-    return Path(result.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The tiny reuse spec trained twice, 2 epochs, without and with --diagnostics."""
@@ -362,8 +348,7 @@ def test_select_accepts_diagnostic_metrics_only_with_diagnostics(write_spec):
     with pytest.raises(SpecError, match="does not log"):  # a diagnostic of a node that is not shared
         graph_of(reuse_spec(train_extra='diagnostics = true\nselect = { metric = "train/diag/fine_fc/norm/fine" }'))
     path = write_spec(reuse_spec(train_extra=select))
-    result = runner.invoke(app, ["check", str(path)])
-    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "does not log" in invoke("check", path, code=2).output  # check says what train would
 
 
 def test_nothing_shared_is_a_note_not_an_error(write_spec, tmp_path):
@@ -378,8 +363,7 @@ def test_nothing_shared_is_a_note_not_an_error(write_spec, tmp_path):
 
 def test_report_plots_diagnostics_and_keeps_them_out_of_the_tables(trained, tmp_path):
     _, off, on, _ = trained
-    result = runner.invoke(app, ["report", str(off), str(on), "-o", str(tmp_path / "report")])
-    assert result.exit_code == 0, result.output
+    result = invoke("report", off, on, "-o", tmp_path / "report")
     for name in ("diag_trunk", "diag_coarse_fc", "diag_coarse_head", "diag_share"):
         assert (tmp_path / "report" / f"{name}.png").is_file()
     assert "diag/" not in (tmp_path / "report" / "results.csv").read_text()
@@ -390,8 +374,7 @@ def test_render_colours_boxes_and_reuse_edges_by_the_last_epoch(trained, tmp_pat
     spec, _, on, _ = trained
     last = [r for r in runs.read_metrics(on) if r["split"] == "train"][-1]
     out = tmp_path / "diag.svg"
-    result = runner.invoke(app, ["render", str(spec), "--diagnostics", str(on), "-o", str(out)])
-    assert result.exit_code == 0, result.output
+    invoke("render", spec, "--diagnostics", on, "-o", out)
     svg = out.read_text()
     plain = graphc.backends.diagram.render.render(graphc.build_graph(graphc.load_spec(spec)), "svg").decode()
     assert svg != plain
@@ -412,9 +395,7 @@ def test_render_diagnostics_errors(trained, tmp_path):
         (["render", str(spec), "--diagnostics", str(on), "-o", str(tmp_path / "c.dot")], 2, "colours pictures"),
     ]
     for args, code, words in cases:
-        result = runner.invoke(app, args)
-        assert result.exit_code == code, result.output
-        assert words in result.output and "Traceback" not in result.output
+        assert words in invoke(*args, code=code).output
 
 
 def test_colour_scales():
@@ -422,3 +403,34 @@ def test_colour_scales():
     assert conflict_color(-5.0) == conflict_color(-1.0) and math.isclose(int(conflict_color(-0.5)[1:3], 16), (0x9e + 0xc6) / 2, abs_tol=1)
     assert share_color(0.0) == "#00838f" and share_color(1.0) == "#c62828"
     assert share_text(0.0013) == "0.1%" and share_text(0.27) == "27%"
+
+
+def test_frozen_nodes_keep_their_norm_statistics_while_measured(tmp_path, monkeypatch):
+    """The gradients are those of a training step: there a frozen node's batch norm normalises with
+    its running statistics (runtime/train/freeze.py), so it must in the measurement too."""
+    spec = tmp_path / "tiny_reuse.toml"
+    spec.write_text(reuse_spec())
+    seen = []
+    measure = diag.task_gradients
+
+    def spy(model, *args, **kwargs):
+        seen.append([m.training for m in model.get_submodule("trunk").modules()
+                     if isinstance(m, torch.nn.modules.batchnorm._NormBase)])
+        return measure(model, *args, **kwargs)
+
+    monkeypatch.setattr(diag, "task_gradients", spy)
+    run = run_dir_of(train(spec, "--diagnostics", "--freeze", "trunk", "--epochs", "1",
+                           "--out", tmp_path / "runs", "--quiet", "--no-test"))
+    assert seen and all(flags and not any(flags) for flags in seen)
+    (row,) = [r for r in runs.read_metrics(run) if r["split"] == "train"]
+    assert "diag/coarse_fc/norm/fine" in row and not any(k.startswith("diag/trunk/") for k in row)
+
+
+def test_diagnostics_can_be_turned_on_when_resuming(tmp_path):
+    """--diagnostics with --resume measures the epochs trained from then on (it was silently ignored)."""
+    spec = tmp_path / "tiny_reuse.toml"
+    spec.write_text(reuse_spec())
+    run = run_dir_of(train(spec, "--epochs", "1", "--out", tmp_path / "runs", "--quiet", "--no-test"))
+    train("--resume", run, "--epochs", "2", "--diagnostics", "--quiet")
+    rows = [r for r in runs.read_metrics(run) if r["split"] == "train"]
+    assert [any(k.startswith("diag/") for k in r) for r in rows] == [False, True]

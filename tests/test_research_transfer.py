@@ -10,31 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import graphc
 import runtime.train.loop as training
-from graphc.cli import app
 from graphc.errors import SpecError
 from runtime.runs import rundir as runs
 from runtime.runs.checkpoint import load_checkpoint
 from runtime.train.transfer import init_from
-from tests.conftest import clean_exit
+from tests.conftest import interrupt_at, invoke, run_dir_of, train
 
-runner = CliRunner()
 SPEC = Path(__file__).parent / "specs" / "tiny_train.toml"
 TEXT = SPEC.read_text()
-
-
-def train(*args, code: int = 0):
-    result = runner.invoke(app, ["train", *map(str, args)])
-    assert result.exit_code == code, result.output
-    assert clean_exit(result) and "Traceback" not in result.output
-    return result
-
-
-def run_dir_of(result) -> Path:
-    return Path(result.stdout.strip().splitlines()[-1])
 
 
 def weights(run_dir: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
@@ -241,19 +227,6 @@ trainable = false''').replace('name = "fc"\nkind = "fc_block"\ninput = "trunk"',
         graphc.load_spec(write_spec(TEXT.replace('channels = [8]', 'channels = [8]\nunfreeze_after = 2')))
 
 
-def _interrupt_at(monkeypatch, call: int) -> None:
-    """Make the ``call``-th training step raise KeyboardInterrupt, as Ctrl-C would."""
-    real, calls = training.train_step, []
-
-    def step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == call:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "train_step", step)
-
-
 def test_unfreeze_after_lets_the_node_train_after_n_epochs_and_resumes_exactly(tmp_path, monkeypatch):
     old, new = FROZEN_TRUNK
     spec = variant(tmp_path, "thaw", old, new + "\nunfreeze_after = 1",
@@ -269,7 +242,7 @@ def test_unfreeze_after_lets_the_node_train_after_n_epochs_and_resumes_exactly(t
     steps = training.steps_per_epoch(360, 32)
     for epoch in (2, 3):  # interrupted before the unfreeze (last.pt of epoch 1) and after it (epoch 2)
         out = tmp_path / f"cut{epoch}"
-        _interrupt_at(monkeypatch, (epoch - 1) * steps + 3)
+        interrupt_at(monkeypatch, (epoch - 1) * steps + 3)
         train(spec, "--epochs", "3", "--out", out, "--quiet", code=130)
         monkeypatch.undo()
         run = next((out / "thaw").iterdir())
@@ -289,16 +262,15 @@ def test_show_and_render_mark_frozen_nodes(tmp_path):
     spec = variant(tmp_path, "frozen", FROZEN_TRUNK[0], FROZEN_TRUNK[1] + "\nunfreeze_after = 3")
     graph = graphc.build_graph(graphc.load_spec(spec))
     trunk = graph["trunk"].num_params
-    shown = runner.invoke(app, ["show", str(spec)])
-    assert shown.exit_code == 0
+    shown = invoke("show", spec)
     assert "frozen, unfreezes after epoch 3" in shown.stdout
     assert f"({graph.total_params - trunk:,} trainable from the first epoch, {trunk:,} in frozen nodes)" in shown.stdout
-    data = json.loads(runner.invoke(app, ["show", str(spec), "--json"]).stdout)
+    data = json.loads(invoke("show", spec, "--json").stdout)
     assert data["trainable_params"] == data["total_params"] - trunk
     assert next(n for n in data["nodes"] if n["name"] == "trunk")["attrs"]["trainable"] is False
-    checked = runner.invoke(app, ["check", str(spec)])
+    checked = invoke("check", spec)
     assert f"{graph.total_params:,} parameters ({graph.total_params - trunk:,} trainable from the first epoch" in checked.stdout
-    plain = runner.invoke(app, ["show", str(SPEC)])
+    plain = invoke("show", SPEC)
     assert "frozen" not in plain.stdout and "training" not in plain.stdout
 
     from graphc.backends.diagram.draw import page
@@ -312,13 +284,12 @@ def test_show_and_render_mark_frozen_nodes(tmp_path):
     assert "trunk:conv_block:8x8x8:" in scene.description and ":frozen" in scene.description
     plain_scene = page([graphc.build_graph(graphc.load_spec(SPEC))])
     assert not any(b.dashed for b in plain_scene.blocks) and ":frozen" not in plain_scene.description
-    dot = runner.invoke(app, ["render", str(spec), "--format", "dot", "-o", str(tmp_path / "d.dot")])
-    assert dot.exit_code == 0
+    invoke("render", spec, "--format", "dot", "-o", tmp_path / "d.dot")
     assert "rounded,filled,dashed" in (tmp_path / "d.dot").read_text()
-    assert runner.invoke(app, ["render", str(spec), "--format", "mermaid", "-o", str(tmp_path / "d.mmd")]).exit_code == 0
+    invoke("render", spec, "--format", "mermaid", "-o", tmp_path / "d.mmd")
     styles = [line for line in (tmp_path / "d.mmd").read_text().splitlines() if line.startswith("  style n_")]
     assert [line.split()[1] for line in styles if "stroke-dasharray" in line] == ["n_trunk"]
-    assert runner.invoke(app, ["render", str(spec), "-o", str(tmp_path / "d.svg")]).exit_code == 0
+    invoke("render", spec, "-o", tmp_path / "d.svg")
     assert ":frozen" in (tmp_path / "d.svg").read_text()  # the picture's structure line (metadata)
 
 

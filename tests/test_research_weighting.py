@@ -11,10 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from typer.testing import CliRunner
 
 import graphc
-from graphc.cli import app
 from graphc.errors import SpecError
 from graphc.ir.weighting import gradnorm_node
 from graphc.lang.spec import TrainSpec
@@ -26,24 +24,11 @@ from runtime.runs.checkpoint import load_checkpoint
 from runtime.train import loop
 from runtime.train.launch import load_data
 from runtime.train.progress import EpochProgress
-from tests.conftest import clean_exit
+from tests.conftest import invoke, run_dir_of, train
 
-runner = CliRunner()
 SPEC = Path(__file__).parent / "specs" / "tiny_train.toml"  # fine (loss_weight 2, smoothing 0.1) and coarse heads on "fc"
 TIMING = ("images_per_s", "time_s")
 CPU = torch.device("cpu")
-
-
-def train(*args, code: int = 0):
-    result = runner.invoke(app, ["train", *map(str, args)])
-    assert result.exit_code == code, result.output
-    assert clean_exit(result)
-    return result
-
-
-def run_dir_of(result) -> Path:
-    (line,) = [line for line in result.stdout.splitlines() if line.strip()]
-    return Path(line)
 
 
 def spec_file(tmp_path: Path, weighting: str | None, name: str = "tw") -> Path:
@@ -249,16 +234,13 @@ def test_gradnorm_without_a_shared_node_with_parameters_is_a_spec_error(tmp_path
         graphc.build_graph(graphc.load_spec(path))
     assert error.value.problems[0].field == "train.loss_weighting"
     assert "no node with parameters is read by more than one head" in str(error.value)
-    result = runner.invoke(app, ["check", str(path)])
-    assert result.exit_code == 2 and clean_exit(result) and "gradnorm" in result.output
+    assert "gradnorm" in invoke("check", path, code=2).output
     path.write_text(UNSHARED.replace('"gradnorm"', '"uncertainty"'))
     graphc.build_graph(graphc.load_spec(path))  # the other methods need no shared node
 
 
 def test_unknown_weighting_names_the_choices(tmp_path):
-    result = runner.invoke(app, ["check", str(spec_file(tmp_path, '{ name = "pcgrad" }'))])
-    assert result.exit_code == 2 and clean_exit(result)
-    assert "loss_weighting" in result.output
+    assert "loss_weighting" in invoke("check", spec_file(tmp_path, '{ name = "pcgrad" }'), code=2).output
 
 
 # --------------------------------------------------------------------------- training runs
@@ -298,8 +280,7 @@ def test_uncertainty_weights_are_learned_logged_and_resume_exactly(tmp_path):
     for tr, val in zip(train_rows, [r for r in rows if r["split"] == "val"]):
         assert val["loss"] == pytest.approx(tr["weight/fine"] * val["fine/loss"] + tr["weight/coarse"] * val["coarse/loss"])
     # graphc report plots them
-    result = runner.invoke(app, ["report", str(straight), "--out", str(tmp_path / "report")])
-    assert result.exit_code == 0 and clean_exit(result), result.output
+    invoke("report", straight, "--out", tmp_path / "report")
     assert (tmp_path / "report" / "weight_fine.png").is_file() and (tmp_path / "report" / "weight_coarse.svg").is_file()
     # resume
     first = run_dir_of(train(spec, "--epochs", 1, "--out", tmp_path / "b", "--quiet"))
@@ -356,14 +337,20 @@ NO_NORM_NO_DROPOUT = (
 )
 
 
-def test_uncertainty_on_two_processes_learns_the_same_log_variances(tmp_path):
-    """The log-variances' gradients are averaged over the processes, as DDP averages the model's:
-    one step on two processes equals one on one process (no batch norm, dropout or augmentation)."""
-    text = spec_file(tmp_path, '{ name = "uncertainty" }').read_text()
+def plain_spec(tmp_path: Path, weighting: str) -> Path:
+    """spec_file without batch norm, dropout or augmentation: one process and two see the same batch."""
+    text = spec_file(tmp_path, weighting).read_text()
     for old, new in NO_NORM_NO_DROPOUT:
         text = text.replace(old, new)
     spec = tmp_path / "plain.toml"
     spec.write_text(text)
+    return spec
+
+
+def test_uncertainty_on_two_processes_learns_the_same_log_variances(tmp_path):
+    """The log-variances' gradients are averaged over the processes, as DDP averages the model's:
+    one step on two processes equals one on one process (no batch norm, dropout or augmentation)."""
+    spec = plain_spec(tmp_path, '{ name = "uncertainty" }')
     args = ("--epochs", 1, "--limit-train", 32, "--quiet")  # one batch of 32: one step
     one = run_dir_of(train(spec, *args, "--out", tmp_path / "one"))
     two = run_dir_of(train(spec, *args, "--nproc", 2, "--out", tmp_path / "two"))
@@ -375,11 +362,7 @@ def test_uncertainty_on_two_processes_learns_the_same_log_variances(tmp_path):
 def test_gradnorm_on_two_processes_equals_one(tmp_path):
     """GradNorm's norms and loss ratios are the global batch's: two steps on two processes give the
     weights, initial losses and model of two steps on one."""
-    text = spec_file(tmp_path, '{ name = "gradnorm" }').read_text()
-    for old, new in NO_NORM_NO_DROPOUT:
-        text = text.replace(old, new)
-    spec = tmp_path / "plain.toml"
-    spec.write_text(text)
+    spec = plain_spec(tmp_path, '{ name = "gradnorm" }')
     args = ("--epochs", 1, "--limit-train", 64, "--quiet")  # two batches of 32: two steps
     one = run_dir_of(train(spec, *args, "--out", tmp_path / "one"))
     two = run_dir_of(train(spec, *args, "--nproc", 2, "--out", tmp_path / "two"))
@@ -389,3 +372,19 @@ def test_gradnorm_on_two_processes_equals_one(tmp_path):
     torch.testing.assert_close(b["weighting"]["initial"], a["weighting"]["initial"], rtol=1e-5, atol=1e-7)
     for key in a["model"]:
         torch.testing.assert_close(b["model"][key], a["model"][key], rtol=1e-5, atol=1e-6)
+
+
+def test_learned_weights_with_a_node_unfrozen_mid_run_resume_exactly(tmp_path):
+    """Uncertainty weighting's optimiser group and an unfrozen node's group (added after it in
+    epoch 2) come back in the same order on resume, with their state: the run continues exactly."""
+    spec = spec_file(tmp_path, '{ name = "uncertainty" }')
+    flags = ("--freeze", "trunk", "--unfreeze-after", 1, "--quiet", "--no-test")
+    straight = run_dir_of(train(spec, "--epochs", 3, "--out", tmp_path / "a", *flags))
+    for cut in (1, 2):  # resumed before the unfreeze and after it
+        first = run_dir_of(train(spec, "--epochs", cut, "--out", tmp_path / f"cut{cut}", *flags))
+        train("--resume", first, "--epochs", 3, "--quiet")
+        assert rows_of(first) == rows_of(straight), cut
+        a, b = load_checkpoint(straight / runs.LAST), load_checkpoint(first / runs.LAST)
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), cut
+        assert torch.equal(a["weighting"]["log_variance"], b["weighting"]["log_variance"]), cut
+        assert [len(g["params"]) for g in a["optimizer"]["param_groups"]] == [len(g["params"]) for g in b["optimizer"]["param_groups"]]

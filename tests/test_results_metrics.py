@@ -11,19 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from data_fixtures import write_cifar100, write_image_folder
-from graphc.cli import app
 from graphc.ir.metrics import metric_names as names_of
 from graphc.lang.hierarchy import hierarchy_links, hierarchy_paths, hierarchy_problems
 from runtime.metrics import (
     Confusion, HeadInfo, Meter, balanced_accuracy, compute_loss, hierarchies_of, majority_accuracy,
 )
 from runtime.runs import rundir as runs
-from tests.conftest import clean_exit
+from tests.conftest import invoke
 
-runner = CliRunner()
 
 CLASSES = ["airplane", "bird", "cat", "dog", "ship", "truck"]  # the folder label 'fine', in sorted order
 TABLES = {  # three tables: two map the folder classes, one nests under 'coarse' (a chain fine -> coarse -> super)
@@ -37,13 +34,6 @@ HIERARCHY_NAMES = {
     "super/acc_from_coarse", "coarse/consistency_with_super",
     "super/acc_from_fine", "fine/consistency_with_super",  # the composed chain
 }
-
-
-def invoke(*args, code: int = 0):
-    result = runner.invoke(app, [*map(str, args)])
-    assert result.exit_code == code, result.output
-    assert clean_exit(result) and "Traceback" not in result.output
-    return result
 
 
 def toml_tables(order: list[str], tables: dict = TABLES) -> str:

@@ -234,9 +234,10 @@ def _torch_bytes(obj) -> bytes:
         (_torch_bytes({"format": CHECKPOINT_FORMAT, "metrics": {"val/loss": "low"}}), "'metrics' are not all numbers"),
         (_torch_bytes({"format": CHECKPOINT_FORMAT, "config": {"data": {}, "train": {}, "classes": "x"}}),
          "field 'classes' is"),
+        (_torch_bytes({"format": CHECKPOINT_FORMAT, "weighting": [1.0]}), "field 'weighting' is a list"),
     ],
     ids=["garbage", "empty", "plain-pickle", "list", "foreign-dict", "other-version", "epoch-type", "model-values",
-         "model-type", "class-names", "metrics", "config"],
+         "model-type", "class-names", "metrics", "config", "weighting"],
 )
 def test_damaged_or_foreign_checkpoints_are_messages(run_dir, tmp_path, content, message):
     run = copy_run(run_dir, tmp_path)

@@ -17,34 +17,16 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 import runtime.train.launch as launch
 import runtime.train.loop as training
-from graphc.cli import app
 from runtime.runs import rundir as runs
 from runtime.runs.checkpoint import load_checkpoint
-from tests.conftest import clean_exit
+from tests.conftest import invoke, run_dir_of, train
 
-runner = CliRunner()
 SPEC = Path(__file__).parent / "specs" / "tiny_train.toml"
 STEPS = training.steps_per_epoch(360, 32)
 ROOT = Path(__file__).parent.parent
-
-
-def cli(*args, code: int):
-    result = runner.invoke(app, [*map(str, args)])
-    assert result.exit_code == code, result.output
-    assert clean_exit(result) and "Traceback" not in result.output
-    return result
-
-
-def train(*args, code: int = 0):
-    return cli("train", *args, code=code)
-
-
-def run_dir_of(result) -> Path:
-    return Path(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -245,14 +227,14 @@ def test_a_config_json_with_wrong_types_names_the_field(one_epoch, tmp_path, cha
     change(config)
     (run / "config.json").write_text(json.dumps(config))
     for command in (["eval", run], ["train", "--resume", run, "--epochs", "2"]):
-        result = cli(*command, code=1)
+        result = invoke(*command, code=1)
         assert f"field '{field}'" in result.stderr and "config.json" in result.stderr
 
 
 def test_a_config_json_that_is_not_an_object(one_epoch, tmp_path):
     run = copy_run(one_epoch, tmp_path)
     (run / "config.json").write_text("[1, 2]")
-    assert "not a graphc run config" in cli("eval", run, code=1).stderr
+    assert "not a graphc run config" in invoke("eval", run, code=1).stderr
 
 
 # --------------------------------------------------------------------------- a node named `module`
@@ -263,9 +245,9 @@ def test_a_node_named_module_trains_evaluates_exports_and_predicts(tmp_path):
     spec.write_text(SPEC.read_text().replace('name = "trunk"', 'name = "module"').replace('input = "trunk"', 'input = "module"'))
     run = run_dir_of(train(spec, "--epochs", "1", "--out", tmp_path, "--quiet"))
     assert any(k.startswith("module.") for k in load_checkpoint(run / "best.pt")["model"])
-    cli("eval", run, code=0)
-    cli("export", spec, "--onnx", tmp_path / "m.onnx", "--checkpoint", run, code=0)
+    invoke("eval", run, code=0)
+    invoke("export", spec, "--onnx", tmp_path / "m.onnx", "--checkpoint", run, code=0)
     image = tmp_path / "image.png"
     Image.new("RGB", (16, 16), (200, 10, 10)).save(image)
-    cli("predict", run, image, code=0)
-    cli("predict", tmp_path / "m.onnx", image, code=0)
+    invoke("predict", run, image, code=0)
+    invoke("predict", tmp_path / "m.onnx", image, code=0)

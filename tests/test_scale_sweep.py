@@ -13,53 +13,24 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import runtime.train.loop as training
 import runtime.train.sweep as sweep
-from graphc.cli import app
 from runtime.runs import rundir as runs
 from runtime.runs.checkpoint import load_checkpoint
-from tests.conftest import TINY_SPEC, clean_exit
+from tests.conftest import TINY_SPEC, invoke
 
-runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = Path(__file__).parent / "specs" / "tiny_train.toml"
 # Small and fast: 1 epoch on 64 images; the same flags for every run of a sweep.
 FLAGS = ["--epochs", "1", "--limit-train", "64", "--limit-val", "32", "--limit-test", "32"]
-MISSING_DATA = """\
-name = "missing_data"
-
-[[nodes]]
-name = "image"
-kind = "input"
-shape = [3, 8, 8]
-
-[[nodes]]
-name = "trunk"
-kind = "conv_block"
-input = "image"
-channels = [4]
-pool = "max"
-
-[[nodes]]
-name = "fine_head"
-kind = "head"
-input = "trunk"
-task = "fine"
-classes = 4
-
-[data]
-dataset = "imagefolder"
-root = "{root}"
-"""
-
-
-def invoke(*args, code: int = 0):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == code, result.output
-    assert clean_exit(result) and "Traceback" not in result.output
-    return result
+# conftest's tiny spec with one head (an image folder has no coarse labels), reading a folder that is not there
+MISSING_DATA = (
+    TINY_SPEC.replace('name = "tiny"', 'name = "missing_data"')
+    .replace('task = "fine"', 'task = "fine"\nclasses = 4')
+    .split('[[nodes]]\nname = "coarse_head"')[0]
+    + '[data]\ndataset = "imagefolder"\nroot = "{root}"\n'
+)
 
 
 def run_dirs(out: Path) -> set[Path]:
@@ -262,3 +233,38 @@ def test_ctrl_c_stops_the_children_after_their_epoch_and_says_how_to_resume(tmp_
         assert summary["status"] == "interrupted" and 1 <= summary["epochs_completed"] < 200
         assert load_checkpoint(path / runs.LAST)["epoch"] == summary["epochs_completed"]
         assert str(path) in stderr
+
+
+# What torchrun gives its processes (torch.distributed.elastic's local agent).
+TORCHRUN_ENV = {
+    "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "0",
+    "GROUP_WORLD_SIZE": "1", "ROLE_RANK": "0", "ROLE_WORLD_SIZE": "2", "ROLE_NAME": "default",
+    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "none",
+}
+
+
+def test_a_sweep_under_torchrun_is_refused_before_anything_starts(tmp_path, tiny, monkeypatch):
+    """Every process of the job would start the whole sweep into the same folder, and its children
+    would try to join the job: a clear usage error instead."""
+    for name, value in TORCHRUN_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sweep.subprocess, "Popen", lambda *a, **k: pytest.fail("a sweep under torchrun started a child"))
+    result = invoke("train", tiny, "--seeds", "2", "--jobs", "2", "--out", tmp_path / "runs", *FLAGS, code=2)
+    assert "torchrun" in result.output and "graphc sweep plan" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_childs_environment_never_places_it_in_a_torchrun_job(tmp_path, monkeypatch):
+    for name, value in TORCHRUN_ENV.items():
+        monkeypatch.setenv(name, value)
+    started = []
+
+    class Child:
+        def __init__(self, argv, env, **kwargs):
+            started.append(env)
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", Child)
+    sweep._start(_job(False), _overrides(), tmp_path, tmp_path / "logs", sweep.Slots(1, 2, []), [])
+    (env,) = started
+    assert not set(TORCHRUN_ENV) & set(env)
+    assert env["OMP_NUM_THREADS"] == "2" and env["PATH"] == os.environ["PATH"]

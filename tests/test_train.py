@@ -10,27 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import runtime.train.launch as launch
 import runtime.train.loop as training
-from tests.conftest import clean_exit
-from graphc.cli import app
+from tests.conftest import interrupt_at, train
 from runtime.runs import rundir as runs
 from runtime.runs.checkpoint import load_checkpoint, save_checkpoint
 from runtime.device import resolve_precision
 
-runner = CliRunner()
 SPEC = Path(__file__).parent / "specs" / "tiny_train.toml"
 STEPS = training.steps_per_epoch(360, 32)  # tiny_train: 480 synthetic images, 25% held out, batch 32
 TIMING = ("images_per_s", "time_s")
-
-
-def train(*args: str, code: int = 0):
-    result = runner.invoke(app, ["train", *map(str, args)])
-    assert result.exit_code == code, result.output
-    assert clean_exit(result)
-    return result
 
 
 def run_dirs(result) -> list[Path]:
@@ -169,22 +159,9 @@ def test_one_epoch_plus_resume_equals_two_epochs(tmp_path, two_seeds):
     assert config["train"]["epochs"] == 2 and config["resumed"][0]["from_epoch"] == 1
 
 
-def _interrupt_at(monkeypatch, call: int) -> None:
-    """Make the ``call``-th training step raise KeyboardInterrupt, as Ctrl-C would."""
-    real, calls = training.train_step, []
-
-    def step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == call:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "train_step", step)
-
-
 @pytest.mark.parametrize("epoch", [1, 2])
 def test_interrupted_run_leaves_a_valid_last_pt_and_resumes_exactly(tmp_path, monkeypatch, two_seeds, epoch):
-    _interrupt_at(monkeypatch, (epoch - 1) * STEPS + 3)  # a few batches into `epoch`
+    interrupt_at(monkeypatch, (epoch - 1) * STEPS + 3)  # a few batches into `epoch`
     result = train(SPEC, "--out", tmp_path, "--quiet", code=130)
     run_dir = next((tmp_path / "tiny_train").iterdir())
     assert f"graphc train --resume {run_dir}" in result.stderr
@@ -361,7 +338,9 @@ def test_missing_spec_file(tmp_path):
 
 def test_json_of_run_files_is_strict(two_seeds):
     # NaN/inf never reach the JSON files (they are written as null), so any JSON reader can parse them.
-    for line in (two_seeds[0] / "metrics.jsonl").read_text().splitlines():
+    lines = (two_seeds[0] / "metrics.jsonl").read_text().splitlines()
+    assert lines  # an empty file would pass the loop below vacuously
+    for line in lines:
         json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
 
 

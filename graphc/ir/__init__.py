@@ -2,8 +2,7 @@
 class counts and returns the immutable, topologically ordered ``graph.Graph``; ``shapes``
 holds the pure shape and parameter arithmetic per node kind; ``metrics`` the names of the
 metrics training logs; ``gradients`` which tasks' gradients reach which nodes (what
-gradient-conflict diagnostics measure).
+gradient-conflict diagnostics measure); ``weighting`` the node GradNorm balances on.
 
-May import: ``graphc.errors``, ``graphc.lang``. networkx is used here and nowhere else;
-no torch.
+May import: ``graphc.errors``, ``graphc.lang``. No torch.
 """

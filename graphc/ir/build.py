@@ -2,12 +2,14 @@
 
 ``build_graph`` resolves references, rejects cycles and dead ends, infers
 every node's output shape and parameter count, binds heads to the data set's
-label fields and works out which heads each node serves. networkx lives here
-and nowhere else.
+label fields and works out which heads each node serves, in passes over the
+nodes in topological order (no per-node graph searches: specs may have
+thousands of nodes); networkx only names the cycle of a spec that has one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import os
 from types import MappingProxyType
@@ -40,7 +42,7 @@ from graphc.lang.spec import (
     InputNode,
     Spec,
 )
-from graphc.lang.hierarchy import hierarchy_paths
+from graphc.lang.hierarchy import hierarchy_paths, listed_twice
 from graphc.lang.load import source_map
 
 
@@ -49,7 +51,7 @@ from graphc.lang.load import source_map
 # purpose: the reference specs have 18.5 M parameters; a chain of ResNet-50's bottleneck blocks
 # at 224x224 (tests/test_safety_spec.py) has 25.2 M and 0.04 GiB of layer outputs. Environment variables of the same name with a
 # GRAPHC_ prefix (GRAPHC_MAX_PARAMS=5e9) raise them for a model that really is that large.
-MAX_PARAMS = 2_000_000_000  # trainable parameters (8 GB as fp32, before optimiser state)
+MAX_PARAMS = 2_000_000_000  # all parameters, frozen or not (8 GB as fp32, before optimiser state)
 MAX_ACTIVATION_BYTES = 16 * 2**30  # fp32 layer outputs of one image (shapes.layer_outputs)
 
 
@@ -234,20 +236,10 @@ class _Builder:
     def check_hierarchy(self) -> None:
         """A class listed in two groups of one [data.hierarchy] table (or twice in one group) would
         belong to two classes of that field; the table says each class is in exactly one."""
-        problems = []
-        for field, groups in self.spec.data.hierarchy.items():
-            group_of: dict[str, str] = {}
-            for group, members in groups.items():
-                for member in members:
-                    if member in group_of:
-                        other = group_of[member]
-                        places = f"in both '{other}' and '{group}'" if other != group else f"twice in '{group}'"
-                        problems.append(Problem(
-                            f"class '{member}' is listed {places}; every class belongs to exactly one group.",
-                            file=self.file, line=self.where.line("data", "hierarchy", field, group),
-                            field=f"data.hierarchy.{field}", hint="keep one of them.",
-                        ))
-                    group_of.setdefault(member, group)
+        problems = [
+            dataclasses.replace(problem, file=self.file, line=self.where.line("data", "hierarchy", field, group))
+            for field, group, problem in listed_twice(self.spec.data.hierarchy)
+        ]
         if problems:
             raise SpecError(problems)
 
@@ -447,6 +439,25 @@ class _Builder:
                 hint="leave at least one node trainable, e.g. the heads of the new task.",
             )
 
+    def check_init_map(self, nodes: tuple[Node, ...]) -> None:
+        """init_map's new side names nodes of this spec with parameters: checked here, without the
+        source run, so `graphc check` refuses what `graphc train` would (the source side needs the
+        source's checkpoint: runtime.train.transfer)."""
+        weighted = [node.name for node in nodes if node.num_params > 0]
+        kinds = {node.name: node.kind for node in nodes}
+        line = self.where.line("train", "init_map")
+        for new in self.spec.train.init_map or {}:
+            if new not in kinds:
+                message = f"names node '{new}', but spec '{self.spec.name}' has no node of that name."
+                hint = did_you_mean(new, weighted) or f"its nodes with parameters: {', '.join(weighted)}."
+            elif new not in weighted:
+                article = "an" if kinds[new][0] in "aeiou" else "a"
+                message = f"names node '{new}', {article} {kinds[new]} node, which has no parameters to load."
+                hint = f"map only nodes with parameters ({', '.join(weighted)})."
+            else:
+                continue
+            raise SpecError(Problem(message, file=self.file, line=line, field="train.init_map", hint=hint))
+
     def head_classes(self, head: HeadNode) -> int:
         task = head.task_name
         data = self.spec.data
@@ -518,6 +529,7 @@ class _Builder:
             for name in order
         )
         self.check_weighting(nodes)
+        self.check_init_map(nodes)
         graph = Graph(
             name=self.spec.name,
             nodes=nodes,

@@ -151,6 +151,11 @@ class Graph:
         return sum(n.num_params for n in self.nodes if n.trainable)
 
     @property
+    def frozen_params(self) -> int:
+        """Parameters of the nodes frozen at the start (trainable = false): the total less the trainable."""
+        return self.total_params - self.trainable_params
+
+    @property
     def frozen(self) -> tuple[Node, ...]:
         """Nodes frozen at the start (trainable = false), in topological order."""
         return tuple(n for n in self.nodes if not n.trainable)

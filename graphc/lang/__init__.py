@@ -1,6 +1,8 @@
 """The spec language (form): pydantic models of every node kind and table (``spec``) and
 TOML text -> a validated :class:`~graphc.lang.spec.Spec` with templates merged and repeats
-expanded (``load``); what to write instead of other frameworks' constructs (``hints``).
+expanded (``load``); the ``[data.hierarchy]`` tables' links, chains and checks without data
+(``hierarchy``); what to write instead of other frameworks' constructs (``hints``); the
+built-in specs (``builtin``).
 
 May import: ``graphc.errors``. Nothing here knows of networkx, torch or the runtime.
 """

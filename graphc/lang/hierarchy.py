@@ -81,6 +81,26 @@ def label_fields(label: str, tables: Tables) -> dict[str, list[str]]:
     return fields
 
 
+def listed_twice(tables: Tables, where: str = "data.hierarchy") -> list[tuple[str, str, Problem]]:
+    """``(field, group, problem)`` for each class a table lists in two of its groups, or twice in
+    one group (at its second listing): each class belongs to exactly one group. The problem's
+    field is ``WHERE.FIELD``; the caller adds file and line (of ``group``)."""
+    found = []
+    for field, groups in tables.items():
+        group_of: dict[str, str] = {}
+        for group, members in groups.items():
+            for member in members:
+                if member in group_of:
+                    other = group_of[member]
+                    places = f"in both '{other}' and '{group}'" if other != group else f"twice in '{group}'"
+                    found.append((field, group, Problem(
+                        f"class '{member}' is listed {places}; every class belongs to exactly one group.",
+                        field=f"{where}.{field}", hint="keep one of them.",
+                    )))
+                group_of.setdefault(member, group)
+    return found
+
+
 def hierarchy_problems(label: str, tables: Tables) -> list[Problem]:
     """What is wrong with the tables, seen from the tables alone (no data): a table named after
     the folder label, tables nesting in a circle or under two tables at once, and a class that

@@ -1,4 +1,5 @@
-"""Reading a spec: TOML text -> templates merged -> pydantic validation -> Spec.
+"""Reading a spec: TOML text -> templates merged -> pydantic validation -> hierarchy
+tables checked against each other -> repeats expanded -> Spec.
 
 Also turns every TOML and pydantic error into a :class:`SpecError` problem that
 names the file, line, node and field, says what was expected and what was found,
@@ -118,28 +119,18 @@ def _merge_templates(raw: dict, path: Path | None, where: SourceMap) -> dict:
     if not isinstance(templates, dict) or not isinstance(nodes, list):
         return raw
     for name, template in templates.items():
-        if isinstance(template, dict) and "name" in template:
-            # Every node that used it would get the same name: a duplicate waiting to happen.
-            raise SpecError(
-                Problem(
-                    f"template '{name}' sets `name`, but a name belongs to one node, not to a template.",
-                    file=path,
-                    line=where.line("templates", name, "name"),
-                    field=f"templates.{name}.name",
-                    hint="remove `name` from the template and write it on each node that uses it.",
-                )
-            )
-        if isinstance(template, dict) and "use" in template:
-            # The node's own `use` would replace it when merged: say so instead of dropping it.
-            raise SpecError(
-                Problem(
-                    f"template '{name}' uses template {template['use']!r}, but templates cannot be chained.",
-                    file=path,
-                    line=where.line("templates", name, "use"),
-                    field=f"templates.{name}.use",
-                    hint=f"copy the fields you need into [templates.{name}].",
-                )
-            )
+        # `name`: every node that used it would get the same name, a duplicate waiting to happen.
+        # `use`: the node's own `use` would replace it when merged; say so instead of dropping it.
+        refused = {
+            "name": (f"template '{name}' sets `name`, but a name belongs to one node, not to a template.",
+                     "remove `name` from the template and write it on each node that uses it."),
+            "use": (f"template '{name}' uses template {template.get('use')!r}, but templates cannot be chained.",
+                    f"copy the fields you need into [templates.{name}]."),
+        } if isinstance(template, dict) else {}
+        for key, (message, hint) in refused.items():
+            if key in template:
+                raise SpecError(Problem(message, file=path, line=where.line("templates", name, key),
+                                        field=f"templates.{name}.{key}", hint=hint))
     _check_templates(templates, path, where)
     merged = []
     for index, node in enumerate(nodes):

@@ -263,27 +263,25 @@ def diagnostic_figure(groups: dict[str, list[Run]], name: str, panels: list[tupl
 
 def plot_curves(groups: dict[str, list[Run]], out_dir: Path) -> list[Path]:
     """Write one figure per plotted metric as ``<task>_<metric>.png`` and ``.svg`` (``fine_acc``,
-    ``coarse_acc_from_fine``, ``mean_acc``); ``groups`` maps a row label to its runs. Returns the paths."""
+    ``coarse_acc_from_fine``, ``mean_acc``), and the gradient diagnostics' as ``diag_*`` (diagnostic_figures);
+    ``groups`` maps a row label to its runs. Returns the paths."""
     import matplotlib
 
     colours = spec_colours(list(groups))
     written = []
+
+    def save(fig, stem: str) -> None:
+        if fig is None:
+            return
+        for suffix in ("png", "svg"):
+            path = Path(out_dir) / f"{stem}.{suffix}"
+            fig.savefig(path, format=suffix, metadata={"Date": None} if suffix == "svg" else None)
+            written.append(path)
+
     # Fixed hash salt and no date: the same runs give byte-identical SVGs.
     with matplotlib.rc_context({"svg.hashsalt": "graphc", "font.size": 10}):
         for key in plotted_metrics(groups):
-            fig = metric_figure(groups, key, colours)
-            if fig is None:
-                continue
-            for suffix in ("png", "svg"):
-                path = Path(out_dir) / f"{key.replace('/', '_')}.{suffix}"
-                fig.savefig(path, format=suffix, metadata={"Date": None} if suffix == "svg" else None)
-                written.append(path)
+            save(metric_figure(groups, key, colours), key.replace("/", "_"))
         for name, panels in diagnostic_figures(groups).items():
-            fig = diagnostic_figure(groups, name, panels, colours)
-            if fig is None:
-                continue
-            for suffix in ("png", "svg"):
-                path = Path(out_dir) / f"{name}.{suffix}"
-                fig.savefig(path, format=suffix, metadata={"Date": None} if suffix == "svg" else None)
-                written.append(path)
+            save(diagnostic_figure(groups, name, panels, colours), name)
     return written

@@ -43,6 +43,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "metrics": (dict,),
     "class_names": (dict,),
     "config": (dict,),
+    "weighting": (dict,),  # [train] loss_weighting's state (runtime/train/weighting.py)
 }
 
 

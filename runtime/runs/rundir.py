@@ -12,6 +12,7 @@ Layout of ``runs/<spec>/<seed>-<timestamp>/``::
     summary.json    written when the run ends: "status" completed, early_stopped, interrupted
                     or diverged (a NaN/infinite loss; "diverged" then says at which epoch and step)
     train.lock      locked (flock) by the process training the run; holds its pid meanwhile
+    tensorboard/    with [train] tensorboard: the same curves for TensorBoard (runtime/train/tensorboard.py)
 
 Checkpoints (format ``graphc-checkpoint/2``, runtime/runs/checkpoint.py) hold only tensors
 and plain containers and are read with ``torch.load(weights_only=True)``, so a crafted file
@@ -25,21 +26,33 @@ read back through ``check_config``, which names a field of the wrong type.
 
 A metrics row is ``{"epoch": 3, "split": "val", "loss": 2.1, "fine/loss": ..., "fine/acc": ...}``:
 ``loss`` is the weighted total sum_t w_t * TASK/loss (w_t: the heads' loss_weight; with a
-``[train] loss_weighting`` table, the weights in force - per step on training rows, the epoch's
-logged ``weight/TASK`` on validation rows, the checkpoint epoch's for the test split and
-graphc eval - without
-uncertainty weighting's regulariser, see runtime/train/weighting.py); per head ``TASK/loss``, ``TASK/acc`` and, for heads of
-more than 10 classes, ``TASK/top5``; for every label hierarchy CHILD -> PARENT (each
-``[data.hierarchy]`` table and each chain of nested tables) whose CHILD has a head,
-``PARENT/acc_from_CHILD`` (the child head's prediction mapped to the parent, against the
-parent label) and, when PARENT has a head too, ``CHILD/consistency_with_PARENT`` (how
-often the child head's prediction maps to the parent head's prediction); then
-``mean_acc`` and ``weighted_acc`` (the heads' accuracies averaged, plainly and with the
-heads' loss_weight). graphc.ir.metrics.metric_names lists them. Training rows also
-carry ``lr``, ``images_per_s`` and ``time_s``, and with a loss_weighting table ``weight/TASK``
-(the loss weights in force at the end of the epoch). Accuracies are fractions in [0, 1].
-summary.json's ``"test"`` block adds per head ``TASK/majority_acc`` (always answering
-the split's most frequent class) and ``TASK/balanced_acc`` (macro-averaged recall).
+``[train] loss_weighting`` table, the weights in force - per step on training rows, the
+epoch's logged ``weight/TASK`` on validation rows, the checkpoint epoch's for the test split
+and graphc eval - without uncertainty weighting's regulariser, see runtime/train/weighting.py);
+per head ``TASK/loss``, ``TASK/acc`` and, for heads of more than 10 classes, ``TASK/top5``;
+for every label hierarchy CHILD -> PARENT (each ``[data.hierarchy]`` table and each chain of
+nested tables) whose CHILD has a head, ``PARENT/acc_from_CHILD`` (the child head's prediction
+mapped to the parent, against the parent label) and, when PARENT has a head too,
+``CHILD/consistency_with_PARENT`` (how often the child head's prediction maps to the parent
+head's prediction); then ``mean_acc`` and ``weighted_acc`` (the heads' accuracies averaged,
+plainly and with the heads' loss_weight). graphc.ir.metrics.metric_names lists them.
+Accuracies are fractions in [0, 1].
+
+Training rows also carry ``lr`` (at the epoch's last step), ``images_per_s`` (training
+images per second of the training pass, all processes together, augmentation, batching
+and metrics included, evaluation not) and ``time_s`` (the epoch's seconds: training pass,
+validation); with a loss_weighting table ``weight/TASK`` (the loss weights in force at the
+end of the epoch); with ``[train] diagnostics`` the ``diag/...`` gradient diagnostics and
+``diag/time_s``, their own seconds (graphc.ir.metrics names them; runtime/train/diagnostics.py).
+
+summary.json holds ``status``, ``epochs_completed``, ``best_epoch``, the ``best`` and
+``last`` epochs' flat metrics (``val/fine/acc``, ...), ``test`` (best.pt on the test split;
+null when interrupted, or with --no-test), adding per head ``TASK/majority_acc`` (always
+answering the split's most frequent class) and ``TASK/balanced_acc`` (macro-averaged recall),
+and what the test figures cover: ``test_skipped`` (--no-test), ``test_limit`` (--limit-test N:
+a random N test images, the same for every run of the data set) and ``test_images``; then
+``wall_time_s`` (all sessions of the run), ``images_per_s`` (the training rows' mean) and,
+for a diverged run, ``diverged``.
 
 Every file is written to a temporary name and renamed into place, so a run killed
 at any moment leaves the previous complete version of each file.

@@ -1,9 +1,10 @@
 """Training: ``loop`` (one run's epochs, checkpoints, early stopping), ``launch`` (start,
-resume, specs x seeds), ``distributed`` (``--nproc``: worker processes, sharding, reductions),
-``optim`` (optimisers and schedules), ``progress`` (the progress bar), ``tensorboard``
-(optional TensorBoard logging of a run), ``diagnostics`` (gradient-conflict diagnostics,
-``--diagnostics``) and ``sweep`` (``--jobs K``: runs K at a time in child
-processes, skipped or resumed by their identity, ``graphc sweep plan``).
+resume, specs x seeds), ``distributed`` (``--nproc`` and torchrun: processes, sharding,
+reductions), ``optim`` (optimisers and schedules), ``weighting`` (``[train] loss_weighting``),
+``freeze`` (``trainable = false``, ``--freeze``, unfreezing), ``transfer`` (``--init-from``),
+``progress`` (the progress bar), ``tensorboard`` (optional TensorBoard logging of a run),
+``diagnostics`` (gradient-conflict diagnostics, ``--diagnostics``) and ``sweep`` (``--jobs K``:
+runs K at a time in child processes, skipped or resumed by their identity, ``graphc sweep plan``).
 
 May import: graphc, ``runtime.data``, ``runtime.runs``, ``runtime.device``,
 ``runtime.metrics``, ``runtime.evaluate``, ``runtime.report`` (a sweep's run identity is the

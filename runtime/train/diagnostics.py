@@ -12,7 +12,8 @@ What is measured, precisely:
 - **the gradient** of task T: of its weighted loss ``w_T x cross-entropy_T`` (``w_T``: the
   head's ``loss_weight``, or the weight a ``loss_weighting`` method had in force that epoch)
   averaged over those batches - T's part of the gradient the optimiser would get on them. The
-  model runs in training mode, as in a training step (batch statistics, dropout), with
+  model runs in training mode, as in a training step (batch statistics, dropout; the norm
+  layers of frozen nodes keep their running statistics, runtime/train/freeze.py), with
   dropout's masks drawn from a generator seeded by ``train.seed`` (the same every epoch);
 - then per shared node the norm of each task's gradient and the cosine of each pair, and per
   reused branch each reader's share ``|g_R| / sum_T |g_T|`` (float64 sums).
@@ -43,6 +44,7 @@ from graphc.ir.graph import Graph
 from graphc.ir.metrics import DIAGNOSTIC_PREFIX, WEIGHT_PREFIX, diagnostic_names
 from runtime.device import autocast
 from runtime.metrics import HeadInfo, compute_loss
+from runtime.train.freeze import hold_norms
 
 DIAGNOSTIC_BATCHES = 4  # a few batches: a steadier gradient than one, a small cost next to an epoch
 
@@ -180,6 +182,7 @@ class Diagnostics:
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(self.seed)  # dropout's masks: the same every epoch
                 model.train()
+                hold_norms(model, run.frozen)  # as in a training step: frozen nodes normalise with their statistics
                 gradients = task_gradients(
                     model, batches, run.heads, weights, places(self.shared, self.branches), run.device, run.precision
                 )

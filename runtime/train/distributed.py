@@ -308,6 +308,12 @@ def lost_peers(exc: Exception) -> bool:
 
 
 def _post(outbox: Path, rank: int, outcome: Outcome) -> None:
+    # Pickle, not a data format: ``fn``'s result is any picklable object (a RunResult, tensors),
+    # as spawn's arguments are. Unpickling it in _collect is safe: the file is not from elsewhere.
+    # ``outbox`` is spawn's own TemporaryDirectory (mkdtemp: mode 0700, owned by this user), read
+    # only during the spawn that made it, and written only by the processes it started - the same
+    # trust as torch.multiprocessing's own pipes, which pickle ``args`` to them. Whoever can write
+    # there is this user, and could already run code as this user.
     try:
         data = pickle.dumps(outcome)
     except Exception as exc:  # a result that cannot be pickled is a bug in fn
@@ -408,6 +414,10 @@ def _free_port() -> int:
 # --------------------------------------------------------------------------- under torchrun
 
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # what torchrun sets for env://
+# Every variable torchrun (torch.distributed.elastic's local agent) gives its processes about the job.
+JOB_VARIABLES = LAUNCHER_VARIABLES + (
+    "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME",
+)
 TIMEOUT_VARIABLE = "GRAPHC_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0  # a collective waits this long for its peers (e.g. while rank 0 loads the data), then fails
 
@@ -461,6 +471,12 @@ def launched(environ: Mapping[str, str] = os.environ) -> Launched | None:
             f"LOCAL_WORLD_SIZE={local_size} (need 0 <= RANK < WORLD_SIZE and 0 <= LOCAL_RANK < LOCAL_WORLD_SIZE <= WORLD_SIZE)."
         )
     return Launched(rank, size, local_rank, local_size)
+
+
+def outside_job(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """``environ`` without the variables that place a process in a torchrun job: the environment
+    of a child process that must train on its own (a sweep's run), not join its parent's job."""
+    return {k: v for k, v in environ.items() if k not in JOB_VARIABLES and not k.startswith("TORCHELASTIC_")}
 
 
 def timeout(environ: Mapping[str, str] = os.environ) -> timedelta:

@@ -6,7 +6,7 @@ SpecError before any training), creates the run directory and calls
 ``runtime.train.loop.fit``. ``resume_run`` rebuilds a run from its directory and
 ``last.pt``. ``train_command`` runs every spec x seed one after another.
 With ``--nproc N`` both prepare the run directory as usual, then N processes
-(runtime/distributed.py) rebuild the run from it with ``train_process`` and train it.
+(runtime/train/distributed.py) rebuild the run from it with ``train_process`` and train it.
 Under torchrun, rank 0 does all of this and every rank trains each run (``train_job``).
 """
 
@@ -37,7 +37,7 @@ from runtime.runs.checkpoint import load_checkpoint, save_checkpoint
 from runtime.train.distributed import World
 from runtime.device import Execution, plan_execution, resolve_device, resolve_precision
 from runtime.evaluate import input_shape, load_run_data, read_config, spec_of_run
-from runtime.train.freeze import apply_freeze, freeze_plan, plan_from_config
+from runtime.train.freeze import apply_freeze, plan_from_config
 from runtime.runs.weights import resolve_checkpoint
 from runtime.train.transfer import init_from, transfer_table
 from runtime.train.loop import Run, build_run, check_run, finish, fit, make_checkpoint, restore_checkpoint
@@ -321,8 +321,8 @@ def train_run(
     run = build_run(Path("."), spec, graph, dataset, home_device(device, nproc), config)
     execution = run.execution if nproc == 1 else plan_execution(spec.train.precision, device, run.model)
     config["memory_format"] = "channels_last" if execution.channels_last else "contiguous"
-    if freeze_plan(graph):  # extension of the run contract: frozen nodes -> unfreeze_after (a resume applies it again)
-        config["frozen"] = freeze_plan(graph)
+    if run.frozen:  # extension of the run contract: frozen nodes -> unfreeze_after (a resume applies it again)
+        config["frozen"] = dict(run.frozen)
     if spec.train.init_from:  # transfer: weights from another run, before the epoch-0 last.pt (runtime/train/transfer.py)
         transfer = init_from(run.model, graph, Path(spec.train.init_from), spec.train.init_map)
         console.print(transfer_table(transfer))
@@ -350,30 +350,24 @@ def resume_run(
     console: Console | None = None,
     quiet: bool = False,
 ) -> RunResult:
-    """Continue a run from its last.pt, holding the run's lock (a second trainer is refused)."""
-    with runs.training_lock(run_dir):
-        return _resume_run(run_dir, overrides, console, quiet)
+    """Continue a run from its last.pt, in the same directory, holding the run's lock (a second
+    trainer is refused).
 
-
-def _resume_run(
-    run_dir: Path,
-    overrides: Overrides = Overrides(),
-    console: Console | None = None,
-    quiet: bool = False,
-) -> RunResult:
-    """Continue a run from its last.pt, in the same directory.
-
-    ``overrides.epochs`` sets a new total number of epochs (to train a finished
-    run further); ``device`` and ``data_dir`` may change; the rest of the
-    recipe is the run's own.
+    ``overrides.epochs`` sets a new total number of epochs (to train a finished run further);
+    ``device``, ``data_dir``, ``nproc``, ``tensorboard``, ``compile`` and ``diagnostics`` may
+    change; the rest of the recipe is the run's own (RESUME_FIXED).
     """
-    console = console or Console(stderr=True)
-    run_dir = Path(run_dir)
+    with runs.training_lock(run_dir):
+        return _resume_run(Path(run_dir), overrides, console or Console(stderr=True), quiet)
+
+
+def _resume_run(run_dir: Path, overrides: Overrides, console: Console, quiet: bool) -> RunResult:
     fixed = [f"--{name.replace('_', '-')}" for name in RESUME_FIXED if getattr(overrides, name) is not None]
     if fixed:
         raise UsageError(
             f"{', '.join(fixed)} cannot change when resuming: the run's recipe is fixed in {run_dir / runs.CONFIG}. "
-            "Only --epochs (a new total), --device, --data-dir, --nproc and --tensorboard may be given with --resume; "
+            "Only --epochs (a new total), --device, --data-dir, --nproc, --tensorboard, --compile and --diagnostics "
+            "may be given with --resume; "
             "start a new run for other settings."
         )
     config = read_config(run_dir)
@@ -400,7 +394,7 @@ def _resume_run(
         raise UsageError(f"--epochs {overrides.epochs} is fewer than the {done} epochs {last} has already completed.")
     spec = apply_overrides(
         spec, Overrides(epochs=overrides.epochs, device=overrides.device, data_dir=overrides.data_dir, tensorboard=overrides.tensorboard,
-                        compile=overrides.compile)
+                        compile=overrides.compile, diagnostics=overrides.diagnostics)
     )
     spec = apply_freeze(spec, plan_from_config(config, str(run_dir / runs.CONFIG)))  # --freeze of the run's start
     device = resolve_device(spec.train.device)

@@ -1,15 +1,16 @@
 """The training loop: ``fit`` trains a prepared :class:`Run`, ``finish`` writes its summary.
 
 One run = one spec x one seed, written to ``runs/<spec>/<seed>-<time>/`` (the
-contract is in runtime/runs.py; starting and resuming runs is runtime/launch.py).
+contract is in runtime/runs/rundir.py; starting and resuming runs is runtime/train/launch.py).
 The loop is plain PyTorch::
 
     for epoch:                                      # fit
+        unfreeze the nodes due                      # runtime/train/freeze.py
         for batch in a seeded permutation:          # train_epoch
             x = normalize(augment(to_float(uint8 batch on device)))
             loss = sum_t w_t * CE_t(model(x)[t])    # train_step (w_t: runtime/train/weighting.py)
             backward, clip, step, schedule step
-        evaluate on val; append metrics; write last.pt (and best.pt)
+        evaluate on val; [diagnostics]; append metrics; write last.pt (and best.pt)
     evaluate best.pt once on test; write summary.json  # finish
 
 Every source of randomness is seeded from the run's seed and saved in each
@@ -19,7 +20,7 @@ write itself is shielded from the interrupt so it is never half done. A NaN or
 infinite loss (checked once per epoch, from the step losses kept on the device)
 ends the run as "diverged" without writing that epoch's rows or checkpoints.
 
-With several processes (``run.world``, see runtime/distributed.py) the same loop
+With several processes (``run.world``, see runtime/train/distributed.py) the same loop
 runs in each: it trains its share of every batch through DDP, metric sums are
 added up over the processes, and rank 0 alone writes the files.
 """
@@ -54,7 +55,7 @@ from runtime.evaluate import eval_batch_size, evaluate
 from graphc.ir.metrics import WEIGHT_PREFIX, monitor_problem, watchable_metrics, weight_metrics
 from runtime.metrics import (
     Confusion, HeadInfo, Hierarchy, Meter, compute_loss, heads_of, hierarchies_of, label_fields, logged_weights,
-    metric_names, weighted_total,
+    metric_names, reweight_loss,
 )
 from runtime.train.freeze import freeze, freeze_plan, hold_norms, unfreeze_due
 from runtime.train.optim import make_optimizer, make_scheduler
@@ -255,6 +256,11 @@ def restore_rng(run: Run, state: dict, saved_device: str | None = None) -> None:
 
 
 def make_checkpoint(run: Run, metrics: dict[str, float]) -> dict:
+    """What a resume needs to continue exactly after ``run.epoch`` (``metrics``: that epoch's flat
+    ``split/name`` values): the weights, the optimiser (with the groups of learned loss weights and
+    of the nodes unfrozen so far), the schedule, every RNG, the monitor and the loss weighting's
+    state. Which nodes are still frozen is not in it: config.json's ``frozen`` and the epoch say
+    (restore_checkpoint); nor is torch.compile, a way of running the same weights."""
     return {
         "graphc_version": graphc.__version__,
         "spec_name": run.graph.name,
@@ -552,8 +558,9 @@ def fit(run: Run, console: Console, quiet: bool = False) -> str:
             train_metrics, images_per_s, lr = train_epoch(run, epoch, progress)
             weights = epoch_weights(run, train_metrics)
             val_metrics = evaluate_split(run, run.dataset.val, shared=True, keep="val") if len(run.dataset.val) else None
-            if val_metrics is not None and weights and run.weighting.name != "fixed":  # fixed: the Meter's total is that sum
-                val_metrics["loss"] = weighted_total(val_metrics, {k[len(WEIGHT_PREFIX):]: w for k, w in weights.items()})
+            if val_metrics is not None:  # the loss with the epoch's weights, as the train row's
+                reweight_loss(val_metrics, run.weighting and run.weighting.name,
+                              {k[len(WEIGHT_PREFIX):]: w for k, w in weights.items()})
             if val_metrics is not None and not math.isfinite(val_metrics["loss"]):
                 raise Diverged(epoch, "val", val_metrics["loss"])
             seconds = time.perf_counter() - started
@@ -664,9 +671,8 @@ def finish(run: Run, status: str) -> dict:
                 "on the test split and writes summary.json."
             ) from None
         test.update(confusion.baselines())  # TASK/majority_acc, TASK/balanced_acc: what the accuracies compare with
-        weights = logged_weights(best.get("metrics") or {})
-        if run.weighting is not None and run.weighting.name != "fixed" and weights:  # the best epoch's, as its val row
-            test["loss"] = weighted_total(test, weights)
+        # the loss with the best epoch's weights, as its val row
+        reweight_loss(test, run.weighting and run.weighting.name, logged_weights(best.get("metrics") or {}))
         board = open_board(run)
         if board is not None:
             board.test(test, run.monitor["best_epoch"])

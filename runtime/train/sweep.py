@@ -449,7 +449,7 @@ def run_sweep(
 
 
 def _start(job: Job, overrides: Overrides, out: Path, logs: Path, slots: Slots, free: list[str]) -> None:
-    env = dict(os.environ)
+    env = distributed.outside_job()  # each run its own job, never a member of one that started the sweep
     # Each job's share of the cores: torch takes its intra-op thread count from these at start.
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(slots.threads)
     if job.on_cuda:
@@ -524,6 +524,14 @@ def sweep_command(
 ) -> SweepResult:
     """What ``graphc train ... --jobs K`` does: plan, say what will happen, train, return the outcome."""
     console = console or Console(stderr=True)
+    launched = distributed.launched()
+    if launched is not None:  # every process of the job would start the whole sweep, into the same folder
+        raise UsageError(
+            f"--jobs starts a process per run on this machine, but this one is process {launched.rank} of "
+            f"{launched.size} that torchrun started, and each of them would start the whole sweep. Run the "
+            "sweep without torchrun (graphc train SPECS --jobs K, with --nproc N for several processes per "
+            "run), or hand its runs to a job queue with `graphc sweep plan SPECS`."
+        )
     if overrides.nproc is not None:
         distributed.check_count(overrides.nproc)
     planned = plan_sweep(spec_paths, seeds=seeds, seed=seed, overrides=overrides, out=out)

@@ -1,7 +1,7 @@
 """Architecture diagrams as pictures: the IR laid out and dressed as a page of boxes, edges and text.
 
 Each graph becomes a panel - title, boxes, edges, edge labels - from
-:mod:`graphc.backends.diagram.layout`'s geometry and :mod:`graphc.backends.diagram.render`'s words and colours;
+:mod:`graphc.backends.diagram.layout`'s geometry and :mod:`graphc.backends.diagram.style`'s words and colours;
 several panels share a page in a grid, with one legend. The result is a
 :class:`graphc.backends.diagram.scene.Scene`, which :func:`graphc.backends.diagram.scene.save` turns into svg, png or pdf.
 """

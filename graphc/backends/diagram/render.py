@@ -10,9 +10,12 @@ documentation. All formats say the same things, worded once in
   when another task reads it through a head ("reused by fine");
 - an edge per input, labelled with the tensor it carries; edges out of a head
   (cross-task reuse) are dashed and coloured;
-- a title with the spec's name and its total and shared parameter counts.
+- a title with the spec's name and its total, shared (and frozen) parameter counts.
 
-Reads the IR only (nodes, shapes, parameter counts, the heads each node serves).
+Reads the IR only (nodes, shapes, parameter counts, the heads each node serves);
+``--collapse`` first merges chains of alike blocks (:mod:`graphc.backends.diagram.collapse`),
+and ``--diagnostics`` colours by a run's gradient-conflict values that the command line
+reads for it (:class:`graphc.backends.diagram.style.Conflict`).
 """
 
 from __future__ import annotations
@@ -286,6 +289,8 @@ def render_specs(
         from graphc.backends.diagram.collapse import collapse_chains
 
         graphs = [collapse_chains(graph) for graph in graphs]
+        if conflict is not None:  # a box of several nodes shows the lowest cosine among them
+            conflict = conflict.collapsed(graphs[0])
     if output:
         data = render(graphs, fmt, direction=direction, shapes=shapes, conflict=conflict)
         if output == "-":

@@ -4,7 +4,7 @@ the text of a node's box, an edge's label, a panel's title line, and the palette
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 from graphc.ir.graph import Graph, Node, Shape
@@ -182,6 +182,16 @@ class Conflict:
                 shares.setdefault(node, {})[tasks] = float(value)
         return cls(cosines, shares, source)
 
+    def collapsed(self, graph: Graph) -> "Conflict":
+        """For ``graph`` drawn with ``--collapse``: a box that stands for several nodes gets the
+        lowest cosine of its members (not just its first member's); reused heads never collapse."""
+        cosines = {}
+        for node in graph:
+            found = [self.cosines[m] for m in node.attrs.get("collapsed", (node.name,)) if m in self.cosines]
+            if found:
+                cosines[node.name] = min(found)
+        return replace(self, cosines=cosines)
+
     def edge_share(self, source: Node, target: Node) -> tuple[str, float] | None:
         """(reader, share) of the task that reads ``source`` through ``target`` with the largest
         share, or None without numbers for that head."""
@@ -224,7 +234,7 @@ def stats_line(graph: Graph) -> str:
     return (
         f"{total:,} parameters · {graph.shared_params:,} ({share:.1%}) serve more than one head"
         f" · {graph.hard_shared_params:,} hard-shared"
-        + (f" · {total - graph.trainable_params:,} frozen" if graph.frozen else "")
+        + (f" · {graph.frozen_params:,} frozen" if graph.frozen else "")
     )
 
 
