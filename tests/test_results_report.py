@@ -190,6 +190,23 @@ def test_a_metric_only_some_rows_have_is_a_dash_and_never_bold_alone(tmp_path):
     assert t_line[header.index("fine/consistency_with_flies (%)")] == "90.00"
 
 
+def test_a_mean_over_other_heads_is_never_compared(tmp_path):
+    """mean_acc over (fine, coarse) and over (fine, coarse, flies) are different quantities: no bold, no delta."""
+    write_run(tmp_path, "0-a", 0, {**acc(0.5), "mean_acc": 0.5})
+    write_run(tmp_path, "0-b", 0, {**acc(0.5), "flies/loss": 0.3, "flies/acc": 0.9, "mean_acc": 0.63},
+              spec="t", tasks=("fine", "coarse", "flies"))
+    write_run(tmp_path, "0-c", 0, {**acc(0.6), "mean_acc": 0.55}, spec="u")
+    report = build_report([tmp_path], baseline="s")
+    header, lines = _markdown(report)
+    column = header.index("mean_acc (%)")
+    cells = {l[0]: l[column] for l in lines}
+    assert cells["t"] == "63.00"  # the highest mean, but over three heads: not bold
+    assert cells["u"].startswith("**55.00")  # the best of the two-head rows
+    by_label = {r.label: r for r in report.rows}
+    assert "mean_acc" not in by_label["t"].deltas and "fine/acc" in by_label["t"].deltas
+    assert by_label["u"].deltas["mean_acc"].value == pytest.approx(0.05)
+
+
 def test_majority_baseline_is_shown_but_never_a_winner(tmp_path):
     for name, seed, balanced in (("0-a", 0, 0.3), ("0-b", 0, 0.6)):
         write_run(tmp_path, name, seed, acc(0.5), epochs=1 if name == "0-a" else 2,

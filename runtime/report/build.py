@@ -33,8 +33,9 @@ What is compared: a metric is compared between rows (the best mean in bold, the
 difference to the baseline) only when both have it under the same name - so
 ``fine/consistency_with_coarse`` is never set against ``fine/consistency_with_flies`` -
 and measured it on the same images: rows whose data settings or limit for the split
-(limit_val, limit_test) differ are named in a note and not compared with each other.
-``TASK/majority_acc`` (always answering the split's commonest class) is a property of the
+(limit_val, limit_test) differ are named in a note and not compared with each other. A
+metric across heads (``mean_acc``, ``weighted_acc``) is compared only between rows with the
+same heads. ``TASK/majority_acc`` (always answering the split's commonest class) is a property of the
 split, shown but never compared. ``-`` marks a metric a row does not have.
 
 Bad runs never sink the report: a run whose files are damaged, whose config is
@@ -527,6 +528,17 @@ class Row:
     def epochs(self) -> list[int]:
         return sorted(p.epoch for p in self.points if p.epoch is not None)
 
+    @property
+    def heads(self) -> frozenset[str]:
+        return frozenset(self.runs[0].tasks) if self.runs else frozenset()
+
+
+def comparable(a: Row, b: Row, key: str) -> bool:
+    """Whether ``key`` means the same in rows ``a`` and ``b``: measured on the same images, and for a
+    metric across heads (``mean_acc``, ``weighted_acc``) over the same heads - a mean over three
+    heads is not a better or worse mean over two."""
+    return a.measured == b.measured and ("/" in key or a.heads == b.heads)
+
 
 @dataclass
 class Report:
@@ -543,7 +555,7 @@ class Report:
         None with fewer than two such rows (nothing to compare) or for a metric never compared."""
         if not compared(key):
             return None
-        peers = [r for r in self.rows if row is None or r.measured == row.measured]
+        peers = [r for r in self.rows if row is None or comparable(r, row, key)]
         means = [r.stats[key].mean for r in peers if key in r.stats and not math.isnan(r.stats[key].mean)]
         if len(means) < 2:
             return None
@@ -654,7 +666,8 @@ def build_report(
                 apart.append(row.label)
                 continue
             row.deltas = {
-                k: delta(row.stats[k], base.stats[k]) for k in columns if compared(k) and k in row.stats and k in base.stats
+                k: delta(row.stats[k], base.stats[k])
+                for k in columns if compared(k) and k in row.stats and k in base.stats and comparable(row, base, k)
             }
             if row.deltas:
                 (paired if all(d.paired for d in row.deltas.values()) else unpaired).append(row.label)
