@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 from graphc.errors import Problem, RunError, SpecError, did_you_mean
-from graphc.lang.hierarchy import hierarchy_paths, table_children
+from graphc.lang.hierarchy import hierarchy_paths, listed_twice, table_children
 from runtime.data.split import Split, compose, default_data_dir
 from graphc.files import atomic_write
 
@@ -151,10 +151,12 @@ def derive_labels(
     """Class names per label field and, per hierarchy table, its child class -> group index map,
     keyed ``(child field, table field)``. The child is the folder label, or for a nested table the
     table whose groups it lists (graphc.lang.hierarchy.table_children)."""
-    problems: list[Problem] = []
+    tables = {field: dict(sorted(groups.items())) for field, groups in hierarchy.items() if field != label}
+    # groups in name order, the order the loop below assigns classes in
+    problems: list[Problem] = [problem for _, _, problem in listed_twice(tables, where="hierarchy")]
     children = table_children(label, hierarchy)
     # Every table's classes first: a nested table is checked against the groups of its child table.
-    class_names = {label: list(classes), **{field: sorted(groups) for field, groups in hierarchy.items() if field != label}}
+    class_names = {label: list(classes), **{field: sorted(groups) for field, groups in tables.items()}}
     links: dict[tuple[str, str], torch.Tensor] = {}
     for field, groups in hierarchy.items():
         where = f"hierarchy.{field}"
@@ -174,11 +176,8 @@ def derive_labels(
                                         hint="list its classes or remove the group."))
             for member in groups[group]:
                 if member in group_of:
-                    other = group_of[member]
-                    places = f"in both '{other}' and '{group}'" if other != group else f"twice in '{group}'"
-                    problems.append(Problem(f"class '{member}' is listed {places}; every class belongs to exactly "
-                                            "one group.", field=where, hint="keep one of them."))
-                elif member not in members:
+                    continue  # listed twice: reported by listed_twice above
+                if member not in members:
                     problems.append(Problem(
                         f"group '{group}' lists class '{member}', but {root / 'train'} has no folder of that name."
                         if child == label else f"group '{group}' lists '{member}', which is not a group of '{child}'.",
