@@ -8,10 +8,17 @@ Adam 5e-4, epsilon 1e-7), trained with ``train_on_batch`` (the compiled tf.funct
 ``precision = "auto"`` picks on this CPU (bf16 autocast and channels-last with AMX, fp32 and
 channels-last without), plus its fp32 steps (channels-last: what auto picks on a CPU without
 AMX; contiguous: graphc before ``auto``) for reference. To see a CPU without AMX on one with it,
-set ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`` (or ``AVX2``): it limits oneDNN in both libraries. Both get the same random
-batch (100 images by default) and the same number of threads; measurements alternate, best of
-``--repeats``. The last line is the ratio graphc (auto) / Keras. Needs the ``bench`` extra
-(``pip install -e '.[bench]'``: tensorflow-cpu). Run from the repository root::
+set ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`` (or ``AVX2``): it limits oneDNN in both libraries.
+
+Each side runs in a process of its own, started once and then told to measure in turn (best
+of ``--repeats`` rounds, the sides alternating so load drift hits all of them): in one process,
+the idle thread pool of one library spins on the cores while the other works (TensorFlow's
+and PyTorch's pools do not know of each other), which halves the other's speed at 2 threads.
+Both get the same random batch (100 images by default) and the same number of threads.
+graphc's training keeps freed memory in the heap (runtime/allocator.py); a second Keras side
+runs with that setting too, to show how much of the difference it makes. The last line is the
+ratio graphc (auto) / Keras as a user runs it. Needs the ``bench`` extra (``pip install -e
+'.[bench]'``: tensorflow-cpu). Run from the repository root::
 
     python benchmarks/keras_vs_graphc.py [--threads 1] [--batch 100] [--seconds 3] [--repeats 3]
 """
@@ -20,10 +27,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+KERAS = "keras (tensorflow-cpu)"
+KERAS_KEPT = "keras, freed memory kept"
+# graphc sides: (precision, channels_last) or "auto"
+GRAPHC = {"auto": "auto", "fp32-cl": ("fp32", True), "fp32": ("fp32", False)}
+PAUSE_S = 0.5  # before each measurement: the other processes' pools fall asleep
 
 
 def parse() -> argparse.Namespace:
@@ -32,6 +46,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one side
     return parser.parse_args()
 
 
@@ -63,67 +78,129 @@ def keras_model(keras):
     return model
 
 
-def main() -> None:
-    args = parse()
-    # torch (with torch._dynamo, which the optimisers import) first: importing it after TensorFlow
-    # crashes the process (seen with torch 2.14 and tensorflow-cpu 2.21).
+def keras_side(args: argparse.Namespace, kept: bool):
+    """(name, step, versions) of the Keras model; only TensorFlow is imported in this process.
+    ``kept``: with graphc's allocator setting too (runtime/allocator.py), to show what of the
+    difference is the allocator."""
     import numpy as np
-    import torch
-    import torch._dynamo  # noqa: F401
 
-    sys.path.insert(0, str(ROOT))
-    import graphc
-    from runtime.bench import Bench, machine, rate
-    from runtime.device import plan_execution
+    if kept:
+        sys.path.insert(0, str(ROOT))
+        from runtime.allocator import keep_freed_memory  # imports no torch
 
-    # Thread counts must be set before either library starts its pools.
+        keep_freed_memory()
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     try:
         import tensorflow as tf
     except ImportError:
         sys.exit("needs TensorFlow: pip install -e '.[bench]' (tensorflow-cpu)")
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)  # before TensorFlow starts its pools
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
-
-    torch.set_num_threads(args.threads)
-    cpu = torch.device("cpu")
 
     rng = np.random.default_rng(0)
     x = rng.random((args.batch, 32, 32, 3), dtype=np.float32)
     fine, coarse = rng.integers(0, 100, args.batch), rng.integers(0, 20, args.batch)
     model = keras_model(keras)
+    return KERAS_KEPT if kept else KERAS, lambda: model.train_on_batch(x, [fine, coarse]), f"tensorflow {tf.__version__}, keras {keras.__version__}"
 
-    def keras_step():
-        model.train_on_batch(x, [fine, coarse])
 
+def graphc_side(args: argparse.Namespace, which: str):
+    """(name, step, machine line) of graphc train's step in one execution; only torch is imported."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    import graphc
+    from runtime.bench import Bench, machine
+    from runtime.device import plan_execution
+
+    torch.set_num_threads(args.threads)
+    cpu = torch.device("cpu")
     spec = graphc.load_spec(ROOT / "specs" / "shared_reuse_coarse.toml")
     bench = Bench(spec, cpu, args.batch)  # graphc train's Run on synthetic images, its train_step
-    auto = plan_execution("auto", cpu, bench.run.model)
-    sides = {
-        "keras (tensorflow-cpu)": lambda: None,
-        f"graphc auto: {auto.precision}, {'channels-last' if auto.channels_last else 'contiguous'}":
-            lambda: bench.use(auto.precision, auto.channels_last, False),
-        "graphc fp32, channels-last (auto w/o AMX)": lambda: bench.use("fp32", True, False),
-        "graphc fp32, contiguous": lambda: bench.use("fp32", False, False),
-    }
-    steps = {name: (keras_step if name.startswith("keras") else bench.step) for name in sides}
-    best = dict.fromkeys(sides, 0.0)
-    for _ in range(args.repeats):
-        for name, prepare in sides.items():  # alternate, so load drift hits every side
-            prepare()
-            best[name] = max(best[name], rate(steps[name], args.batch, args.seconds, cpu))
+    if GRAPHC[which] == "auto":
+        auto = plan_execution("auto", cpu, bench.run.model)
+        precision, channels_last = auto.precision, auto.channels_last
+        name = f"graphc auto: {precision}, {'channels-last' if channels_last else 'contiguous'}"
+        info = machine(cpu)
+        about = (f"{info['device_name']} ({', '.join(info['cpu_flags'])}); torch {torch.__version__}; "
+                 f"auto = {auto.describe()}")
+    else:
+        precision, channels_last = GRAPHC[which]
+        name = f"graphc {precision}, {'channels-last' if channels_last else 'contiguous'}"
+        name += " (auto w/o AMX)" if channels_last else ""
+        about = ""
+    bench.use(precision, channels_last, False)
+    return name, bench.step, about
 
-    info = machine(cpu)
+
+def rate(step, batch: int, seconds: float) -> float:
+    """Images/s of ``step`` over at least ``seconds`` after 2 warm-up steps (runtime.bench.rate on
+    a CPU, written here so that the Keras process need not import torch)."""
+    for _ in range(2):
+        step()
+    count, start = 0, time.perf_counter()
+    while True:
+        step()
+        count += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return count * batch / elapsed
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One side: build it, say "ready", then answer each "measure" line with its images/s."""
+    if args.worker.startswith("keras"):
+        name, step, about = keras_side(args, kept=args.worker == "keras-kept")
+    else:
+        name, step, about = graphc_side(args, args.worker)
+    print(f"ready\t{name}\t{about}", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "measure":
+            break
+        print(rate(step, args.batch, args.seconds), flush=True)
+
+
+def main() -> None:
+    args = parse()
+    if args.worker:
+        worker(args)
+        return
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))  # each library's pool sized from the start
+    base = [sys.executable, __file__, "--threads", str(args.threads), "--batch", str(args.batch),
+            "--seconds", str(args.seconds)]
+    sides = {}
+    for which in ["keras", "keras-kept", *GRAPHC]:
+        proc = subprocess.Popen([*base, "--worker", which], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True, env=env)
+        line = proc.stdout.readline()
+        if not line.startswith("ready\t"):
+            sys.exit(f"the {which} side did not start (exit code {proc.wait()})")
+        _, name, about = line.rstrip("\n").split("\t")
+        sides[which] = (proc, name, about)
+    best = dict.fromkeys(sides, 0.0)
+    try:
+        for _ in range(args.repeats):
+            for which, (proc, _, _) in sides.items():  # alternate, so load drift hits every side
+                time.sleep(PAUSE_S)
+                proc.stdin.write("measure\n")
+                proc.stdin.flush()
+                best[which] = max(best[which], float(proc.stdout.readline()))
+    finally:
+        for proc, _, _ in sides.values():
+            proc.stdin.close()
+            proc.wait()
+
     print(f"shared_reuse_coarse training step, batch {args.batch}, {args.threads} thread(s), best of {args.repeats} x "
-          f"{args.seconds:g} s; {info['device_name']} ({', '.join(info['cpu_flags'])}); torch {torch.__version__}, "
-          f"tensorflow {tf.__version__}, keras {keras.__version__}")
-    keras_rate = best["keras (tensorflow-cpu)"]
-    for name, value in best.items():
-        print(f"{name:<40} {value:>9.1f} img/s {value / keras_rate:>7.2f}x keras")
-    auto_name = next(n for n in sides if n.startswith("graphc auto"))
-    print(f"ratio graphc ({auto.describe()}) / keras, {args.threads} thread(s): {best[auto_name] / keras_rate:.2f}")
+          f"{args.seconds:g} s, each side in its own process; {sides['auto'][2]}; {sides['keras'][2]}")
+    keras_rate = best["keras"]
+    for which, value in best.items():
+        print(f"{sides[which][1]:<40} {value:>9.1f} img/s {value / keras_rate:>7.2f}x keras")
+    print(f"graphc auto / keras with freed memory kept as graphc keeps it: {best['auto'] / best['keras-kept']:.2f}")
+    print(f"ratio graphc ({sides['auto'][1].removeprefix('graphc ')}) / keras, {args.threads} thread(s): "
+          f"{best['auto'] / keras_rate:.2f}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
 
-# (name, title, command, quick replacement of --seconds/--repeats)
+NO_AMX = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}  # oneDNN (in torch and TensorFlow) as on a CPU without AMX
+
+# (name, title, command[, environment]); --quick replaces --seconds/--repeats
 BENCHMARKS = [
     ("bench", "graphc bench: precision, memory format, torch.compile, pipeline, inference (shared_reuse_coarse, batch 100)",
      ["graphc", "bench", "specs/shared_reuse_coarse.toml", "--device", "cpu", "--compile", "--seconds", "3", "--repeats", "3", "--json"]),
@@ -40,6 +42,10 @@ BENCHMARKS = [
      [PY, "benchmarks/keras_vs_graphc.py", "--threads", "1", "--seconds", "3", "--repeats", "3"]),
     ("keras-2", "graphc's default training step vs the original Keras model on tensorflow-cpu, 2 threads",
      [PY, "benchmarks/keras_vs_graphc.py", "--threads", "2", "--seconds", "3", "--repeats", "3"]),
+    ("keras-1-noamx", "The same, 1 thread, oneDNN limited to AVX-512 BF16 as on a CPU without AMX (target >= 1.1x)",
+     [PY, "benchmarks/keras_vs_graphc.py", "--threads", "1", "--seconds", "3", "--repeats", "3"], NO_AMX),
+    ("keras-2-noamx", "The same, 2 threads, oneDNN limited to AVX-512 BF16 as on a CPU without AMX",
+     [PY, "benchmarks/keras_vs_graphc.py", "--threads", "2", "--seconds", "3", "--repeats", "3"], NO_AMX),
     ("onnx", "ONNX Runtime vs PyTorch inference, batch 1 and 256",
      [PY, "benchmarks/onnx_throughput.py", "--spec", "specs/shared_reuse_coarse.toml", "--batches", "1", "256",
       "--seconds", "2", "--repeats", "3", "--no-export-table"]),
@@ -105,18 +111,20 @@ def main() -> None:
     args = parser.parse_args()
     model, flags = cpu()
     sections = []
-    for name, title, command in BENCHMARKS:
+    for name, title, command, *environment in BENCHMARKS:
         if args.only and name not in args.only:
             continue
+        extra = environment[0] if environment else {}
         command = quick(command) if args.quick else command
         load = os.getloadavg()[0]
         started = time.perf_counter()
-        print(f"[{name}] {shlex.join(command)}", file=sys.stderr, flush=True)
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        shown = " ".join([*(f"{k}={v}" for k, v in extra.items()), shlex.join(command).replace(PY, "python")])
+        print(f"[{name}] {shown}", file=sys.stderr, flush=True)
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **extra})
         seconds = time.perf_counter() - started
         output = done.stdout.strip()
         section = [f"## {title}", "", f"Command (load average {load:.1f} before it, {seconds:.0f} s):", "",
-                   f"    {shlex.join(command).replace(PY, 'python')}", ""]
+                   f"    {shown}", ""]
         if done.returncode != 0:
             section += ["Failed:", "", "```", (done.stderr.strip() or output)[-3000:], "```", ""]
         elif name == "bench":
@@ -141,9 +149,10 @@ Machine: {model}, {cores} logical CPUs; flags that decide speed: {flags}; Python
 No GPU figures: **the GPU figures are unmeasured** (no GPU was available; `benchmarks/gpu_check.sh`
 is the prepared script, see the end).
 
-Every comparison runs its sides in one process, interleaved, best of several repeats, so load on
-the machine hits every side alike; read the ratios, and the absolute images/s only on an idle
-machine. Each section gives the exact command and the benchmark's output; its last line is the ratio.
+Every comparison measures its sides interleaved, best of several repeats, so load on the machine
+hits every side alike (in one process, except graphc vs Keras: there each side has a process of
+its own, since one library's idle threads would spin on the cores the other is using); read the
+ratios, and the absolute images/s only on an idle machine. Each section gives the exact command and the benchmark's output; its last line is the ratio.
 
 """
 

@@ -4,6 +4,7 @@ the compiler (``graphc``). It consumes compiled modules and the IR; it knows not
 Layers, bottom up (a module imports only from its own layer or below; never upwards):
 
     device.py      where and in which precision a model runs
+    allocator.py   the host allocator keeps freed memory for the next batch
     data/          data sets and augmentation
     runs/          run directories, checkpoints, a run's trained weights
     metrics.py     losses and metrics of a batch, accumulated over a split

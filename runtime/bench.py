@@ -36,6 +36,7 @@ from rich.console import Console
 import graphc
 from graphc.errors import UsageError
 from graphc.lang.spec import Spec
+from runtime import allocator
 from runtime.data.augment import make_augment, to_float
 from runtime.device import PRECISIONS, Execution, autocast, has_convolutions, plan_execution, uses_channels_last
 from runtime.train.launch import Overrides, apply_overrides, environment, load_data
@@ -52,7 +53,8 @@ MIN_EPOCH_STEPS = 10  # and at least this many batches, so that what an epoch do
 def machine(device: torch.device) -> dict[str, Any]:
     """What the figures were measured on: the device's name and the capabilities that decide speed."""
     info: dict[str, Any] = {"device": str(device), "device_name": environment(device)["device_name"],
-                            "torch": torch.__version__, "threads": torch.get_num_threads()}
+                            "torch": torch.__version__, "threads": torch.get_num_threads(),
+                            "host_allocator": allocator.state()}
     capabilities = torch.cpu.get_capabilities()
     info["cpu_flags"] = sorted(k for k in ("avx2", "avx512_f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_fp16")
                                if capabilities.get(k) is True)

@@ -21,6 +21,7 @@ import graphc
 from graphc.errors import RunError, UsageError
 from graphc.ir.graph import Graph
 from graphc.lang.spec import DataSpec, InputNode, Spec, TrainSpec
+from runtime.allocator import keep_freed_memory
 from runtime.device import autocast, resolve_device, resolve_precision
 from runtime.runs import rundir as runs
 from runtime.runs.checkpoint import load_checkpoint
@@ -203,6 +204,7 @@ def evaluate_run(
         raise UsageError(f"unknown split '{split}'; expected 'val' or 'test'.")
     if checkpoint not in ("best", "last"):
         raise UsageError(f"unknown checkpoint '{checkpoint}'; expected 'best' or 'last'.")
+    keep_freed_memory()  # large evaluation batches reuse the last one's pages (runtime/allocator.py)
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     path = run_dir / (runs.BEST if checkpoint == "best" else runs.LAST)

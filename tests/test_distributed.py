@@ -163,13 +163,24 @@ def _workers() -> list[int]:
     """PIDs of this process's multiprocessing spawn children (not its resource tracker)."""
     pids = []
     for children in Path("/proc/self/task").glob("*/children"):
-        for pid in map(int, children.read_text().split()):
+        try:
+            listed = children.read_text().split()
+        except OSError:  # a thread that ended since the glob
+            continue
+        for pid in map(int, listed):
             try:
                 if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     pids.append(pid)
-            except FileNotFoundError:
+            except OSError:  # a child that ended
                 pass
     return pids
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def test_ctrl_c_stops_every_process_and_resume_continues_exactly(tmp_path, straight):
@@ -185,8 +196,10 @@ def test_ctrl_c_stops_every_process_and_resume_continues_exactly(tmp_path, strai
         while time.monotonic() < deadline:
             files = list(tmp_path.glob("tiny_train/*/metrics.jsonl"))
             if files and len(files[0].read_text().splitlines()) >= 2:  # epoch 1 is complete
-                seen["workers"] = {pid: os.getpgid(pid) for pid in _workers()}
-                os.kill(os.getpid(), signal.SIGINT)
+                try:
+                    seen["workers"] = {pid: _group_of(pid) for pid in _workers()}
+                finally:  # whatever the look at the workers met, Ctrl-C is pressed
+                    os.kill(os.getpid(), signal.SIGINT)
                 return
             time.sleep(0.02)
 

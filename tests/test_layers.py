@@ -26,6 +26,7 @@ LAYERS = {
     "graphc.render": 4,  # 0.1.0 import path of graphc.backends.diagram.render
     "runtime": 5,
     "runtime.device": 5,
+    "runtime.allocator": 5,
     "runtime.data": 5,
     "runtime.runs": 6,
     "runtime.metrics": 6,

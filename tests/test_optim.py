@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
 from graphc.lang.spec import TrainSpec
-from runtime.train.optim import lr_factor, make_optimizer, make_scheduler
+from runtime.train.optim import load_optimizer_state, lr_factor, make_optimizer, make_scheduler
 
 
 def _train(**fields) -> TrainSpec:
@@ -93,3 +94,28 @@ def test_scheduler_is_stepped_per_batch_and_resumes_from_its_state():
     for _ in range(3):
         opt.step(), sched.step(), opt2.step(), sched2.step()
         assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+
+
+def test_optimisers_use_fused_kernels_on_the_cpu_and_keep_them_when_resuming_an_unfused_state():
+    # Fused kernels compute the same update as torch's loop; a checkpoint written with the loop
+    # (graphc 0.2.0) resumes with fused kernels and continues the same trajectory.
+    for name in ("adam", "adamw", "sgd"):
+        assert make_optimizer(_params(), _train(optimizer={"name": name, "lr": 1e-2})).param_groups[0]["fused"] is True
+    train = _train(optimizer={"name": "adam", "lr": 1e-2, "weight_decay": 1e-3})
+    looped_params = _params()
+    looped = torch.optim.Adam(looped_params, lr=1e-2, weight_decay=1e-3, fused=False, foreach=False)
+    for _ in range(3):
+        for p in looped_params:
+            p.grad = torch.ones_like(p) * 0.1 + p.detach() * 0.5
+        looped.step()
+    resumed_params = [p.detach().clone().requires_grad_() for p in looped_params]
+    resumed = make_optimizer(resumed_params, train)
+    load_optimizer_state(resumed, copy.deepcopy(looped.state_dict()))  # as read from a file: not shared
+    assert resumed.param_groups[0]["fused"] is True and looped.param_groups[0]["fused"] is False
+    for _ in range(3):
+        for a, b in zip(looped_params, resumed_params):
+            a.grad = torch.ones_like(a) * 0.1 + a.detach() * 0.5
+            b.grad = torch.ones_like(b) * 0.1 + b.detach() * 0.5
+        looped.step(), resumed.step()
+    for a, b in zip(looped_params, resumed_params):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

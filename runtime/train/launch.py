@@ -30,6 +30,7 @@ import graphc
 from graphc.errors import RunError, SpecError, UsageError, did_you_mean
 from graphc.lang.spec import DATASETS, DataSpec, Spec, TrainSpec
 from graphc.ir.build import check_model_size
+from runtime import allocator
 from runtime.train import distributed, tensorboard
 from runtime.runs import rundir as runs
 from graphc.files import atomic_write_bytes, atomic_write_text
@@ -233,6 +234,7 @@ def environment(device: torch.device) -> dict:
         "platform": platform.platform(),
         "device_name": name,
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "host_allocator": allocator.state(),
     }
 
 

@@ -50,6 +50,7 @@ from runtime.runs.checkpoint import (
     load_checkpoint, numpy_rng_from_plain, numpy_rng_to_plain, python_rng_from_plain, python_rng_to_plain, save_checkpoint,
 )
 from runtime.train.distributed import SINGLE, World
+from runtime.allocator import keep_freed_memory
 from runtime.device import Execution, autocast, configure_matmul, plan_execution
 from runtime.evaluate import eval_batch_size, evaluate
 from graphc.ir.metrics import WEIGHT_PREFIX, monitor_problem, watchable_metrics, weight_metrics
@@ -58,7 +59,7 @@ from runtime.metrics import (
     metric_names, reweight_loss,
 )
 from runtime.train.freeze import freeze, freeze_plan, hold_norms, unfreeze_due
-from runtime.train.optim import make_optimizer, make_scheduler
+from runtime.train.optim import load_optimizer_state, make_optimizer, make_scheduler
 from runtime.train.weighting import Weighting, make_weighting
 from runtime.train.diagnostics import diagnostic_metrics, start_diagnostics
 from runtime.train.progress import EpochProgress, epoch_line, live_stats
@@ -150,6 +151,7 @@ def build_run(
     """Model, optimiser, schedule and generators of a run, freshly seeded (the same on every process)."""
     from runtime.data.augment import make_augment
 
+    keep_freed_memory()  # every batch reuses the last one's pages (runtime/allocator.py)
     seed = spec.train.seed
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
@@ -284,7 +286,7 @@ def restore_checkpoint(run: Run, checkpoint: dict, path: Path) -> None:
         run.model.load_state_dict(checkpoint["model"])
         run.epoch = int(checkpoint["epoch"])
         unfreeze_due(run, run.epoch - 1)  # nodes unfrozen before this checkpoint: their optimiser groups are in it
-        run.optimizer.load_state_dict(checkpoint["optimizer"])
+        load_optimizer_state(run.optimizer, checkpoint["optimizer"])
         run.scheduler.load_state_dict(checkpoint["scheduler"])
         run.monitor = dict(checkpoint["monitor"])
         run.wall_before = float(run.monitor.get("wall_time_s", 0.0))
