@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import graphc  # noqa: E402
+from runtime.allocator import keep_freed_memory  # noqa: E402
 from runtime.bench import machine, rate  # noqa: E402
 from runtime.device import autocast, plan_execution  # noqa: E402
 from tests.test_compile import HandWrittenSharedReuseCoarse  # noqa: E402  (the test's reference model)
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as graphc train runs (runtime/allocator.py); the same for both sides
 
     compiled, _ = graphc.model_from_spec(Path(__file__).resolve().parent.parent / "specs/shared_reuse_coarse.toml", seed=0)
     handwritten = HandWrittenSharedReuseCoarse()

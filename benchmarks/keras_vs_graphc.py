@@ -17,7 +17,8 @@ and PyTorch's pools do not know of each other), which halves the other's speed a
 Both get the same random batch (100 images by default) and the same number of threads.
 graphc's training keeps freed memory in the heap (runtime/allocator.py); a second Keras side
 runs with that setting too, to show how much of the difference it makes. The last line is the
-ratio graphc (auto) / Keras as a user runs it. Needs the ``bench`` extra (``pip install -e
+ratio graphc (auto) / Keras as a user runs it; with ``ONEDNN_MAX_CPU_ISA`` set, that of graphc's
+fp32 channels-last step, which auto picks on a CPU without AMX. Needs the ``bench`` extra (``pip install -e
 '.[bench]'``: tensorflow-cpu). Run from the repository root::
 
     python benchmarks/keras_vs_graphc.py [--threads 1] [--batch 100] [--seconds 3] [--repeats 3]
@@ -199,8 +200,13 @@ def main() -> None:
     for which, value in best.items():
         print(f"{sides[which][1]:<40} {value:>9.1f} img/s {value / keras_rate:>7.2f}x keras")
     print(f"graphc auto / keras with freed memory kept as graphc keeps it: {best['auto'] / best['keras-kept']:.2f}")
-    print(f"ratio graphc ({sides['auto'][1].removeprefix('graphc ')}) / keras, {args.threads} thread(s): "
-          f"{best['auto'] / keras_rate:.2f}")
+    limited = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    if limited:  # auto still sees the CPU's AMX; without it, auto picks fp32 channels-last
+        print(f"ratio graphc fp32, channels-last (what auto picks without AMX) / keras, oneDNN limited to {limited}, "
+              f"{args.threads} thread(s): {best['fp32-cl'] / keras_rate:.2f}")
+    else:
+        print(f"ratio graphc ({sides['auto'][1].removeprefix('graphc ')}) / keras, {args.threads} thread(s): "
+              f"{best['auto'] / keras_rate:.2f}")
 
 
 if __name__ == "__main__":

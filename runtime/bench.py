@@ -145,10 +145,11 @@ class Bench:
             config.update(images_per_s=0.0, step_memory_bytes=None)
         for _ in range(repeats):
             for config in configs:
-                started = time.perf_counter()
+                started, said = time.perf_counter(), len(self.run.console.file.getvalue())
                 self.use(config["precision"], config["memory_format"] == "channels_last", config["compiled"])
-                if config["compiled"] and self.run.compiled is None:
-                    config["images_per_s"], config["note"] = None, self.run.console.file.getvalue().strip()
+                if config["compiled"] and self.run.compiled is None:  # why: what compiling this one said
+                    config["images_per_s"] = None
+                    config["note"] = config.get("note") or self.run.console.file.getvalue()[said:].strip()
                     continue
                 if self.device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(self.device)
