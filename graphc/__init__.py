@@ -24,7 +24,7 @@ from graphc.lang.spec import Spec, json_schema
 if TYPE_CHECKING:
     from torch import fx
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 __all__ = [
     "Graph",
