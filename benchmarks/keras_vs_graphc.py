@@ -16,7 +16,8 @@ the idle thread pool of one library spins on the cores while the other works (Te
 and PyTorch's pools do not know of each other), which halves the other's speed at 2 threads.
 Both get the same random batch (100 images by default) and the same number of threads.
 graphc's training keeps freed memory in the heap (runtime/allocator.py); a second Keras side
-runs with that setting too, to show how much of the difference it makes. The last line is the
+runs with that setting too, and a second graphc auto side without it
+(``GRAPHC_HOST_ALLOCATOR=system``), to show how much of the difference it makes. The last line is the
 ratio graphc (auto) / Keras as a user runs it; with ``ONEDNN_MAX_CPU_ISA`` set, that of graphc's
 fp32 channels-last step, which auto picks on a CPU without AMX. Needs the ``bench`` extra (``pip install -e
 '.[bench]'``: tensorflow-cpu). Run from the repository root::
@@ -37,7 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 KERAS = "keras (tensorflow-cpu)"
 KERAS_KEPT = "keras, freed memory kept"
 # graphc sides: (precision, channels_last) or "auto"
-GRAPHC = {"auto": "auto", "fp32-cl": ("fp32", True), "fp32": ("fp32", False)}
+GRAPHC = {"auto": "auto", "auto-system": "auto", "fp32-cl": ("fp32", True), "fp32": ("fp32", False)}
+# auto-system: auto's step with the host allocator left as the system has it (runtime/allocator.py)
+SYSTEM_ALLOCATOR = {"auto-system": {"GRAPHC_HOST_ALLOCATOR": "system"}}
 PAUSE_S = 0.5  # before each measurement: the other processes' pools fall asleep
 
 
@@ -125,6 +128,7 @@ def graphc_side(args: argparse.Namespace, which: str):
         auto = plan_execution("auto", cpu, bench.run.model)
         precision, channels_last = auto.precision, auto.channels_last
         name = f"graphc auto: {precision}, {'channels-last' if channels_last else 'contiguous'}"
+        name += ", system allocator" if which in SYSTEM_ALLOCATOR else ""
         info = machine(cpu)
         about = (f"{info['device_name']} ({', '.join(info['cpu_flags'])}); torch {torch.__version__}; "
                  f"auto = {auto.describe()}")
@@ -175,7 +179,7 @@ def main() -> None:
     sides = {}
     for which in ["keras", "keras-kept", *GRAPHC]:
         proc = subprocess.Popen([*base, "--worker", which], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                text=True, env=env)
+                                text=True, env={**env, **SYSTEM_ALLOCATOR.get(which, {})})
         line = proc.stdout.readline()
         if not line.startswith("ready\t"):
             sys.exit(f"the {which} side did not start (exit code {proc.wait()})")
@@ -200,6 +204,8 @@ def main() -> None:
     for which, value in best.items():
         print(f"{sides[which][1]:<40} {value:>9.1f} img/s {value / keras_rate:>7.2f}x keras")
     print(f"graphc auto / keras with freed memory kept as graphc keeps it: {best['auto'] / best['keras-kept']:.2f}")
+    print(f"graphc auto / graphc auto with the system allocator (what keeping freed memory gains): "
+          f"{best['auto'] / best['auto-system']:.2f}")
     limited = os.environ.get("ONEDNN_MAX_CPU_ISA")
     if limited:  # auto still sees the CPU's AMX; without it, auto picks fp32 channels-last
         print(f"ratio graphc fp32, channels-last (what auto picks without AMX) / keras, oneDNN limited to {limited}, "

@@ -7,13 +7,15 @@ unmaps it again on ``free``, so every step pays the kernel to map and zero the s
 more (about 30,000 page faults per step of shared_reuse_coarse at batch 100). Raising the mmap
 threshold to glibc's largest (32 MiB) and the trim threshold to 1 GiB keeps those pages in the
 process's heap for the next step. Measured on the CPU of BENCHMARKS.md: shared_reuse_coarse's
-bf16 training step 1.3-1.5x faster, its fp32 step about 1.07x, for about 50 MiB more resident
-memory. PyTorch's CPU performance guide gets the same effect by preloading jemalloc or tcmalloc;
+bf16 training step 1.3-1.5x faster, its fp32 step about 1.07x (ad hoc, one process per setting),
+for about 50 MiB more resident memory; BENCHMARKS.md has the bf16 ratio measured side by side. PyTorch's CPU performance guide gets the same effect by preloading jemalloc or tcmalloc;
 this needs no extra library.
 
 Only glibc has these settings. Elsewhere (macOS, musl) nothing changes, and neither does it
-when the user has chosen allocator settings of their own: ``MALLOC_*_`` variables,
-``GLIBC_TUNABLES`` for malloc, or an allocator in ``LD_PRELOAD``.
+when the user has chosen allocator settings of their own (``MALLOC_*_`` variables,
+``GLIBC_TUNABLES`` for malloc, an allocator in ``LD_PRELOAD``) or asked for the system's
+defaults with ``GRAPHC_HOST_ALLOCATOR=system`` (benchmarks/keras_vs_graphc.py measures the
+difference that way).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX)
 TRIM_THRESHOLD = 2**30
+OPT_OUT = "GRAPHC_HOST_ALLOCATOR"  # =system: leave the allocator as it is
 
 _state: str | None = None  # what keep_freed_memory did, once
 
@@ -55,6 +58,8 @@ def state() -> str:
 
 
 def _tune() -> str:
+    if os.environ.get(OPT_OUT, "").strip().lower() == "system":
+        return f"system default ({OPT_OUT}=system)"
     own = users_own_settings()
     if own is not None:
         return f"as set by {own}"

@@ -3,6 +3,7 @@ cleanly (import the helpers as ``from tests.conftest import ...``)."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,12 @@ from graphc.cli import app
 
 # Two cores: keep torch from oversubscribing them when pytest-xdist runs two workers.
 torch.set_num_threads(1)
+
+# The Ctrl-C tests need Python's handler for SIGINT. A shell that starts the suite as a background
+# job (`pytest &` without job control) hands it SIGINT ignored, and Python keeps it ignored (in
+# the test processes and in the graphc processes they start): restore the handler here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TINY_SPEC = """\
 name = "tiny"

@@ -20,6 +20,13 @@ def test_the_users_own_allocator_settings_are_left_alone():
                                          "PATH": "/bin"}) is None
 
 
+def test_graphc_host_allocator_system_leaves_the_allocator_alone(monkeypatch):
+    monkeypatch.setenv("GRAPHC_HOST_ALLOCATOR", "system")
+    monkeypatch.setattr(allocator, "_state", None)  # as in a fresh process
+    assert allocator.keep_freed_memory() == "system default (GRAPHC_HOST_ALLOCATOR=system)"
+    assert allocator.state() == "system default (GRAPHC_HOST_ALLOCATOR=system)"
+
+
 def _glibc() -> bool:
     try:
         return sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
@@ -49,7 +56,8 @@ held = [torch.ones(4 * 2**20) for _ in range(6)]  # 6 x 16 MiB, written in full
 del held
 print((heap_bytes() - before) >> 20)
 """
-    env = {k: v for k, v in os.environ.items() if allocator.users_own_settings({k: v}) is None}
+    env = {k: v for k, v in os.environ.items()
+           if allocator.users_own_settings({k: v}) is None and k != allocator.OPT_OUT}
     runs = {mode: subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True, env=env,
                                  check=True).stdout.split() for mode in ("keep", "default")}
     assert " ".join(runs["keep"][:-1]).startswith("glibc malloc keeps freed memory")
