@@ -202,7 +202,7 @@ def main() -> None:
           f"{args.seconds:g} s, each side in its own process; {sides['auto'][2]}; {sides['keras'][2]}")
     keras_rate = best["keras"]
     for which, value in best.items():
-        print(f"{sides[which][1]:<40} {value:>9.1f} img/s {value / keras_rate:>7.2f}x keras")
+        print(f"{sides[which][1]:<52} {value:>9.1f} img/s {value / keras_rate:>7.2f}x keras")
     print(f"graphc auto / keras with freed memory kept as graphc keeps it: {best['auto'] / best['keras-kept']:.2f}")
     print(f"graphc auto / graphc auto with the system allocator (what keeping freed memory gains): "
           f"{best['auto'] / best['auto-system']:.2f}")
