@@ -7,8 +7,8 @@ unmaps it again on ``free``, so every step pays the kernel to map and zero the s
 more (about 30,000 page faults per step of shared_reuse_coarse at batch 100). Raising the mmap
 threshold to glibc's largest (32 MiB) and the trim threshold to 1 GiB keeps those pages in the
 process's heap for the next step. Measured on the CPU of BENCHMARKS.md: shared_reuse_coarse's
-bf16 training step 1.3-1.5x faster, its fp32 step about 1.07x (ad hoc, one process per setting),
-for about 50 MiB more resident memory; BENCHMARKS.md has the bf16 ratio measured side by side. PyTorch's CPU performance guide gets the same effect by preloading jemalloc or tcmalloc;
+bf16 training step 1.08-1.5x faster (side by side in benchmarks/keras_vs_graphc.py: 1.36 at
+1 thread, 1.08 at 2), its fp32 step about 1.07x, for about 50 MiB more resident memory. PyTorch's CPU performance guide gets the same effect by preloading jemalloc or tcmalloc;
 this needs no extra library.
 
 Only glibc has these settings. Elsewhere (macOS, musl) nothing changes, and neither does it
