@@ -215,7 +215,9 @@ def test_each_child_gets_its_threads_and_gpus_in_its_environment(tmp_path, monke
 
 def test_ctrl_c_stops_the_children_after_their_epoch_and_says_how_to_resume(tmp_path, tiny):
     out = tmp_path / "runs"
-    command = [sys.executable, "-m", "graphc", "train", str(tiny), "--seeds", "2", "--epochs", "200", "--limit-train", "64",
+    # Enough epochs that neither run can finish before both have started (a tiny epoch takes
+    # well under 0.1 s): the Ctrl-C must find both running.
+    command = [sys.executable, "-m", "graphc", "train", str(tiny), "--seeds", "2", "--epochs", "5000", "--limit-train", "64",
                "--limit-val", "32", "--no-test", "--out", str(out), "--jobs", "2"]
     sweep_process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
@@ -225,12 +227,15 @@ def test_ctrl_c_stops_the_children_after_their_epoch_and_says_how_to_resume(tmp_
             break
         time.sleep(0.5)
     sweep_process.send_signal(signal.SIGINT)  # what Ctrl-C sends the sweep (the children are in their own sessions)
-    _, stderr = sweep_process.communicate(timeout=120)
+    try:
+        _, stderr = sweep_process.communicate(timeout=120)
+    finally:
+        sweep_process.kill()  # (a no-op once it has ended) never leave a 5000-epoch sweep behind
     assert sweep_process.returncode == 130, stderr
     assert "Traceback" not in stderr and "Resume the sweep with the same command" in stderr
     for path in run_dirs(out):
         summary = runs.read_json(path / runs.SUMMARY)
-        assert summary["status"] == "interrupted" and 1 <= summary["epochs_completed"] < 200
+        assert summary["status"] == "interrupted" and 1 <= summary["epochs_completed"] < 5000
         assert load_checkpoint(path / runs.LAST)["epoch"] == summary["epochs_completed"]
         assert str(path) in stderr
 

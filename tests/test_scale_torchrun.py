@@ -88,10 +88,10 @@ def test_two_torchrun_nodes_train_the_same_run_as_nproc_2(tmp_path):
     port = free_port()
     # Two seeds: one run after another, all ranks in step; seed 0 is compared with --nproc 2.
     jobs = [torchrun(*args, "--seeds", 2, "--out", tmp_path / "torchrun", nnodes=2, nproc_per_node=1, port=port) for _ in range(2)]
+    ended = finish(jobs)  # before the --nproc 2 run, whose own free port could otherwise be the agents' port
+    assert [code for code, _, _ in ended] == [0, 0], ended
     result = runner.invoke(app, ["train", *map(str, args), "--nproc", "2", "--out", str(tmp_path / "nproc")])
     assert result.exit_code == 0 and clean_exit(result), result.output
-    ended = finish(jobs)
-    assert [code for code, _, _ in ended] == [0, 0], ended
     assert not any("Traceback" in err for _, _, err in ended), ended
     printed = [Path(line) for _, out, _ in ended for line in out.splitlines() if line.strip()]  # rank 0's stdout
     assert [runs.read_json(d / "config.json")["seed"] for d in printed] == [0, 1]
