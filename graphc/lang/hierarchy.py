@@ -101,22 +101,26 @@ def listed_twice(tables: Tables, where: str = "data.hierarchy") -> list[tuple[st
     return found
 
 
+def named_after_label(label: str, tables: Tables, where: str = "data.hierarchy") -> list[Problem]:
+    """A table named after the folder label: that name is taken by the classes the folders give.
+    The problem's field is ``WHERE.FIELD``; the caller adds file and line."""
+    return [Problem(f"'{field}' is the label the class folders give, so it cannot also be a hierarchy field.",
+                    field=f"{where}.{field}", hint="name the hierarchy field differently, e.g. 'coarse'.")
+            for field in tables if field == label]
+
+
 def hierarchy_problems(label: str, tables: Tables) -> list[Problem]:
     """What is wrong with the tables, seen from the tables alone (no data): a table named after
     the folder label, tables nesting in a circle or under two tables at once, and a class that
     one table lists but another table mapping from the same field leaves out (or misspells).
     Each problem's field is ``data.hierarchy.FIELD``; the caller adds file and line."""
-    problems: list[Problem] = []
+    problems: list[Problem] = named_after_label(label, tables)
     children = table_children(label, tables)
     groups = {field: set(table) for field, table in tables.items()}
     mixed: set[str] = set()  # tables already reported as mixing two fields' classes
     for field, table in tables.items():
         where = f"data.hierarchy.{field}"
         if field == label:
-            problems.append(Problem(
-                f"'{field}' is the label the class folders give, so it cannot also be a hierarchy field.",
-                field=where, hint="name the hierarchy field differently, e.g. 'coarse'.",
-            ))
             continue
         members = {m for listed in table.values() for m in listed}
         under = [other for other in tables if other != field and members and members <= groups[other]]

@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 from graphc.errors import Problem, RunError, SpecError, did_you_mean
-from graphc.lang.hierarchy import hierarchy_paths, listed_twice, table_children
+from graphc.lang.hierarchy import hierarchy_paths, listed_twice, named_after_label, table_children
 from runtime.data.split import Split, compose, default_data_dir
 from graphc.files import atomic_write
 
@@ -153,19 +153,14 @@ def derive_labels(
     table whose groups it lists (graphc.lang.hierarchy.table_children)."""
     tables = {field: dict(sorted(groups.items())) for field, groups in hierarchy.items() if field != label}
     # groups in name order, the order the loop below assigns classes in
-    problems: list[Problem] = [problem for _, _, problem in listed_twice(tables, where="hierarchy")]
+    problems = named_after_label(label, hierarchy, where="hierarchy")
+    problems += [problem for _, _, problem in listed_twice(tables, where="hierarchy")]
     children = table_children(label, hierarchy)
     # Every table's classes first: a nested table is checked against the groups of its child table.
     class_names = {label: list(classes), **{field: sorted(groups) for field, groups in tables.items()}}
     links: dict[tuple[str, str], torch.Tensor] = {}
-    for field, groups in hierarchy.items():
+    for field, groups in tables.items():  # every table but one named after the label (reported above)
         where = f"hierarchy.{field}"
-        if field == label:
-            problems.append(Problem(
-                f"'{field}' is the label the class folders give, so it cannot also be a hierarchy field.",
-                field=where, hint="name the hierarchy field differently, e.g. 'coarse'.",
-            ))
-            continue
         child = children[field]
         members = class_names[child]
         group_names = sorted(groups)
