@@ -19,7 +19,7 @@ import torch
 from torchvision.transforms import v2
 
 from graphc.lang.spec import FlipCropAugment, KerasAffineAugment
-from runtime.data.augment import make_augment
+from graphc.runtime.data.augment import make_augment
 
 
 def images_per_second(run, count: int, device: str, repeats: int = 3) -> float:
@@ -41,7 +41,7 @@ def batched(augment, images: torch.Tensor, batch_size: int):
 
     def run():
         for start in range(0, len(images), batch_size):
-            augment(images[start:start + batch_size], generator)
+            augment(images[start : start + batch_size], generator)
 
     return run
 
@@ -72,15 +72,18 @@ def main() -> None:
     }
     # The per-sample peer is slow: time it on a slice and report images/s.
     peer_images = images[: min(len(images), 1024)]
-    print(f"{args.images} images 3x32x32, batch {args.batch_size}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads")
+    print(
+        f"{args.images} images 3x32x32, batch {args.batch_size}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} CPU threads"
+    )
     print(f"{'preset':<14}{'device':<8}{'graphc batched':>16}{'v2 per-sample (cpu)':>22}{'ratio':>9}")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for name, spec in (("keras_affine", keras), ("flip_crop", crop)):
         peer = images_per_second(per_sample(peers[name], peer_images), len(peer_images), "cpu")
         for device in devices:
-            ours = images_per_second(batched(make_augment(spec), images.to(device), args.batch_size),
-                                     len(images), device)
+            ours = images_per_second(
+                batched(make_augment(spec), images.to(device), args.batch_size), len(images), device
+            )
             print(f"{name:<14}{device:<8}{ours:>14,.0f}/s{peer:>20,.0f}/s{ours / peer:>8.1f}x")
 
 

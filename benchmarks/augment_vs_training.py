@@ -14,10 +14,10 @@ ratio augmentation / training. Run::
 from __future__ import annotations
 
 import torch
-
 from common import auto_bench, step_options
-from runtime.bench import machine, rate
-from runtime.data.augment import make_augment, to_float
+
+from graphc.runtime.bench import machine, rate
+from graphc.runtime.data.augment import make_augment, to_float
 
 
 def main() -> None:
@@ -30,11 +30,15 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     best = {"augment": 0.0, "train": 0.0}
     for _ in range(args.repeats):
-        best["augment"] = max(best["augment"], rate(lambda: augment(to_float(images, None), generator), args.batch, args.seconds, device))
+        best["augment"] = max(
+            best["augment"], rate(lambda: augment(to_float(images, None), generator), args.batch, args.seconds, device)
+        )
         best["train"] = max(best["train"], rate(bench.step, args.batch, args.seconds, device))
     info = machine(device)
-    print(f"{bench.graph.name}, batch {args.batch}, {args.threads} threads, best of {args.repeats} x {args.seconds:g} s; "
-          f"{info['device_name']} ({', '.join(info['cpu_flags'])})")
+    print(
+        f"{bench.graph.name}, batch {args.batch}, {args.threads} threads, best of {args.repeats} x {args.seconds:g} s; "
+        f"{info['device_name']} ({', '.join(info['cpu_flags'])})"
+    )
     print(f"{spec.data.augment.preset} augmentation: {best['augment']:,.1f} img/s")
     print(f"training step ({auto.describe()}): {best['train']:,.1f} img/s")
     print(f"ratio augmentation / training: {best['augment'] / best['train']:.2f}")

@@ -31,7 +31,14 @@ def chain_spec(nodes: int) -> str:
         lines += ["[[nodes]]", f'name = "fc{i}"', 'kind = "fc_block"', f'input = "{previous}"', "units = [8]", ""]
         previous = f"fc{i}"
     for task in ("fine", "coarse"):
-        lines += ["[[nodes]]", f'name = "{task}_head"', 'kind = "head"', f'input = "{previous}"', f'task = "{task}"', ""]
+        lines += [
+            "[[nodes]]",
+            f'name = "{task}_head"',
+            'kind = "head"',
+            f'input = "{previous}"',
+            f'task = "{task}"',
+            "",
+        ]
     lines += ["[data]", 'dataset = "synthetic"', "synthetic = { classes = 4, coarse_classes = 2 }", ""]
     return "\n".join(lines)
 

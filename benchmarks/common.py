@@ -16,8 +16,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import graphc  # noqa: E402
-from runtime.bench import Bench  # noqa: E402
-from runtime.device import Execution, plan_execution, resolve_device  # noqa: E402
+from graphc.runtime.bench import Bench  # noqa: E402
+from graphc.runtime.device import Execution, plan_execution, resolve_device  # noqa: E402
 
 
 def step_options(doc: str, seconds: float, repeats: int, device: bool = True) -> argparse.ArgumentParser:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 
 import torch
-
 from common import auto_bench, step_options
-from runtime.bench import machine, rate
+
+from graphc.runtime.bench import machine, rate
 
 
 def main() -> None:
@@ -42,20 +42,28 @@ def main() -> None:
                 compile_s[config] = time.perf_counter() - started
             best[config] = max(best[config], rate(bench.step, args.batch, args.seconds, cpu))
     info = machine(cpu)
-    print(f"{bench.graph.name}, batch {args.batch}, {args.threads} threads, best of {args.repeats} x {args.seconds:g} s; "
-          f"{info['device_name']} ({', '.join(info['cpu_flags'])}), torch {torch.__version__}")
+    print(
+        f"{bench.graph.name}, batch {args.batch}, {args.threads} threads, best of {args.repeats} x {args.seconds:g} s; "
+        f"{info['device_name']} ({', '.join(info['cpu_flags'])}), torch {torch.__version__}"
+    )
     notes = bench.run.console.file.getvalue().strip()
     if notes:
         print(notes)
     base = best[configs[0]]
     for (precision, channels_last, compiled), value in best.items():
         name = f"{'compiled' if compiled else 'eager':<9} {precision} {'channels-last' if channels_last else 'contiguous':<14}"
-        extra = f"  (compiling: {compile_s[(precision, channels_last, compiled)]:.0f} s)" if (precision, channels_last, compiled) in compile_s else ""
+        extra = (
+            f"  (compiling: {compile_s[(precision, channels_last, compiled)]:.0f} s)"
+            if (precision, channels_last, compiled) in compile_s
+            else ""
+        )
         shown = "   fell back" if value is None else f"{value:>9.1f} img/s {value / base:>6.2f}x auto eager"
         print(f"{name} {shown}{extra}")
     fastest = max((v for (p, cl, c), v in best.items() if c and v), default=None)
-    print(f"ratio fastest compiled / auto eager ({auto.describe()}): "
-          + (f"{fastest / base:.2f}" if fastest else "no compiled configuration ran"))
+    print(
+        f"ratio fastest compiled / auto eager ({auto.describe()}): "
+        + (f"{fastest / base:.2f}" if fastest else "no compiled configuration ran")
+    )
 
 
 if __name__ == "__main__":

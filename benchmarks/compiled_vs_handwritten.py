@@ -24,9 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import graphc  # noqa: E402
-from runtime.allocator import keep_freed_memory  # noqa: E402
-from runtime.bench import machine, rate  # noqa: E402
-from runtime.device import autocast, plan_execution  # noqa: E402
+from graphc.runtime.allocator import keep_freed_memory  # noqa: E402
+from graphc.runtime.bench import machine, rate  # noqa: E402
+from graphc.runtime.device import autocast, plan_execution  # noqa: E402
 from tests.test_compile import HandWrittenSharedReuseCoarse  # noqa: E402  (the test's reference model)
 
 CPU = torch.device("cpu")
@@ -42,7 +42,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as graphc train runs (runtime/allocator.py); the same for both sides
 
-    compiled, _ = graphc.model_from_spec(Path(__file__).resolve().parent.parent / "specs/shared_reuse_coarse.toml", seed=0)
+    compiled, _ = graphc.model_from_spec(
+        Path(__file__).resolve().parent.parent / "specs/shared_reuse_coarse.toml", seed=0
+    )
     handwritten = HandWrittenSharedReuseCoarse()
     handwritten.load_state_dict(dict(zip(handwritten.state_dict(), compiled.state_dict().values())))
     images = torch.rand(args.batch, 3, 32, 32)
@@ -86,8 +88,10 @@ def main() -> None:
                     results[key] = max(results.get(key, 0.0), rate(step, args.batch, args.seconds, CPU))
 
     info = machine(CPU)
-    print(f"shared_reuse_coarse, batch {args.batch}, {args.threads} threads, best of {args.repeats} x {args.seconds:g} s; "
-          f"{info['device_name']} ({', '.join(info['cpu_flags'])}), torch {torch.__version__}")
+    print(
+        f"shared_reuse_coarse, batch {args.batch}, {args.threads} threads, best of {args.repeats} x {args.seconds:g} s; "
+        f"{info['device_name']} ({', '.join(info['cpu_flags'])}), torch {torch.__version__}"
+    )
     print(f"{'mode':<10} {'precision':<9} {'format':<14} {'graphc img/s':>13} {'hand-written img/s':>19} {'ratio':>7}")
     for mode in ("train", "inference"):
         for precision, fmt in executions:
@@ -97,8 +101,12 @@ def main() -> None:
     auto = plan_execution("auto", CPU, compiled)
     fmt = auto.memory_format
     train = results["train", auto.precision, fmt, "graphc"] / results["train", auto.precision, fmt, "hand-written"]
-    infer = results["inference", auto.precision, fmt, "graphc"] / results["inference", auto.precision, fmt, "hand-written"]
-    print(f"ratio graphc / hand-written in auto's execution ({auto.describe()}): train {train:.3f}, inference {infer:.3f}")
+    infer = (
+        results["inference", auto.precision, fmt, "graphc"] / results["inference", auto.precision, fmt, "hand-written"]
+    )
+    print(
+        f"ratio graphc / hand-written in auto's execution ({auto.describe()}): train {train:.3f}, inference {infer:.3f}"
+    )
 
 
 if __name__ == "__main__":

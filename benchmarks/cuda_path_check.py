@@ -30,10 +30,10 @@ from rich.console import Console
 
 import graphc
 from graphc.lang.spec import FlipCropAugment, KerasAffineAugment, Normalize, SyntheticData
-from runtime.data import batches as batching
-from runtime.data.augment import make_augment, normalize_
-from runtime.train import launch, loop
-from runtime.train.progress import EpochProgress
+from graphc.runtime.data import batches as batching
+from graphc.runtime.data.augment import make_augment, normalize_
+from graphc.runtime.train import launch, loop
+from graphc.runtime.train.progress import EpochProgress
 
 ROOT = Path(__file__).resolve().parents[1]
 KERAS = KerasAffineAugment(preset="keras_affine", rotation=60.0, shift=0.3, zoom=(0.7, 1.3), shear=0.3, fill="reflect")
@@ -76,14 +76,23 @@ def augmentation(device: torch.device, failures: list[str]) -> None:
                 out = normalize_(augment(on_device, torch.Generator().manual_seed(2)), NORMALIZE)
         reference = normalize_(augment(x, torch.Generator().manual_seed(2)), NORMALIZE)
         difference = (out.cpu() - reference).abs().max().item()
-        check(f"{spec.preset} + normalize_, 10 calls", not caught and difference < 1e-4,
-              f"{len(caught)} sync warnings, max |device - cpu| = {difference:.2g}", failures)
+        check(
+            f"{spec.preset} + normalize_, 10 calls",
+            not caught and difference < 1e-4,
+            f"{len(caught)} sync warnings, max |device - cpu| = {difference:.2g}",
+            failures,
+        )
 
 
 def epoch(device: torch.device, images: int, resident: bool, failures: list[str]) -> float:
     spec = graphc.load_spec(ROOT / "specs" / "shared_reuse_coarse.toml")
-    data = spec.data.model_copy(update={"dataset": "synthetic", "val_fraction": 0.2,
-                                        "synthetic": SyntheticData(train_size=images, test_size=100)})
+    data = spec.data.model_copy(
+        update={
+            "dataset": "synthetic",
+            "val_fraction": 0.2,
+            "synthetic": SyntheticData(train_size=images, test_size=100),
+        }
+    )
     spec = spec.model_copy(update={"data": data})
     dataset = launch.load_data(spec, None, None)
     graph = graphc.build_graph(spec, classes=dataset.classes)
@@ -116,9 +125,13 @@ def epoch(device: torch.device, images: int, resident: bool, failures: list[str]
         batching.free_memory = real_free
     where = run.resident["train"].images.device
     expected = device if resident else torch.device("cpu")
-    check(f"epoch 2, split {'resident' if resident else 'streamed'}", not caught and where == expected,
-          f"{len(caught)} sync warnings in the step loop, split on {where}, loss {metrics['loss']:.5f}, "
-          f"{images_per_s:,.0f} images/s", failures)
+    check(
+        f"epoch 2, split {'resident' if resident else 'streamed'}",
+        not caught and where == expected,
+        f"{len(caught)} sync warnings in the step loop, split on {where}, loss {metrics['loss']:.5f}, "
+        f"{images_per_s:,.0f} images/s",
+        failures,
+    )
     return metrics["loss"]
 
 
@@ -131,10 +144,17 @@ def main() -> int:
     print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU (no GPU: no sync checks)'}")
     if device.type == "cuda":
         augmentation(device, failures)
-    losses = [epoch(device, args.images, resident, failures) for resident in ((True, False) if device.type == "cuda" else (False,))]
+    losses = [
+        epoch(device, args.images, resident, failures)
+        for resident in ((True, False) if device.type == "cuda" else (False,))
+    ]
     if len(losses) == 2:
-        check("resident vs streamed", abs(losses[0] - losses[1]) <= 1e-3 * abs(losses[0]),
-              f"epoch-2 loss {losses[0]:.6f} vs {losses[1]:.6f}", failures)
+        check(
+            "resident vs streamed",
+            abs(losses[0] - losses[1]) <= 1e-3 * abs(losses[0]),
+            f"epoch-2 loss {losses[0]:.6f} vs {losses[1]:.6f}",
+            failures,
+        )
     print("all checks passed" if not failures else f"{len(failures)} check(s) failed: {', '.join(failures)}")
     return 1 if failures else 0
 

@@ -36,7 +36,7 @@ NOGRAD_RUN=$(graphc train "$NOGRAD" --data-dir "$DATA" --diagnostics --tag reuse
 graphc report "$REUSE" "$NOGRAD_RUN" -o "$OUT/report" --baseline reuse
 python - "$REUSE" "$NOGRAD_RUN" <<'PY'
 import sys
-from runtime.runs.rundir import read_metrics
+from graphc.runtime.runs.rundir import read_metrics
 for label, run in zip(("reuse", "reuse_nograd"), sys.argv[1:]):
     print(f"{label}: {run}")
     print(f"  {'epoch':>5}  {'fine share of coarse branch grad':>32}  {'cos fine:coarse on trunk':>24}  {'coarse_fc':>9}  {'coarse_head':>11}")

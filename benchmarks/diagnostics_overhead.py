@@ -21,14 +21,14 @@ import tempfile
 from pathlib import Path
 
 import torch
+from common import ROOT
 from rich.console import Console
 
 import graphc
-from common import ROOT
-from runtime.runs import rundir
-from runtime.runs.checkpoint import load_checkpoint
-from runtime.train.diagnostics import DIAGNOSTIC_BATCHES
-from runtime.train.launch import Overrides, train_run
+from graphc.runtime.runs import rundir
+from graphc.runtime.runs.checkpoint import load_checkpoint
+from graphc.runtime.train.diagnostics import DIAGNOSTIC_BATCHES
+from graphc.runtime.train.launch import Overrides, train_run
 
 
 def main() -> None:
@@ -49,8 +49,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         for _ in range(args.rounds):
             for on in (False, True):
-                overrides = Overrides(dataset="synthetic", epochs=args.epochs, limit_train=args.limit_train,
-                                      limit_val=200, no_test=True, device=args.device, diagnostics=on or None)
+                overrides = Overrides(
+                    dataset="synthetic",
+                    epochs=args.epochs,
+                    limit_train=args.limit_train,
+                    limit_val=200,
+                    no_test=True,
+                    device=args.device,
+                    diagnostics=on or None,
+                )
                 result = train_run(spec, spec.train.seed, overrides, out=Path(out), console=quiet, quiet=True)
                 rows = [r for r in rundir.read_metrics(result.run_dir) if r["split"] == "train"]
                 rows = rows[1:] if len(rows) > 1 else rows  # the first epoch warms up (allocations, oneDNN kernels)
@@ -63,15 +70,19 @@ def main() -> None:
         a, b = (load_checkpoint(last[on] / "last.pt")["model"] for on in (False, True))
         same = all(torch.equal(a[k], b[k]) for k in a)
     off, on_train, extra = statistics.mean(times[False]), statistics.mean(times[True]), statistics.mean(diag_times)
-    print(f"{spec.name} on {args.device}, synthetic images, {args.limit_train} training images per epoch, "
-          f"batch {spec.train.batch_size}, {DIAGNOSTIC_BATCHES} diagnostic batches; epochs after the first, "
-          f"{args.rounds} round(s)")
+    print(
+        f"{spec.name} on {args.device}, synthetic images, {args.limit_train} training images per epoch, "
+        f"batch {spec.train.batch_size}, {DIAGNOSTIC_BATCHES} diagnostic batches; epochs after the first, "
+        f"{args.rounds} round(s)"
+    )
     print(f"{'':28}{'s/epoch':>10}")
     print(f"{'without diagnostics':28}{off:10.2f}")
     print(f"{'with diagnostics':28}{on_train + extra:10.2f}   (training {on_train:.2f} + diagnostics {extra:.2f})")
     full = args.full_images / statistics.mean(speeds)
-    print(f"an epoch of {args.full_images:,} images at {statistics.mean(speeds):.0f} img/s takes ~{full:.0f} s: "
-          f"the diagnostics add {extra / full:.1%}")
+    print(
+        f"an epoch of {args.full_images:,} images at {statistics.mean(speeds):.0f} img/s takes ~{full:.0f} s: "
+        f"the diagnostics add {extra / full:.1%}"
+    )
     print(f"same weights with and without diagnostics: {'yes' if same else 'NO'}")
     print(f"ratio with/without: {(on_train + extra) / off:.3f}")
 

@@ -49,7 +49,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 python - <<'EOF'
 import os
 import torch
-from runtime.device import plan_execution, resolve_device
+from graphc.runtime.device import plan_execution, resolve_device
 import graphc
 device = resolve_device(os.environ["DEVICE"])
 model, _ = graphc.model_from_spec("specs/shared_reuse_coarse.toml", seed=0)

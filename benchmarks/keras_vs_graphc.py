@@ -90,7 +90,7 @@ def keras_side(args: argparse.Namespace, kept: bool):
 
     if kept:
         sys.path.insert(0, str(ROOT))
-        from runtime.allocator import keep_freed_memory  # imports no torch
+        from graphc.runtime.allocator import keep_freed_memory  # imports no torch
 
         keep_freed_memory()
 
@@ -108,7 +108,11 @@ def keras_side(args: argparse.Namespace, kept: bool):
     x = rng.random((args.batch, 32, 32, 3), dtype=np.float32)
     fine, coarse = rng.integers(0, 100, args.batch), rng.integers(0, 20, args.batch)
     model = keras_model(keras)
-    return KERAS_KEPT if kept else KERAS, lambda: model.train_on_batch(x, [fine, coarse]), f"tensorflow {tf.__version__}, keras {keras.__version__}"
+    return (
+        KERAS_KEPT if kept else KERAS,
+        lambda: model.train_on_batch(x, [fine, coarse]),
+        f"tensorflow {tf.__version__}, keras {keras.__version__}",
+    )
 
 
 def graphc_side(args: argparse.Namespace, which: str):
@@ -117,8 +121,8 @@ def graphc_side(args: argparse.Namespace, which: str):
 
     sys.path.insert(0, str(ROOT))
     import graphc
-    from runtime.bench import Bench, machine
-    from runtime.device import plan_execution
+    from graphc.runtime.bench import Bench, machine
+    from graphc.runtime.device import plan_execution
 
     torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
@@ -130,8 +134,10 @@ def graphc_side(args: argparse.Namespace, which: str):
         name = f"graphc auto: {precision}, {'channels-last' if channels_last else 'contiguous'}"
         name += ", system allocator" if which in SYSTEM_ALLOCATOR else ""
         info = machine(cpu)
-        about = (f"{info['device_name']} ({', '.join(info['cpu_flags'])}); torch {torch.__version__}; "
-                 f"auto = {auto.describe()}")
+        about = (
+            f"{info['device_name']} ({', '.join(info['cpu_flags'])}); torch {torch.__version__}; "
+            f"auto = {auto.describe()}"
+        )
     else:
         precision, channels_last = GRAPHC[which]
         name = f"graphc {precision}, {'channels-last' if channels_last else 'contiguous'}"
@@ -142,7 +148,7 @@ def graphc_side(args: argparse.Namespace, which: str):
 
 
 def rate(step, batch: int, seconds: float) -> float:
-    """Images/s of ``step`` over at least ``seconds`` after 2 warm-up steps (runtime.bench.rate on
+    """Images/s of ``step`` over at least ``seconds`` after 2 warm-up steps (graphc.runtime.bench.rate on
     a CPU, written here so that the Keras process need not import torch)."""
     for _ in range(2):
         step()
@@ -174,12 +180,25 @@ def main() -> None:
         worker(args)
         return
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))  # each library's pool sized from the start
-    base = [sys.executable, __file__, "--threads", str(args.threads), "--batch", str(args.batch),
-            "--seconds", str(args.seconds)]
+    base = [
+        sys.executable,
+        __file__,
+        "--threads",
+        str(args.threads),
+        "--batch",
+        str(args.batch),
+        "--seconds",
+        str(args.seconds),
+    ]
     sides = {}
     for which in ["keras", "keras-kept", *GRAPHC]:
-        proc = subprocess.Popen([*base, "--worker", which], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                text=True, env={**env, **SYSTEM_ALLOCATOR.get(which, {})})
+        proc = subprocess.Popen(
+            [*base, "--worker", which],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**env, **SYSTEM_ALLOCATOR.get(which, {})},
+        )
         line = proc.stdout.readline()
         if not line.startswith("ready\t"):
             sys.exit(f"the {which} side did not start (exit code {proc.wait()})")
@@ -198,21 +217,29 @@ def main() -> None:
             proc.stdin.close()
             proc.wait()
 
-    print(f"shared_reuse_coarse training step, batch {args.batch}, {args.threads} thread(s), best of {args.repeats} x "
-          f"{args.seconds:g} s, each side in its own process; {sides['auto'][2]}; {sides['keras'][2]}")
+    print(
+        f"shared_reuse_coarse training step, batch {args.batch}, {args.threads} thread(s), best of {args.repeats} x "
+        f"{args.seconds:g} s, each side in its own process; {sides['auto'][2]}; {sides['keras'][2]}"
+    )
     keras_rate = best["keras"]
     for which, value in best.items():
         print(f"{sides[which][1]:<52} {value:>9.1f} img/s {value / keras_rate:>7.2f}x keras")
     print(f"graphc auto / keras with freed memory kept as graphc keeps it: {best['auto'] / best['keras-kept']:.2f}")
-    print(f"graphc auto / graphc auto with the system allocator (what keeping freed memory gains): "
-          f"{best['auto'] / best['auto-system']:.2f}")
+    print(
+        f"graphc auto / graphc auto with the system allocator (what keeping freed memory gains): "
+        f"{best['auto'] / best['auto-system']:.2f}"
+    )
     limited = os.environ.get("ONEDNN_MAX_CPU_ISA")
     if limited:  # auto still sees the CPU's AMX; without it, auto picks fp32 channels-last
-        print(f"ratio graphc fp32, channels-last (what auto picks without AMX) / keras, oneDNN limited to {limited}, "
-              f"{args.threads} thread(s): {best['fp32-cl'] / keras_rate:.2f}")
+        print(
+            f"ratio graphc fp32, channels-last (what auto picks without AMX) / keras, oneDNN limited to {limited}, "
+            f"{args.threads} thread(s): {best['fp32-cl'] / keras_rate:.2f}"
+        )
     else:
-        print(f"ratio graphc ({sides['auto'][1].removeprefix('graphc ')}) / keras, {args.threads} thread(s): "
-              f"{best['auto'] / keras_rate:.2f}")
+        print(
+            f"ratio graphc ({sides['auto'][1].removeprefix('graphc ')}) / keras, {args.threads} thread(s): "
+            f"{best['auto'] / keras_rate:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime.runs import rundir as runs
+from graphc.runtime.runs import rundir as runs
 
 
 def train_once(spec: Path, launcher: str, nproc: int, epochs: int, extra: list[str], out: Path) -> tuple[float, float]:
@@ -31,7 +31,17 @@ def train_once(spec: Path, launcher: str, nproc: int, epochs: int, extra: list[s
     train = ["train", str(spec), "--epochs", str(epochs), "--out", str(out), "--quiet", *extra]
     env = dict(os.environ)
     if launcher == "torchrun":
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m", "graphc", *train]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(nproc),
+            "-m",
+            "graphc",
+            *train,
+        ]
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))  # as --nproc splits the threads
     else:
         command = [sys.executable, "-m", "graphc", *train, "--nproc", str(nproc)]
@@ -63,8 +73,12 @@ def main() -> None:
             for launcher, n in setups:  # alternate, so a busy moment of the machine hits all
                 results[launcher, n].append(train_once(args.spec, launcher, n, args.epochs, extra, Path(out)))
     base = sum(s for s, _ in results[setups[0]]) / args.repeats
-    print(f"{args.spec}, {args.epochs} epochs, {args.repeats} runs each, {os.cpu_count()} CPU threads {' '.join(extra)}")
-    print(f"{'launcher':>8}  {'nproc':>5}  {'train images/s':>14}  {'wall s':>7}  {'vs ' + ' '.join(map(str, setups[0])):>12}")
+    print(
+        f"{args.spec}, {args.epochs} epochs, {args.repeats} runs each, {os.cpu_count()} CPU threads {' '.join(extra)}"
+    )
+    print(
+        f"{'launcher':>8}  {'nproc':>5}  {'train images/s':>14}  {'wall s':>7}  {'vs ' + ' '.join(map(str, setups[0])):>12}"
+    )
     for (launcher, n), measured in results.items():
         speed = sum(s for s, _ in measured) / len(measured)
         wall = sum(w for _, w in measured) / len(measured)

@@ -28,8 +28,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from runtime.device import autocast, plan_execution
-from runtime.export import export_onnx, load_model
+from graphc.runtime.device import autocast, plan_execution
+from graphc.runtime.export import export_onnx, load_model
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 REFERENCE = ["independent", "shared_conv", "reuse_coarse", "reuse_fine", "shared_reuse_coarse", "shared_reuse_fine"]
@@ -49,7 +49,9 @@ def images_per_second(run, batch: int, seconds: float, repeats: int) -> float:
     return best
 
 
-def throughput(spec: Path, batches: list[int], seconds: float, repeats: int, threads: int, folder: Path) -> dict[int, float]:
+def throughput(
+    spec: Path, batches: list[int], seconds: float, repeats: int, threads: int, folder: Path
+) -> dict[int, float]:
     path = folder / f"{spec.stem}.onnx"
     export_onnx(spec, path)
     graph, model, _ = load_model(spec)
@@ -58,14 +60,18 @@ def throughput(spec: Path, batches: list[int], seconds: float, repeats: int, thr
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    print(f"{graph.name}: {graph.total_params:,} parameters, input {list(graph.input.shape)}; "
-          f"{threads} threads each (torch {torch.__version__}, onnxruntime {ort.__version__}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f})")
+    print(
+        f"{graph.name}: {graph.total_params:,} parameters, input {list(graph.input.shape)}; "
+        f"{threads} threads each (torch {torch.__version__}, onnxruntime {ort.__version__}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f})"
+    )
     cpu = torch.device("cpu")
     auto = plan_execution("auto", cpu, model)
     model_auto = copy.deepcopy(model).to(memory_format=auto.memory_format)
     print(f"PyTorch auto: {auto.describe()}")
-    print(f"{'batch':>6} {'PyTorch fp32 img/s':>19} {'PyTorch auto img/s':>19} {'ONNX Runtime img/s':>19} {'ORT / torch fp32':>17}")
+    print(
+        f"{'batch':>6} {'PyTorch fp32 img/s':>19} {'PyTorch auto img/s':>19} {'ONNX Runtime img/s':>19} {'ORT / torch fp32':>17}"
+    )
     ratios = {}
     for batch in batches:
         x = torch.rand(batch, *graph.input.shape, generator=torch.Generator().manual_seed(batch))
@@ -73,16 +79,16 @@ def throughput(spec: Path, batches: list[int], seconds: float, repeats: int, thr
 
         def run_torch():
             with torch.inference_mode():
-                model(x)
+                model(x)  # noqa: B023 (called within this iteration)
 
         x_auto = x.contiguous(memory_format=auto.memory_format)
 
         def run_auto():
             with torch.inference_mode(), autocast(cpu, auto.precision):
-                model_auto(x_auto)
+                model_auto(x_auto)  # noqa: B023 (called within this iteration)
 
         def run_ort():
-            session.run(None, feed)
+            session.run(None, feed)  # noqa: B023 (called within this iteration)
 
         eager, fast, onnx_rt = 0.0, 0.0, 0.0
         for _ in range(repeats):  # alternate, so load on the machine hits every side alike

@@ -1,6 +1,6 @@
 """A real ``graphc train`` epoch vs the bare training step, in the same process: the pipeline's cost.
 
-The epoch is runtime.train.loop.train_epoch exactly as ``graphc train`` runs it - seeded batch
+The epoch is graphc.runtime.train.loop.train_epoch exactly as ``graphc train`` runs it - seeded batch
 order, gathering, the spec's augmentation (keras_affine for the reference specs), scaling,
 metrics accumulated on the device, progress - on synthetic images of the spec's input shape;
 the bare step is the same Run's train_step on one prepared batch. Both run in the execution
@@ -20,12 +20,12 @@ from __future__ import annotations
 import io
 import time
 
+from common import auto_bench, step_options
 from rich.console import Console
 
-import runtime.train.loop as loop
-from common import auto_bench, step_options
-from runtime.bench import Bench, machine
-from runtime.train.progress import EpochProgress
+import graphc.runtime.train.loop as loop
+from graphc.runtime.bench import Bench, machine
+from graphc.runtime.train.progress import EpochProgress
 
 
 def epoch_split(bench: Bench, images: int) -> tuple[float, float]:
@@ -55,21 +55,30 @@ def main() -> None:
     result = bench.pipeline(auto, args.seconds, args.repeats)
     split = None
     if device.type == "cpu":
-        spec_data = bench.spec.data.synthetic.model_copy(update={"train_size": int(result["epoch_images"] * 1.3) + args.batch})
+        spec_data = bench.spec.data.synthetic.model_copy(
+            update={"train_size": int(result["epoch_images"] * 1.3) + args.batch}
+        )
         loop_data = bench.spec.model_copy(update={"data": bench.spec.data.model_copy(update={"synthetic": spec_data})})
-        from runtime.train.launch import load_data
+        from graphc.runtime.train.launch import load_data
 
-        bench.run.dataset, bench.run.resident = load_data(loop_data, limit_train=result["epoch_images"], limit_val=None), {}
+        bench.run.dataset, bench.run.resident = (
+            load_data(loop_data, limit_train=result["epoch_images"], limit_val=None),
+            {},
+        )
         split = epoch_split(bench, result["epoch_images"])
     info = machine(device)
-    print(f"{bench.graph.name}, {spec.data.augment.preset} augmentation, batch {args.batch}, {args.threads} threads, "
-          f"{auto.describe()}; best of {args.repeats}; {info['device_name']} ({', '.join(info['cpu_flags'])})")
+    print(
+        f"{bench.graph.name}, {spec.data.augment.preset} augmentation, batch {args.batch}, {args.threads} threads, "
+        f"{auto.describe()}; best of {args.repeats}; {info['device_name']} ({', '.join(info['cpu_flags'])})"
+    )
     print(f"bare training step: {result['step_images_per_s']:,.1f} img/s")
     print(f"graphc train epoch ({result['epoch_images']:,} images): {result['epoch_images_per_s']:,.1f} img/s")
     if split is not None:
         total, steps = split
-        print(f"within one more epoch: {total:.2f} s, of which {steps:.2f} s in the training steps and "
-              f"{total - steps:.3f} s ({(total - steps) / total:.1%}) in the rest (augmentation, batching, metrics, progress)")
+        print(
+            f"within one more epoch: {total:.2f} s, of which {steps:.2f} s in the training steps and "
+            f"{total - steps:.3f} s ({(total - steps) / total:.1%}) in the rest (augmentation, batching, metrics, progress)"
+        )
     print(f"ratio epoch / bare step: {result['ratio']:.3f}")
 
 

@@ -42,7 +42,9 @@ def main() -> None:
     from graphc.backends.diagram.draw import page
     from graphc.backends.diagram.scene import save
 
-    print(f"{'N':>6} {'nodes':>6} {'build s':>8} {'compose s':>10} {'draw s':>8} {'total s':>8} {'cpu s':>7} {'growth/size':>12}")
+    print(
+        f"{'N':>6} {'nodes':>6} {'build s':>8} {'compose s':>10} {'draw s':>8} {'total s':>8} {'cpu s':>7} {'growth/size':>12}"
+    )
     previous = None
     for n in args.sizes:
         start, cpu = time.perf_counter(), time.process_time()

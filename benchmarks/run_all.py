@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,31 +33,90 @@ NO_AMX = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}  # oneDNN (in torch and Tens
 
 # (name, title, command[, environment]); --quick replaces --seconds/--repeats
 BENCHMARKS = [
-    ("bench", "graphc bench: precision, memory format, torch.compile, pipeline, inference (shared_reuse_coarse, batch 100)",
-     ["graphc", "bench", "specs/shared_reuse_coarse.toml", "--device", "cpu", "--compile", "--seconds", "3", "--repeats", "3", "--json"]),
-    ("handwritten", "Compiled spec vs hand-written PyTorch module, same precision and memory format (target >= 0.97x)",
-     [PY, "benchmarks/compiled_vs_handwritten.py", "--seconds", "3", "--repeats", "3"]),
-    ("keras-1", "graphc's default training step vs the original Keras model on tensorflow-cpu, 1 thread "
-     "(target >= 2x with bf16 matrix units, >= 1.1x without)",
-     [PY, "benchmarks/keras_vs_graphc.py", "--threads", "1", "--seconds", "3", "--repeats", "3"]),
-    ("keras-2", "graphc's default training step vs the original Keras model on tensorflow-cpu, 2 threads",
-     [PY, "benchmarks/keras_vs_graphc.py", "--threads", "2", "--seconds", "3", "--repeats", "3"]),
-    ("keras-1-noamx", "The same, 1 thread, oneDNN limited to AVX-512 BF16 as on a CPU without AMX (target >= 1.1x)",
-     [PY, "benchmarks/keras_vs_graphc.py", "--threads", "1", "--seconds", "3", "--repeats", "3"], NO_AMX),
-    ("keras-2-noamx", "The same, 2 threads, oneDNN limited to AVX-512 BF16 as on a CPU without AMX",
-     [PY, "benchmarks/keras_vs_graphc.py", "--threads", "2", "--seconds", "3", "--repeats", "3"], NO_AMX),
-    ("keras-1-avx2", "The same, 1 thread, oneDNN limited to AVX2 as on an older CPU (no AVX-512, no AMX)",
-     [PY, "benchmarks/keras_vs_graphc.py", "--threads", "1", "--seconds", "3", "--repeats", "3"],
-     {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
-    ("onnx", "ONNX Runtime vs PyTorch inference, batch 1 and 256",
-     [PY, "benchmarks/onnx_throughput.py", "--spec", "specs/shared_reuse_coarse.toml", "--batches", "1", "256",
-      "--seconds", "2", "--repeats", "3", "--no-export-table"]),
-    ("compile", "torch.compile vs eager training step (shared_reuse_coarse, batch 100): is compile worth a default?",
-     [PY, "benchmarks/compile_vs_eager.py", "--seconds", "4", "--repeats", "2"]),
-    ("augment", "Augmentation vs training throughput (keras_affine, batch 100)",
-     [PY, "benchmarks/augment_vs_training.py", "--seconds", "3", "--repeats", "3"]),
-    ("pipeline", "A graphc train epoch vs the bare training step, same process (target >= 0.9x)",
-     [PY, "benchmarks/pipeline_overhead.py", "--seconds", "4", "--repeats", "3"]),
+    (
+        "bench",
+        "graphc bench: precision, memory format, torch.compile, pipeline, inference (shared_reuse_coarse, batch 100)",
+        [
+            "graphc",
+            "bench",
+            "specs/shared_reuse_coarse.toml",
+            "--device",
+            "cpu",
+            "--compile",
+            "--seconds",
+            "3",
+            "--repeats",
+            "3",
+            "--json",
+        ],
+    ),
+    (
+        "handwritten",
+        "Compiled spec vs hand-written PyTorch module, same precision and memory format (target >= 0.97x)",
+        [PY, "benchmarks/compiled_vs_handwritten.py", "--seconds", "3", "--repeats", "3"],
+    ),
+    (
+        "keras-1",
+        "graphc's default training step vs the original Keras model on tensorflow-cpu, 1 thread "
+        "(target >= 2x with bf16 matrix units, >= 1.1x without)",
+        [PY, "benchmarks/keras_vs_graphc.py", "--threads", "1", "--seconds", "3", "--repeats", "3"],
+    ),
+    (
+        "keras-2",
+        "graphc's default training step vs the original Keras model on tensorflow-cpu, 2 threads",
+        [PY, "benchmarks/keras_vs_graphc.py", "--threads", "2", "--seconds", "3", "--repeats", "3"],
+    ),
+    (
+        "keras-1-noamx",
+        "The same, 1 thread, oneDNN limited to AVX-512 BF16 as on a CPU without AMX (target >= 1.1x)",
+        [PY, "benchmarks/keras_vs_graphc.py", "--threads", "1", "--seconds", "3", "--repeats", "3"],
+        NO_AMX,
+    ),
+    (
+        "keras-2-noamx",
+        "The same, 2 threads, oneDNN limited to AVX-512 BF16 as on a CPU without AMX",
+        [PY, "benchmarks/keras_vs_graphc.py", "--threads", "2", "--seconds", "3", "--repeats", "3"],
+        NO_AMX,
+    ),
+    (
+        "keras-1-avx2",
+        "The same, 1 thread, oneDNN limited to AVX2 as on an older CPU (no AVX-512, no AMX)",
+        [PY, "benchmarks/keras_vs_graphc.py", "--threads", "1", "--seconds", "3", "--repeats", "3"],
+        {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    ),
+    (
+        "onnx",
+        "ONNX Runtime vs PyTorch inference, batch 1 and 256",
+        [
+            PY,
+            "benchmarks/onnx_throughput.py",
+            "--spec",
+            "specs/shared_reuse_coarse.toml",
+            "--batches",
+            "1",
+            "256",
+            "--seconds",
+            "2",
+            "--repeats",
+            "3",
+            "--no-export-table",
+        ],
+    ),
+    (
+        "compile",
+        "torch.compile vs eager training step (shared_reuse_coarse, batch 100): is compile worth a default?",
+        [PY, "benchmarks/compile_vs_eager.py", "--seconds", "4", "--repeats", "2"],
+    ),
+    (
+        "augment",
+        "Augmentation vs training throughput (keras_affine, batch 100)",
+        [PY, "benchmarks/augment_vs_training.py", "--seconds", "3", "--repeats", "3"],
+    ),
+    (
+        "pipeline",
+        "A graphc train epoch vs the bare training step, same process (target >= 0.9x)",
+        [PY, "benchmarks/pipeline_overhead.py", "--seconds", "4", "--repeats", "3"],
+    ),
 ]
 
 
@@ -71,8 +130,10 @@ def quick(command: list[str]) -> list[str]:
 
 def cpu() -> tuple[str, list[str]]:
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
-                 platform.processor() or platform.machine())
+    model = next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+        platform.processor() or platform.machine(),
+    )
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     return model, [f for f in FLAGS if f in flags]
 
@@ -88,20 +149,30 @@ def bench_summary(data: dict) -> list[str]:
     base = rows.get(("fp32", "contiguous", False))
     for key, value in rows.items():
         if value and base and key != ("fp32", "contiguous", False):
-            lines.append(f"- {'compiled' if key[2] else 'eager'} {key[0]} {key[1]} / eager fp32 contiguous: {value / base:.2f}x")
+            lines.append(
+                f"- {'compiled' if key[2] else 'eager'} {key[0]} {key[1]} / eager fp32 contiguous: {value / base:.2f}x"
+            )
     for precision in ("fp32", "bf16"):
         for fmt in ("contiguous", "channels_last"):
             eager, compiled = rows.get((precision, fmt, False)), rows.get((precision, fmt, True))
             if eager and compiled:
                 lines.append(f"- compiled / eager, {precision} {fmt}: {compiled / eager:.2f}x")
-    lines += [f"- {r['precision']} {r['memory_format']} compiled: {' '.join(r['note'].split())}" for r in data["training"] if r.get("note")]
+    lines += [
+        f"- {r['precision']} {r['memory_format']} compiled: {' '.join(r['note'].split())}"
+        for r in data["training"]
+        if r.get("note")
+    ]
     pipe = data["pipeline"]
-    lines.append(f"- pipeline: epoch {pipe['epoch_images_per_s']:,.1f} / bare step {pipe['step_images_per_s']:,.1f} "
-                 f"img/s = {pipe['ratio']:.3f} ({pipe['precision']}, {pipe['memory_format']})")
+    lines.append(
+        f"- pipeline: epoch {pipe['epoch_images_per_s']:,.1f} / bare step {pipe['step_images_per_s']:,.1f} "
+        f"img/s = {pipe['ratio']:.3f} ({pipe['precision']}, {pipe['memory_format']})"
+    )
     for row in data["inference"]:
         if row["images_per_s"]:
             lines.append(f"- inference {row['engine']} {row['precision']}: {row['images_per_s']:,.1f} img/s")
-    lines.append(f"- augmentation ({data['augmentation']['preset']}): {data['augmentation']['images_per_s']:,.1f} img/s")
+    lines.append(
+        f"- augmentation ({data['augmentation']['preset']}): {data['augmentation']['images_per_s']:,.1f} img/s"
+    )
     lines.append(f"- peak memory: {data['peak_memory']['bytes'] / 2**20:,.0f} MiB ({data['peak_memory']['kind']})")
     return lines
 
@@ -113,7 +184,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
     model, flags = cpu()
-    sections, summary = [], ["## Summary: the last line of each benchmark below", "", "| benchmark | result |", "|---|---|"]
+    sections, summary = (
+        [],
+        ["## Summary: the last line of each benchmark below", "", "| benchmark | result |", "|---|---|"],
+    )
     for name, title, command, *environment in BENCHMARKS:
         if args.only and name not in args.only:
             continue
@@ -126,23 +200,35 @@ def main() -> None:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **extra})
         seconds = time.perf_counter() - started
         output = done.stdout.strip()
-        section = [f"## {title}", "", f"Command (load average {load:.1f} before it, {seconds:.0f} s):", "",
-                   f"    {shown}", ""]
+        section = [
+            f"## {title}",
+            "",
+            f"Command (load average {load:.1f} before it, {seconds:.0f} s):",
+            "",
+            f"    {shown}",
+            "",
+        ]
         if done.returncode != 0:
             section += ["Failed:", "", "```", (done.stderr.strip() or output)[-3000:], "```", ""]
             summary.append(f"| {name} | FAILED (exit code {done.returncode}) |")
         elif name == "bench":
             lines = bench_summary(json.loads(output))
             section += lines + [""]
-            summary.append(f"| {name} | {'; '.join(l[2:] for l in lines if l.startswith('- compiled / eager') or l.startswith('- pipeline'))} |")
+            summary.append(
+                f"| {name} | {'; '.join(l[2:] for l in lines if l.startswith('- compiled / eager') or l.startswith('- pipeline'))} |"
+            )
         else:
             section += ["```", output, "```", "", f"**{output.splitlines()[-1]}**", ""]
             summary.append(f"| {name} | {output.splitlines()[-1]} |")
         sections.append("\n".join(section))
         print(sections[-1], file=sys.stderr)
     header = TEMPLATE.format(
-        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), model=model, flags=", ".join(flags) or "none",
-        cores=os.cpu_count(), python=platform.python_version(), quick=" (QUICK: short measurements, not figures)" if args.quick else "",
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        model=model,
+        flags=", ".join(flags) or "none",
+        cores=os.cpu_count(),
+        python=platform.python_version(),
+        quick=" (QUICK: short measurements, not figures)" if args.quick else "",
     )
     args.out.write_text(header + "\n".join(summary) + "\n\n" + "\n".join(sections) + FOOTER, encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)

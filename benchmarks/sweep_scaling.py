@@ -41,11 +41,26 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--limit-train", type=int, default=1024)
     args = parser.parse_args()
-    flags = ["--seeds", str(args.seeds), "--epochs", str(args.epochs), "--limit-train", str(args.limit_train),
-             "--device", "cpu", "--quiet"]
-    ways = [("no --jobs (in process)", []), ("--jobs 1", ["--jobs", "1"]), (f"--jobs {args.jobs}", ["--jobs", str(args.jobs)])]
+    flags = [
+        "--seeds",
+        str(args.seeds),
+        "--epochs",
+        str(args.epochs),
+        "--limit-train",
+        str(args.limit_train),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    ways = [
+        ("no --jobs (in process)", []),
+        ("--jobs 1", ["--jobs", "1"]),
+        (f"--jobs {args.jobs}", ["--jobs", str(args.jobs)]),
+    ]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"sweep: {args.spec} x {args.seeds} seeds, {args.epochs} epoch(s) on {args.limit_train} images; {cores} CPU cores")
+    print(
+        f"sweep: {args.spec} x {args.seeds} seeds, {args.epochs} epoch(s) on {args.limit_train} images; {cores} CPU cores"
+    )
     results = []
     with tempfile.TemporaryDirectory(prefix="graphc-sweep-scaling-") as tmp:
         for i, (name, extra) in enumerate(ways):

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from graphc.ir.build import build_graph
 from graphc.errors import Problem, SpecError
+from graphc.ir.build import build_graph
 from graphc.ir.graph import Graph, Node
 from graphc.lang.load import load_spec, parse_spec
 from graphc.lang.spec import Spec, json_schema
@@ -24,7 +24,7 @@ from graphc.lang.spec import Spec, json_schema
 if TYPE_CHECKING:
     from torch import fx
 
-__version__ = "0.2.1"
+__version__ = "0.3.0"
 
 __all__ = [
     "Graph",
@@ -42,14 +42,14 @@ __all__ = [
 ]
 
 
-def compile_graph(graph: Graph, seed: int | None = None) -> "fx.GraphModule":
+def compile_graph(graph: Graph, seed: int | None = None) -> fx.GraphModule:
     """Compile the IR to a torch module; ``forward(image)`` returns ``{task: logits}``."""
     from graphc.backends.pytorch.compile import compile_graph as _compile  # torch is imported only when needed
 
     return _compile(graph, seed=seed)
 
 
-def model_from_spec(path: str | Path, seed: int | None = None) -> tuple["fx.GraphModule", Graph]:
+def model_from_spec(path: str | Path, seed: int | None = None) -> tuple[fx.GraphModule, Graph]:
     """Load, validate and compile a spec file: returns ``(module, graph)``."""
     graph = build_graph(load_spec(path))
     return compile_graph(graph, seed=seed), graph

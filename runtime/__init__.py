@@ -1,4 +1,4 @@
-"""graphc's runtime: data sets, training, evaluation, reports, export and prediction, built on
+"""graphc's runtime (installed as ``graphc.runtime``, from the repository's ``runtime/`` folder): data sets, training, evaluation, reports, export and prediction, built on
 the compiler (``graphc``). It consumes compiled modules and the IR; it knows nothing of TOML.
 
 Layers, bottom up (a module imports only from its own layer or below; never upwards):
@@ -13,6 +13,4 @@ Layers, bottom up (a module imports only from its own layer or below; never upwa
     report/        ``graphc report``: tables, plots, files
     export.py      ``graphc export``: a run's weights -> ONNX (through graphc.backends.onnx)
     predict.py     ``graphc predict``: ONNX files or run directories on image files
-
-``launch.py`` at this level is the 0.1.0 import path of ``runtime.train.launch``, kept working.
 """

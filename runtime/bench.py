@@ -26,9 +26,10 @@ import io
 import resource
 import sys
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -36,13 +37,13 @@ from rich.console import Console
 import graphc
 from graphc.errors import UsageError
 from graphc.lang.spec import Spec
-from runtime import allocator
-from runtime.data.augment import make_augment, to_float
-from runtime.device import PRECISIONS, Execution, autocast, has_convolutions, plan_execution, uses_channels_last
-from runtime.train.launch import Overrides, apply_overrides, environment, load_data
-from runtime.train.loop import build_run, compile_model, first_batch, steps_per_epoch, train_epoch, train_step
-from runtime.train.optim import make_optimizer, make_scheduler
-from runtime.train.progress import EpochProgress
+from graphc.runtime import allocator
+from graphc.runtime.data.augment import make_augment, to_float
+from graphc.runtime.device import PRECISIONS, Execution, autocast, has_convolutions, plan_execution, uses_channels_last
+from graphc.runtime.train.launch import Overrides, apply_overrides, environment, load_data
+from graphc.runtime.train.loop import build_run, compile_model, first_batch, steps_per_epoch, train_epoch, train_step
+from graphc.runtime.train.optim import make_optimizer, make_scheduler
+from graphc.runtime.train.progress import EpochProgress
 
 SCHEMA = "graphc-bench/1"
 WARMUP_STEPS = 2
@@ -52,12 +53,19 @@ MIN_EPOCH_STEPS = 10  # and at least this many batches, so that what an epoch do
 
 def machine(device: torch.device) -> dict[str, Any]:
     """What the figures were measured on: the device's name and the capabilities that decide speed."""
-    info: dict[str, Any] = {"device": str(device), "device_name": environment(device)["device_name"],
-                            "torch": torch.__version__, "threads": torch.get_num_threads(),
-                            "host_allocator": allocator.state()}
+    info: dict[str, Any] = {
+        "device": str(device),
+        "device_name": environment(device)["device_name"],
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "host_allocator": allocator.state(),
+    }
     capabilities = torch.cpu.get_capabilities()
-    info["cpu_flags"] = sorted(k for k in ("avx2", "avx512_f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_fp16")
-                               if capabilities.get(k) is True)
+    info["cpu_flags"] = sorted(
+        k
+        for k in ("avx2", "avx512_f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_fp16")
+        if capabilities.get(k) is True
+    )
     if device.type == "cuda":
         info["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
     return info
@@ -171,7 +179,8 @@ class Bench:
         images = int(min(MAX_EPOCH_IMAGES, max(MIN_EPOCH_STEPS * self.batch, step_rate * seconds)))
         images = (images // self.batch) * self.batch  # full batches, as in a data set of whole batches
         train = self.spec.data.synthetic.model_copy(
-            update={"train_size": int(images / (1 - self.spec.data.val_fraction)) + self.batch})
+            update={"train_size": int(images / (1 - self.spec.data.val_fraction)) + self.batch}
+        )
         spec = self.spec.model_copy(update={"data": self.spec.data.model_copy(update={"synthetic": train})})
         dataset = load_data(spec, limit_train=images, limit_val=None)
         self.run.dataset, self.run.resident = dataset, {}  # placed_split places it afresh
@@ -206,19 +215,40 @@ class Bench:
                     with torch.inference_mode(), autocast(self.device, precision):
                         model(x)
 
-                entry = {"engine": "pytorch", "precision": precision,
-                         "memory_format": "channels_last" if channels_last else "contiguous", "batch_size": self.batch}
+                entry = {
+                    "engine": "pytorch",
+                    "precision": precision,
+                    "memory_format": "channels_last" if channels_last else "contiguous",
+                    "batch_size": self.batch,
+                }
                 sides.append((entry, forward, fmt))
             if onnx:
                 session = self.onnx_session()
                 if isinstance(session, str):
-                    results.append({"engine": "onnxruntime", "precision": "fp32", "batch_size": self.batch,
-                                    "images_per_s": None, "note": session})
+                    results.append(
+                        {
+                            "engine": "onnxruntime",
+                            "precision": "fp32",
+                            "batch_size": self.batch,
+                            "images_per_s": None,
+                            "note": session,
+                        }
+                    )
                 else:
                     feed = {session.get_inputs()[0].name: self.pixels().cpu().numpy()}
                     provider = session.get_providers()[0]
-                    sides.append(({"engine": "onnxruntime", "precision": "fp32", "provider": provider,
-                                   "batch_size": self.batch}, lambda: session.run(None, feed), None))
+                    sides.append(
+                        (
+                            {
+                                "engine": "onnxruntime",
+                                "precision": "fp32",
+                                "provider": provider,
+                                "batch_size": self.batch,
+                            },
+                            lambda: session.run(None, feed),
+                            None,
+                        )
+                    )
             for entry, _, _ in sides:
                 entry["images_per_s"] = 0.0
             for _ in range(repeats):  # interleaved, like training
@@ -261,8 +291,10 @@ class Bench:
         augment = make_augment(self.spec.data.augment)
         images = (self.pixels() * 255).to(torch.uint8).to(self.device)
         generator = torch.Generator().manual_seed(0)
-        return {"preset": self.spec.data.augment.preset,
-                "images_per_s": rate(lambda: augment(to_float(images, None), generator), self.batch, seconds, self.device)}
+        return {
+            "preset": self.spec.data.augment.preset,
+            "images_per_s": rate(lambda: augment(to_float(images, None), generator), self.batch, seconds, self.device),
+        }
 
 
 def peak_memory(device: torch.device) -> dict:
@@ -298,23 +330,28 @@ def bench(
     configs = []
     for p in precisions:
         formats = [False, True] if bench.has_conv and device.type != "mps" else [False]
-        configs += [{"precision": p, "memory_format": "channels_last" if cl else "contiguous", "compiled": False}
-                    for cl in formats]
+        configs += [
+            {"precision": p, "memory_format": "channels_last" if cl else "contiguous", "compiled": False}
+            for cl in formats
+        ]
         if compile:
             cl = uses_channels_last(device, p, bench.has_conv)
             configs.append({"precision": p, "memory_format": "channels_last" if cl else "contiguous", "compiled": True})
     chosen = auto if precision in (None, "all", "auto") else plan_execution(precision, device, bench.run.model)
     return {
         "schema": SCHEMA,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
         "spec": bench.graph.name,
         "machine": machine(device),
         "batch_size": batch_size,
         "seconds": seconds,
         "repeats": repeats,
-        "auto": {"precision": auto.precision, "memory_format": "channels_last" if auto.channels_last else "contiguous",
-                 "reason": auto.reason},
+        "auto": {
+            "precision": auto.precision,
+            "memory_format": "channels_last" if auto.channels_last else "contiguous",
+            "reason": auto.reason,
+        },
         "training": bench.training(configs, seconds, repeats),
         "pipeline": bench.pipeline(chosen, seconds, repeats),
         "inference": bench.inference(precisions, seconds, repeats, onnx),

@@ -10,9 +10,10 @@ data the run used.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from pydantic import ValidationError
@@ -21,15 +22,23 @@ import graphc
 from graphc.errors import RunError, UsageError
 from graphc.ir.graph import Graph
 from graphc.lang.spec import DataSpec, InputNode, Spec, TrainSpec
-from runtime.allocator import keep_freed_memory
-from runtime.device import autocast, resolve_device, resolve_precision
-from runtime.runs import rundir as runs
-from runtime.runs.checkpoint import load_checkpoint
-from runtime.metrics import (
-    Confusion, HeadInfo, Hierarchy, Meter, class_accuracies, compute_loss, heads_of, hierarchies_of, logged_weights,
+from graphc.runtime.allocator import keep_freed_memory
+from graphc.runtime.device import autocast, resolve_device, resolve_precision
+from graphc.runtime.metrics import (
+    Confusion,
+    HeadInfo,
+    Hierarchy,
+    Meter,
+    class_accuracies,
+    compute_loss,
+    heads_of,
+    hierarchies_of,
+    logged_weights,
     reweight_loss,
 )
-from runtime.runs.weights import load_trained
+from graphc.runtime.runs import rundir as runs
+from graphc.runtime.runs.checkpoint import load_checkpoint
+from graphc.runtime.runs.weights import load_trained
 
 # Evaluation batches are this many training batches: with no activations kept for a backward
 # pass they take about the memory a training batch does, and a GPU gets a few full launches
@@ -68,15 +77,15 @@ def evaluate(
     reduce: Callable[[Meter], None] | None = None,
     confusion: Confusion | None = None,
 ) -> dict[str, float]:
-    """Loss and metrics of ``model`` on ``split`` (a runtime.data.split.Split), in eval mode, no augmentation.
+    """Loss and metrics of ``model`` on ``split`` (a graphc.runtime.data.split.Split), in eval mode, no augmentation.
 
     ``reduce`` adds other processes' sums to the Meter's before the means are taken
-    (each evaluated its part of a split; runtime.train.distributed). ``confusion``, when
+    (each evaluated its part of a split; graphc.runtime.train.distributed). ``confusion``, when
     given, also collects the per-head confusion matrices (of this process's images).
     """
-    from runtime.data.augment import to_float
-    from runtime.data.batches import gather
-    from runtime.data.split import Split
+    from graphc.runtime.data.augment import to_float
+    from graphc.runtime.data.batches import gather
+    from graphc.runtime.data.split import Split
 
     was_training = model.training
     model.eval()
@@ -139,7 +148,7 @@ def read_config(run_dir: Path) -> dict:
 
 def load_run_data(spec: Spec, config: dict, data_dir: str | Path | None = None):
     """The data set exactly as the run loaded it (same split seed, limits and image shape)."""
-    from runtime.data.load import load_dataset
+    from graphc.runtime.data.load import load_dataset
 
     root = data_dir if data_dir is not None else config.get("data_root")
     return load_dataset(
@@ -170,8 +179,12 @@ class RunEvaluation:
         matrix = self.confusion[task]
         names = self.class_names.get(task) or [str(i) for i in range(len(matrix))]
         return [
-            {"class": name, "images": int(matrix[c].sum()), "correct": int(matrix[c, c]),
-             "acc": None if math.isnan(acc) else acc}
+            {
+                "class": name,
+                "images": int(matrix[c].sum()),
+                "correct": int(matrix[c, c]),
+                "acc": None if math.isnan(acc) else acc,
+            }
             for c, (name, acc) in enumerate(zip(names, class_accuracies(matrix)))
         ]
 
@@ -221,7 +234,9 @@ def evaluate_run(
     heads = heads_of(graph)
     data_split = dataset.val if split == "val" else dataset.test
     if len(data_split) == 0:
-        raise RunError(f"{run_dir}: the run's data has no {split} images (data.val_fraction = {spec.data.val_fraction}).")
+        raise RunError(
+            f"{run_dir}: the run's data has no {split} images (data.val_fraction = {spec.data.val_fraction})."
+        )
     precision = run_precision(config, spec, target)
     batch_size = eval_batch_size(spec.train.batch_size)
     try:
@@ -251,8 +266,16 @@ def evaluate_run(
     # the loss with the checkpoint epoch's weights, as its logged rows
     reweight_loss(metrics, weighting and weighting.name, logged_weights(state.get("metrics") or {}))
     return RunEvaluation(
-        run_dir, split, checkpoint, int(state.get("epoch", 0)), str(target), graph, metrics,
-        confusion=confusion.matrices(), class_names=dict(dataset.class_names), precision=precision,
+        run_dir,
+        split,
+        checkpoint,
+        int(state.get("epoch", 0)),
+        str(target),
+        graph,
+        metrics,
+        confusion=confusion.matrices(),
+        class_names=dict(dataset.class_names),
+        precision=precision,
     )
 
 
@@ -286,12 +309,21 @@ def metrics_table(evaluation: RunEvaluation):
     m = evaluation.metrics
     tasks = list(evaluation.graph.tasks)
     kinds = {key.split("/", 1)[1] for key in m if "/" in key}
-    columns = ["head", "classes", "loss", "acc", *(k for k in BASELINES if k in kinds), *(["top5"] if "top5" in kinds else [])]
+    columns = [
+        "head",
+        "classes",
+        "loss",
+        "acc",
+        *(k for k in BASELINES if k in kinds),
+        *(["top5"] if "top5" in kinds else []),
+    ]
     table = Table(
-        title=escape(printable(  # the spec's name and the run's path may come from elsewhere
-            f"{evaluation.graph.name} - {evaluation.split} split, {evaluation.checkpoint}.pt "
-            f"(epoch {evaluation.epoch}), {evaluation.run_dir}"
-        ))
+        title=escape(
+            printable(  # the spec's name and the run's path may come from elsewhere
+                f"{evaluation.graph.name} - {evaluation.split} split, {evaluation.checkpoint}.pt "
+                f"(epoch {evaluation.epoch}), {evaluation.run_dir}"
+            )
+        )
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "head" else "right", no_wrap=True)
@@ -320,8 +352,11 @@ def hierarchy_table(evaluation: RunEvaluation):
     for column in ("child -> parent", "PARENT/acc_from_CHILD", "CHILD/consistency_with_PARENT"):
         table.add_column(column, justify="left" if column.startswith("child") else "right", no_wrap=True)
     for child, parent in links:
-        table.add_row(f"{child} -> {parent}", _percent(m.get(f"{parent}/acc_from_{child}")),
-                      _percent(m.get(f"{child}/consistency_with_{parent}")) or "(no parent head)")
+        table.add_row(
+            f"{child} -> {parent}",
+            _percent(m.get(f"{parent}/acc_from_{child}")),
+            _percent(m.get(f"{child}/consistency_with_{parent}")) or "(no parent head)",
+        )
     return table
 
 
@@ -339,15 +374,21 @@ def per_class_tables(evaluation: RunEvaluation) -> list:
     tables = []
     for task in evaluation.confusion:
         m = evaluation.metrics
-        table = Table(title=escape(printable(
-            f"{task}: per-class accuracy on the {evaluation.split} split (balanced {m[f'{task}/balanced_acc']:.2%}, "
-            f"majority baseline {m[f'{task}/majority_acc']:.2%})"
-        )))
+        table = Table(
+            title=escape(
+                printable(
+                    f"{task}: per-class accuracy on the {evaluation.split} split (balanced {m[f'{task}/balanced_acc']:.2%}, "
+                    f"majority baseline {m[f'{task}/majority_acc']:.2%})"
+                )
+            )
+        )
         for column in ("class", "images", "correct", "acc"):
             table.add_column(column, justify="left" if column == "class" else "right")
         for row in evaluation.per_class(task):
             table.add_row(
-                escape(printable(row["class"])), str(row["images"]), str(row["correct"]),
+                escape(printable(row["class"])),
+                str(row["images"]),
+                str(row["correct"]),
                 "" if row["acc"] is None else f"{row['acc']:.2%}",
             )
         tables.append(table)

@@ -7,23 +7,34 @@ images for the parity check; :mod:`graphc.backends.onnx` does the export itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 import graphc
-from graphc.backends.onnx import DeployedModel, ExportReport, SCALING, check_writable, export_module, random_inputs, require
+from graphc.backends.onnx import (
+    SCALING,
+    DeployedModel,
+    ExportReport,
+    check_writable,
+    export_module,
+    random_inputs,
+    require,
+)
 from graphc.ir.graph import Graph
 from graphc.lang.spec import DataSpec, Spec
-from runtime.data.augment import to_float  # pixels / 255: the same scaling as training and eval
-from runtime.data.load import load_dataset
-from runtime.runs.weights import Weights, graph_for, load_trained, normalize_of, read_checkpoint
+from graphc.runtime.data.augment import to_float  # pixels / 255: the same scaling as training and eval
+from graphc.runtime.data.load import load_dataset
+from graphc.runtime.runs.weights import Weights, graph_for, load_trained, normalize_of, read_checkpoint
 
 REAL_IMAGES = 64  # data-set images used for parity when a checkpoint and its data are available
 
 
-def load_model(spec: "str | Path | Spec | Graph", checkpoint: str | Path | None = None) -> tuple[Graph, DeployedModel, Weights]:
+def load_model(
+    spec: str | Path | Spec | Graph, checkpoint: str | Path | None = None
+) -> tuple[Graph, DeployedModel, Weights]:
     """The model to export, in eval mode: a run's weights from ``checkpoint`` (a run directory or a .pt file),
     else the spec's seeded initialisation."""
     if isinstance(spec, (str, Path)):
@@ -69,7 +80,12 @@ def build_metadata(graph: Graph, weights: Weights) -> dict[str, Any]:
         "weights": "checkpoint" if weights.source else f"random initialisation (seed {weights.seed})",
     }
     if weights.source:
-        metadata["checkpoint"] = {"file": weights.source, "epoch": weights.epoch, "metrics": weights.metrics, "seed": weights.seed}
+        metadata["checkpoint"] = {
+            "file": weights.source,
+            "epoch": weights.epoch,
+            "metrics": weights.metrics,
+            "seed": weights.seed,
+        }
     return metadata
 
 
@@ -94,7 +110,7 @@ def _real_images(data: Mapping[str, Any], shape: tuple[int, ...]) -> tuple[torch
 
 
 def export_onnx(
-    spec: "str | Path | Spec | Graph",
+    spec: str | Path | Spec | Graph,
     out: str | Path,
     checkpoint: str | Path | None = None,
     opset: int | None = None,
@@ -116,5 +132,12 @@ def export_onnx(
         inputs, note = verification_inputs(graph.input.shape, weights)
         notes += [note] if note else []
     return export_module(
-        model, graph, out, build_metadata(graph, weights), inputs=inputs, notes=notes, opset=opset, verify_model=verify_model
+        model,
+        graph,
+        out,
+        build_metadata(graph, weights),
+        inputs=inputs,
+        notes=notes,
+        opset=opset,
+        verify_model=verify_model,
     )

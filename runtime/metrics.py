@@ -22,8 +22,8 @@ of the per-class accuracies, i.e. macro-averaged recall).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from graphc.ir import metrics as names
 from graphc.ir.graph import Graph
 from graphc.lang.hierarchy import hierarchy_paths
-from runtime.data.split import compose
+from graphc.runtime.data.split import compose
 
 TOP5_MIN_CLASSES = names.TOP5_MIN_CLASSES
 
@@ -116,7 +116,7 @@ def reweight_loss(metrics: dict[str, float], weighting: str | None, weights: Map
 def logged_weights(flat: Mapping[str, float]) -> dict[str, float]:
     """``{TASK: w}`` from an epoch's ``train/weight/TASK`` (a checkpoint's flat metrics); empty without them."""
     prefix = f"train/{names.WEIGHT_PREFIX}"
-    return {k[len(prefix):]: float(v) for k, v in flat.items() if k.startswith(prefix) and v is not None}
+    return {k[len(prefix) :]: float(v) for k, v in flat.items() if k.startswith(prefix) and v is not None}
 
 
 class Meter:
@@ -129,9 +129,7 @@ class Meter:
 
     def __init__(self, heads: list[HeadInfo], hierarchies: list[Hierarchy], device: torch.device):
         self.heads = heads
-        self.hierarchies = [
-            Hierarchy(h.child, h.parent, h.child_to_parent.to(device)) for h in hierarchies
-        ]
+        self.hierarchies = [Hierarchy(h.child, h.parent, h.child_to_parent.to(device)) for h in hierarchies]
         self.names = metric_names(heads, hierarchies)
         self.fields = label_fields(heads, hierarchies)  # the labels update() reads
         # float64 keeps a 50,000-image sum exact enough; MPS has no float64.
@@ -200,7 +198,9 @@ class Meter:
         weights = [h.loss_weight for h in self.heads]
         values["mean_acc"] = sum(accs) / len(accs)
         # Undefined when every head has loss_weight 0: NaN, not a made-up number.
-        values["weighted_acc"] = sum(w * a for w, a in zip(weights, accs)) / sum(weights) if sum(weights) > 0 else math.nan
+        values["weighted_acc"] = (
+            sum(w * a for w, a in zip(weights, accs)) / sum(weights) if sum(weights) > 0 else math.nan
+        )
         return {name: values[name] for name in self.names}
 
 

@@ -16,9 +16,10 @@ not kept) when their size differs from the input's - or rejected with
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,12 +43,14 @@ class Predictor:
 
 def open_model(path: str | Path) -> Predictor:
     """An exported ``.onnx`` file, or a run directory (its spec and best.pt, run with PyTorch)."""
-    from runtime.runs.rundir import is_run_dir
+    from graphc.runtime.runs.rundir import is_run_dir
 
     path = Path(path)
     if path.is_dir():
         if not is_run_dir(path) and not (path / "best.pt").is_file():
-            raise UsageError(f"{path}: is a directory but not a run directory (no config.json); give a run directory or a .onnx file.")
+            raise UsageError(
+                f"{path}: is a directory but not a run directory (no config.json); give a run directory or a .onnx file."
+            )
         return _torch_predictor(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such file or run directory; give an exported .onnx file or a run directory.")
@@ -65,7 +68,9 @@ def _onnx_predictor(path: Path) -> Predictor:
     try:
         session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own exception types (Fail, InvalidGraph, ...)
-        raise RunError(f"{path}: ONNX Runtime cannot load it ({_first_line(exc)}). Is it a model exported by graphc?") from None
+        raise RunError(
+            f"{path}: ONNX Runtime cannot load it ({_first_line(exc)}). Is it a model exported by graphc?"
+        ) from None
     outputs = [o.name for o in session.get_outputs()]
     name = deployment.input_name
 
@@ -73,7 +78,9 @@ def _onnx_predictor(path: Path) -> Predictor:
         try:
             return dict(zip(outputs, session.run(None, {name: images})))
         except Exception as exc:
-            raise RunError(f"{path}: ONNX Runtime failed to run it on {len(images)} image(s) ({_first_line(exc)}).") from None
+            raise RunError(
+                f"{path}: ONNX Runtime failed to run it on {len(images)} image(s) ({_first_line(exc)})."
+            ) from None
 
     return Predictor(str(path), "onnx", deployment.input_shape, list(deployment.tasks), deployment.class_names, run)
 
@@ -85,9 +92,9 @@ def _first_line(exc: Exception) -> str:
 
 def _torch_predictor(run_dir: Path) -> Predictor:
     import graphc
-    from runtime.export import build_metadata, load_model
-    from runtime.runs.weights import read_checkpoint
-    from runtime.runs.rundir import SPEC_COPY
+    from graphc.runtime.export import build_metadata, load_model
+    from graphc.runtime.runs.rundir import SPEC_COPY
+    from graphc.runtime.runs.weights import read_checkpoint
 
     spec_file = run_dir / SPEC_COPY
     if spec_file.is_file():
@@ -115,13 +122,17 @@ class LoadedImage:
     resized: bool
 
 
-def load_images(paths: Sequence[str | Path], shape: tuple[int, int, int], resize: bool = True) -> tuple[np.ndarray, list[LoadedImage]]:
+def load_images(
+    paths: Sequence[str | Path], shape: tuple[int, int, int], resize: bool = True
+) -> tuple[np.ndarray, list[LoadedImage]]:
     """Decode images to uint8 (N, C, H, W) at the model's input shape."""
     from PIL import Image, UnidentifiedImageError
 
     channels, height, width = shape
     if channels not in MODES:
-        raise RunError(f"the model takes {channels}-channel images; image files give 1 (L), 3 (RGB) or 4 (RGBA) channels.")
+        raise RunError(
+            f"the model takes {channels}-channel images; image files give 1 (L), 3 (RGB) or 4 (RGBA) channels."
+        )
     arrays, loaded = [], []
     for path in map(Path, paths):
         try:
@@ -162,7 +173,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def predict(model: str | Path | Predictor, images: Sequence[str | Path], top_k: int = 3, resize: bool = True) -> tuple[Predictor, list[Prediction]]:
+def predict(
+    model: str | Path | Predictor, images: Sequence[str | Path], top_k: int = 3, resize: bool = True
+) -> tuple[Predictor, list[Prediction]]:
     """Top-k labels and probabilities per head for each image."""
     if top_k < 1:
         raise UsageError(f"--top-k {top_k}: expected a positive number of labels per head.")
@@ -170,12 +183,17 @@ def predict(model: str | Path | Predictor, images: Sequence[str | Path], top_k: 
         raise UsageError("no images given; name one or more PNG or JPEG files.")
     predictor = model if isinstance(model, Predictor) else open_model(model)
     pixels, loaded = load_images(images, predictor.input_shape, resize=resize)
-    logits = predictor.run((pixels.astype(np.float32) / 255.0))  # the exported model's input scaling
+    logits = predictor.run(pixels.astype(np.float32) / 255.0)  # the exported model's input scaling
     predictions = [Prediction(image) for image in loaded]
     for task in predictor.tasks:
         names = predictor.class_names.get(task)
         scores = logits.get(task)
-        if scores is None or scores.ndim != 2 or len(scores) != len(loaded) or (names and scores.shape[1] != len(names)):
+        if (
+            scores is None
+            or scores.ndim != 2
+            or len(scores) != len(loaded)
+            or (names and scores.shape[1] != len(names))
+        ):
             shape = "nothing" if scores is None else f"shape {list(scores.shape)}"
             raise RunError(
                 f"{predictor.source}: the head '{task}' gave {shape} for {len(loaded)} image(s), expected "
@@ -186,7 +204,5 @@ def predict(model: str | Path | Predictor, images: Sequence[str | Path], top_k: 
         k = min(top_k, probabilities.shape[1])
         for row, prediction in zip(probabilities, predictions):
             best = np.argsort(-row, kind="stable")[:k]
-            prediction.heads[task] = [
-                {"index": int(i), "label": names[i], "probability": float(row[i])} for i in best
-            ]
+            prediction.heads[task] = [{"index": int(i), "label": names[i], "probability": float(row[i])} for i in best]
     return predictor, predictions

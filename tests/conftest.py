@@ -12,6 +12,9 @@ from typer.testing import CliRunner
 
 from graphc.cli import app
 
+TESTS = Path(__file__).resolve().parent  # tests/: its specs/ holds the small training spec
+REPO = TESTS.parent  # the repository: specs/, benchmarks/, docs/
+
 # Two cores: keep torch from oversubscribing them when pytest-xdist runs two workers.
 torch.set_num_threads(1)
 
@@ -97,7 +100,7 @@ def run_dir_of(result) -> Path:
 
 def interrupt_at(monkeypatch, call: int) -> None:
     """Make the ``call``-th training step raise KeyboardInterrupt, as Ctrl-C would."""
-    import runtime.train.loop as training
+    import graphc.runtime.train.loop as training
 
     real, calls = training.train_step, []
 

@@ -115,8 +115,9 @@ def write_image_folder(
     files: dict[str, list[Path]] = {"train": [], "test": []}
     for split in ("train", "test"):
         for index, name in enumerate(classes):
-            count = test_per_class if split == "test" else (
-                per_class[name] if isinstance(per_class, dict) else per_class)
+            count = (
+                test_per_class if split == "test" else (per_class[name] if isinstance(per_class, dict) else per_class)
+            )
             folder = Path(root) / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for k in range(count):

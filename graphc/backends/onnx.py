@@ -4,7 +4,7 @@
 :class:`DeployedModel` (so that the graph's contract is explicit), exports it with the
 torch.export-based ("dynamo") exporter, checks it, verifies it against PyTorch in
 ONNX Runtime and only then writes it. Finding a run's weights, data and class names
-is the runtime's job (``runtime.export``)::
+is the runtime's job (``graphc.runtime.export``)::
 
     input   <input node name>  float32 (batch, C, H, W), pixels / 255 in [0, 1];
             the spec's mean/std normalisation, if any, is applied inside the model
@@ -33,9 +33,10 @@ import math
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,7 +94,7 @@ def require(package: str):
 # --------------------------------------------------------------------------- metadata
 
 
-def read_metadata(model: "str | Path | Any", source: str | None = None) -> dict[str, Any]:
+def read_metadata(model: str | Path | Any, source: str | None = None) -> dict[str, Any]:
     """graphc's metadata of an ONNX file (or ModelProto), JSON values decoded; {} if it has none.
 
     The file may come from anywhere: a value that is not JSON, or a key given twice, is a
@@ -109,14 +110,20 @@ def read_metadata(model: "str | Path | Any", source: str | None = None) -> dict[
     for prop in proto.metadata_props:
         if not prop.key.startswith(PREFIX):
             continue
-        key = prop.key[len(PREFIX):]
+        key = prop.key[len(PREFIX) :]
         if key in metadata:
-            raise RunError(f"{where}the metadata key '{prop.key}' appears twice; the file is damaged or was edited. {REEXPORT}")
+            raise RunError(
+                f"{where}the metadata key '{prop.key}' appears twice; the file is damaged or was edited. {REEXPORT}"
+            )
         try:
             metadata[key] = json.loads(prop.value)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; absurd nesting recurses
-            reason = f"{exc.msg} at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
-            raise RunError(f"{where}the metadata '{prop.key}' is not valid JSON ({reason}); the file is damaged or was edited. {REEXPORT}") from None
+            reason = (
+                f"{exc.msg} at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+            )
+            raise RunError(
+                f"{where}the metadata '{prop.key}' is not valid JSON ({reason}); the file is damaged or was edited. {REEXPORT}"
+            ) from None
     return metadata
 
 
@@ -216,7 +223,9 @@ def read_deployment(proto, source: str) -> Deployment:
 
     spec_input = meta["input"]
     if not isinstance(spec_input, dict):
-        raise bad(f"metadata '{PREFIX}input' is {_shown(spec_input)}, expected an object with name, layout, shape and scaling")
+        raise bad(
+            f"metadata '{PREFIX}input' is {_shown(spec_input)}, expected an object with name, layout, shape and scaling"
+        )
     name = spec_input.get("name")
     if not isinstance(name, str) or not name:
         raise bad(f"metadata '{PREFIX}input' has name {_shown(name)}, expected the input's name")
@@ -228,21 +237,29 @@ def read_deployment(proto, source: str) -> Deployment:
     shape = spec_input.get("shape")
     dims = shape[1:] if isinstance(shape, list) and len(shape) == 4 else None
     if dims is None or not all(type(d) is int and d >= 1 for d in dims):
-        raise bad(f"metadata '{PREFIX}input' has shape {_shown(shape)}, expected [batch, channels, height, width] with positive whole numbers")
+        raise bad(
+            f"metadata '{PREFIX}input' has shape {_shown(shape)}, expected [batch, channels, height, width] with positive whole numbers"
+        )
     channels, height, width = dims
     if channels not in (1, 3, 4):
         raise bad(f"metadata '{PREFIX}input' has {channels} channels; images give 1 (L), 3 (RGB) or 4 (RGBA)")
     if max(height, width) > MAX_INPUT_SIDE:
-        raise bad(f"metadata '{PREFIX}input' has an input of {width}x{height} pixels; graphc takes sides up to {MAX_INPUT_SIDE}")
+        raise bad(
+            f"metadata '{PREFIX}input' has an input of {width}x{height} pixels; graphc takes sides up to {MAX_INPUT_SIDE}"
+        )
     _check_normalize(spec_input, channels, bad)
 
     class_names = meta["class_names"]
     if not isinstance(class_names, dict):
-        raise bad(f"metadata '{PREFIX}class_names' is {_shown(class_names)}, expected an object: task -> list of class names")
+        raise bad(
+            f"metadata '{PREFIX}class_names' is {_shown(class_names)}, expected an object: task -> list of class names"
+        )
     for task in tasks:
         names = class_names.get(task)
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            raise bad(f"metadata '{PREFIX}class_names' gives task '{task}' {_shown(names)}, expected a list of class names")
+            raise bad(
+                f"metadata '{PREFIX}class_names' gives task '{task}' {_shown(names)}, expected a list of class names"
+            )
 
     _check_graph(proto, name, dims, tasks, class_names, bad)
     return Deployment(name, (channels, height, width), tuple(tasks), {t: list(class_names[t]) for t in tasks}, meta)
@@ -253,11 +270,16 @@ def _check_normalize(spec_input: Mapping[str, Any], channels: int, bad) -> None:
     normalize = spec_input.get("normalize")
     if normalize is None:
         return
-    ok = isinstance(normalize, dict) and all(
-        isinstance(normalize.get(k), list) and len(normalize[k]) == channels
-        and all(type(v) in (int, float) and math.isfinite(v) for v in normalize[k])
-        for k in ("mean", "std")
-    ) and all(v > 0 for v in normalize["std"])
+    ok = (
+        isinstance(normalize, dict)
+        and all(
+            isinstance(normalize.get(k), list)
+            and len(normalize[k]) == channels
+            and all(type(v) in (int, float) and math.isfinite(v) for v in normalize[k])
+            for k in ("mean", "std")
+        )
+        and all(v > 0 for v in normalize["std"])
+    )
     if not ok:
         raise bad(
             f"metadata '{PREFIX}input' has normalize {_shown(normalize)}, expected null or mean and std lists "
@@ -266,11 +288,13 @@ def _check_normalize(spec_input: Mapping[str, Any], channels: int, bad) -> None:
     if spec_input.get("normalize_applied") != "in_model":
         raise bad(
             f"metadata '{PREFIX}input' has normalize_applied {_shown(spec_input.get('normalize_applied'))}: the file expects its "
-            "caller to normalise, but graphc's contract applies mean and std inside the model (\"in_model\")"
+            'caller to normalise, but graphc\'s contract applies mean and std inside the model ("in_model")'
         )
 
 
-def _check_graph(proto, name: str, dims: Sequence[int], tasks: Sequence[str], class_names: Mapping[str, list], bad) -> None:
+def _check_graph(
+    proto, name: str, dims: Sequence[int], tasks: Sequence[str], class_names: Mapping[str, list], bad
+) -> None:
     """The graph has the one input and the outputs the metadata names, of the shapes it states."""
     onnx = require("onnx")
     weights = {t.name for t in proto.graph.initializer}
@@ -280,7 +304,9 @@ def _check_graph(proto, name: str, dims: Sequence[int], tasks: Sequence[str], cl
     outputs = {o.name: o for o in proto.graph.output}
     absent = [t for t in tasks if t not in outputs]
     if absent:
-        raise bad(f"its metadata names the task(s) {absent}, but its graph has no such output (outputs: {list(outputs)})")
+        raise bad(
+            f"its metadata names the task(s) {absent}, but its graph has no such output (outputs: {list(outputs)})"
+        )
     extra = [o for o in outputs if o not in tasks]
     if extra:
         raise bad(f"its graph has output(s) {extra} that its metadata's tasks {list(tasks)} do not name")
@@ -291,14 +317,20 @@ def _check_graph(proto, name: str, dims: Sequence[int], tasks: Sequence[str], cl
             return None
         tensor = value.type.tensor_type
         if tensor.elem_type != onnx.TensorProto.FLOAT:
-            raise bad(f"its graph's '{value.name}' is {onnx.TensorProto.DataType.Name(tensor.elem_type)}, expected FLOAT (float32)")
+            raise bad(
+                f"its graph's '{value.name}' is {onnx.TensorProto.DataType.Name(tensor.elem_type)}, expected FLOAT (float32)"
+            )
         if not tensor.HasField("shape"):
             return None
         return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
 
     declared = static(inputs[0])
-    if declared is not None and (len(declared) != 4 or any(isinstance(d, int) and d != want for d, want in zip(declared[1:], dims))):
-        raise bad(f"its graph's input '{name}' has shape {declared}, but its metadata says [batch, {', '.join(map(str, dims))}]")
+    if declared is not None and (
+        len(declared) != 4 or any(isinstance(d, int) and d != want for d, want in zip(declared[1:], dims))
+    ):
+        raise bad(
+            f"its graph's input '{name}' has shape {declared}, but its metadata says [batch, {', '.join(map(str, dims))}]"
+        )
     for task in tasks:
         declared = static(outputs[task])
         if declared is None:
@@ -375,7 +407,14 @@ def _compare(label: str, task: str, results: Mapping[str, Any], expected: Mappin
         return Parity(label, task, math.nan, 0.0, 0, f"no ONNX output is named '{task}'")
     got, want = results[task], expected[task]
     if got.shape != want.shape:
-        return Parity(label, task, math.nan, 0.0, 0, f"output '{task}' has shape {list(got.shape)}, task '{task}' gives {list(want.shape)}")
+        return Parity(
+            label,
+            task,
+            math.nan,
+            0.0,
+            0,
+            f"output '{task}' has shape {list(got.shape)}, task '{task}' gives {list(want.shape)}",
+        )
     diff = float(np.abs(got - want).max())
     same = got.argmax(1) == want.argmax(1)
     ordered = np.sort(want, axis=1)
@@ -385,7 +424,8 @@ def _compare(label: str, task: str, results: Mapping[str, Any], expected: Mappin
     if not diff <= atol or not (same | tie).all():
         problem = f"max |diff| {diff:.3g} > {atol:g}" if not diff <= atol else "argmax disagrees"
         swapped = [
-            other for other, values in expected.items()
+            other
+            for other, values in expected.items()
             if other != task and values.shape == got.shape and float(np.abs(got - values).max()) <= atol
         ]
         if swapped:
@@ -460,7 +500,9 @@ def to_onnx(model: DeployedModel, graph: Graph, opset: int | None = None):
     require("onnxscript")
     onnx = require("onnx")
     if opset is not None and not 13 <= opset <= onnx.defs.onnx_opset_version():
-        raise UsageError(f"--opset {opset}: expected 13 to {onnx.defs.onnx_opset_version()} (the installed onnx's newest).")
+        raise UsageError(
+            f"--opset {opset}: expected 13 to {onnx.defs.onnx_opset_version()} (the installed onnx's newest)."
+        )
     clash = graph.input.name in graph.tasks
     if clash:
         raise UsageError(
@@ -530,7 +572,9 @@ def export_module(
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise RunError(f"the exported ONNX model of spec '{graph.name}' fails onnx.checker: {str(exc).splitlines()[0]}") from None
+        raise RunError(
+            f"the exported ONNX model of spec '{graph.name}' fails onnx.checker: {str(exc).splitlines()[0]}"
+        ) from None
     check_structure(proto, graph)
     data = proto.SerializeToString()
 
@@ -543,8 +587,17 @@ def export_module(
         verify_s = time.perf_counter() - start
 
     report = ExportReport(
-        path=str(out), spec=graph.name, tasks=list(graph.tasks), opset=_opset_of(proto), size_bytes=len(data),
-        export_s=export_s, verify_s=verify_s, parity=parity, metadata=dict(metadata), notes=list(notes), written=False,
+        path=str(out),
+        spec=graph.name,
+        tasks=list(graph.tasks),
+        opset=_opset_of(proto),
+        size_bytes=len(data),
+        export_s=export_s,
+        verify_s=verify_s,
+        parity=parity,
+        metadata=dict(metadata),
+        notes=list(notes),
+        written=False,
     )
     if report.passed:
         try:

@@ -12,18 +12,24 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import os
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import networkx as nx
 
 from graphc.errors import Problem, SpecError, did_you_mean
-from graphc.ir.graph import Graph, Node
 from graphc.ir.gradients import reused_branches, shared_nodes
+from graphc.ir.graph import Graph, Node
 from graphc.ir.metrics import (
-    WEIGHT_PREFIX, diagnostic_names, measured_links, metric_names, monitor_problem, watchable_metrics, weight_metrics,
+    WEIGHT_PREFIX,
+    diagnostic_names,
+    measured_links,
+    metric_names,
+    monitor_problem,
+    watchable_metrics,
+    weight_metrics,
 )
-from graphc.ir.weighting import gradnorm_node
 from graphc.ir.shapes import (
     ShapeProblem,
     concat_shape,
@@ -34,6 +40,9 @@ from graphc.ir.shapes import (
     layer_outputs,
     same_padding,
 )
+from graphc.ir.weighting import gradnorm_node
+from graphc.lang.hierarchy import hierarchy_paths, listed_twice
+from graphc.lang.load import source_map
 from graphc.lang.spec import (
     ConcatNode,
     ConvBlockNode,
@@ -42,9 +51,6 @@ from graphc.lang.spec import (
     InputNode,
     Spec,
 )
-from graphc.lang.hierarchy import hierarchy_paths, listed_twice
-from graphc.lang.load import source_map
-
 
 # The largest model graphc builds: a guard against nonsense such as channels = [1000000000],
 # a 10^20-pixel input or padding = 100000, caught before anything allocates. Generous on
@@ -68,8 +74,12 @@ def _limit(name: str, default: int) -> int:
     except ValueError:
         number = -1.0
     if not number >= 1 or number == float("inf"):
-        raise SpecError(Problem(f"GRAPHC_{name}={value!r} is not a positive number.",
-                                hint=f"unset it (default {default:,}) or give a count such as 5e9."))
+        raise SpecError(
+            Problem(
+                f"GRAPHC_{name}={value!r} is not a positive number.",
+                hint=f"unset it (default {default:,}) or give a count such as 5e9.",
+            )
+        )
     return int(number)
 
 
@@ -102,10 +112,12 @@ class _Builder:
             dict(classes) if classes is not None else spec.data.known_classes()
         )
 
-    def problem(self, message: str, node: str | None = None, field: str | None = None, hint: str | None = None) -> Problem:
+    def problem(
+        self, message: str, node: str | None = None, field: str | None = None, hint: str | None = None
+    ) -> Problem:
         line = None
         if node is not None and node in self.index:
-            line = self.where.line("nodes", self.spec.origin(self.index[node]), *( [field] if field else [] ))
+            line = self.where.line("nodes", self.spec.origin(self.index[node]), *([field] if field else []))
         return Problem(message, file=self.file, line=line, node=node, field=field, hint=hint)
 
     def fail(self, *args, **kwargs) -> None:
@@ -186,36 +198,63 @@ class _Builder:
         """The parts of [data] and [train] that refer to the graph: watched tasks, normalisation channels."""
         tasks = [n.task_name for n in self.spec.nodes if isinstance(n, HeadNode)]
         train = self.spec.train
-        monitors = [("select", train.select)] + ([("early_stopping", train.early_stopping)] if train.early_stopping else [])
-        parents = {parent for _, parent in self.spec.data.hierarchy_links()}  # PARENT/acc_from_CHILD needs no PARENT head
+        monitors = [("select", train.select)] + (
+            [("early_stopping", train.early_stopping)] if train.early_stopping else []
+        )
+        parents = {
+            parent for _, parent in self.spec.data.hierarchy_links()
+        }  # PARENT/acc_from_CHILD needs no PARENT head
         for name, monitor in monitors:
             parts = monitor.metric.split("/")
-            if len(parts) == 3 and parts[1] not in tasks and parts[1] not in parents and f"{parts[1]}/" != WEIGHT_PREFIX:
-                raise SpecError(Problem(
-                    f"watches '{monitor.metric}', but no head predicts task '{parts[1]}'.",
-                    file=self.file, line=self.where.line("train", name), field=f"train.{name}.metric",
-                    hint=did_you_mean(parts[1], tasks) or "name one of the heads' tasks, or a total such as 'val/loss'.",
-                ))
+            if (
+                len(parts) == 3
+                and parts[1] not in tasks
+                and parts[1] not in parents
+                and f"{parts[1]}/" != WEIGHT_PREFIX
+            ):
+                raise SpecError(
+                    Problem(
+                        f"watches '{monitor.metric}', but no head predicts task '{parts[1]}'.",
+                        file=self.file,
+                        line=self.where.line("train", name),
+                        field=f"train.{name}.metric",
+                        hint=did_you_mean(parts[1], tasks)
+                        or "name one of the heads' tasks, or a total such as 'val/loss'.",
+                    )
+                )
         normalize = self.spec.data.normalize
         channels = next(n.shape[0] for n in self.spec.nodes if isinstance(n, InputNode))
         for key in ("mean", "std") if normalize is not None else ():
             values = getattr(normalize, key)
             if len(values) not in (1, channels):
-                raise SpecError(Problem(
-                    f"normalize.{key} has {len(values)} values, but the input has {channels} channels.",
-                    file=self.file, line=self.where.line("data", "normalize"), field=f"data.normalize.{key}",
-                    hint=f"give one value per channel ({channels}) or a single value for all.",
-                ))
+                raise SpecError(
+                    Problem(
+                        f"normalize.{key} has {len(values)} values, but the input has {channels} channels.",
+                        file=self.file,
+                        line=self.where.line("data", "normalize"),
+                        field=f"data.normalize.{key}",
+                        hint=f"give one value per channel ({channels}) or a single value for all.",
+                    )
+                )
 
-    def check_size(self, order: list[str], by_name: Mapping[str, Any], resolved: Mapping[str, tuple],
-                   shapes: Mapping[str, tuple[int, ...]]) -> None:
+    def check_size(
+        self,
+        order: list[str],
+        by_name: Mapping[str, Any],
+        resolved: Mapping[str, tuple],
+        shapes: Mapping[str, tuple[int, ...]],
+    ) -> None:
         """Refuse a model too large to build (MAX_PARAMS, MAX_ACTIVATION_BYTES) before anything
         allocates, naming its size at batch 1 and the nodes that contribute most."""
         params = {name: resolved[name][2] for name in order}
         outputs = {
-            name: 4 * layer_outputs(by_name[name].kind, resolved[name][0],
-                                    shapes[_inputs_of(by_name[name])[0]] if _inputs_of(by_name[name]) else None,
-                                    resolved[name][1])
+            name: 4
+            * layer_outputs(
+                by_name[name].kind,
+                resolved[name][0],
+                shapes[_inputs_of(by_name[name])[0]] if _inputs_of(by_name[name]) else None,
+                resolved[name][1],
+            )
             for name in order
         }
         total, memory = sum(params.values()), sum(outputs.values())
@@ -223,15 +262,17 @@ class _Builder:
         if total <= max_params and memory <= max_bytes:
             return
         biggest, widest = max(params, key=params.get), max(outputs, key=outputs.get)
-        raise ModelTooLarge(self.problem(
-            f"the model is too large to build: {total:,} parameters (limit {max_params:,}) and "
-            f"{_size(memory)} of activations at batch 1 (fp32 layer outputs of one image; limit "
-            f"{_size(max_bytes)}). Node '{biggest}' has the most parameters ({params[biggest]:,}), "
-            f"node '{widest}' the largest outputs ({_size(outputs[widest])}).",
-            node=biggest if total > max_params else widest,
-            hint="check the channels, units, padding and input shape that lead to these nodes; if the model "
-            "really is this large, raise the limits with the environment variables GRAPHC_MAX_PARAMS and GRAPHC_MAX_ACTIVATION_BYTES.",
-        ))
+        raise ModelTooLarge(
+            self.problem(
+                f"the model is too large to build: {total:,} parameters (limit {max_params:,}) and "
+                f"{_size(memory)} of activations at batch 1 (fp32 layer outputs of one image; limit "
+                f"{_size(max_bytes)}). Node '{biggest}' has the most parameters ({params[biggest]:,}), "
+                f"node '{widest}' the largest outputs ({_size(outputs[widest])}).",
+                node=biggest if total > max_params else widest,
+                hint="check the channels, units, padding and input shape that lead to these nodes; if the model "
+                "really is this large, raise the limits with the environment variables GRAPHC_MAX_PARAMS and GRAPHC_MAX_ACTIVATION_BYTES.",
+            )
+        )
 
     def check_hierarchy(self) -> None:
         """A class listed in two groups of one [data.hierarchy] table (or twice in one group) would
@@ -250,27 +291,40 @@ class _Builder:
         links = measured_links(hierarchy_paths(self.spec.data.hierarchy_links()), [task for task, _ in heads])
         data, train = self.spec.data, self.spec.train
         weights = weight_metrics([task for task, _ in heads], train.loss_weighting)
-        available = watchable_metrics(metric_names(heads, links), validation=data.val_fraction > 0, train_only=[*weights, *diagnostics])
-        monitors = [("select", train.select)] + ([("early_stopping", train.early_stopping)] if train.early_stopping else [])
+        available = watchable_metrics(
+            metric_names(heads, links), validation=data.val_fraction > 0, train_only=[*weights, *diagnostics]
+        )
+        monitors = [("select", train.select)] + (
+            [("early_stopping", train.early_stopping)] if train.early_stopping else []
+        )
         for name, monitor in monitors:
             problem = monitor_problem(monitor.metric, available, data.val_fraction)
             if problem is not None:
-                raise SpecError(Problem(
-                    problem[0], file=self.file, line=self.where.line("train", name), field=f"train.{name}.metric",
-                    hint=problem[1],
-                ))
+                raise SpecError(
+                    Problem(
+                        problem[0],
+                        file=self.file,
+                        line=self.where.line("train", name),
+                        field=f"train.{name}.metric",
+                        hint=problem[1],
+                    )
+                )
 
     def check_weighting(self, nodes: tuple[Node, ...]) -> None:
         """GradNorm needs a node several heads read directly, with parameters to measure gradients on."""
         weighting = self.spec.train.loss_weighting
         if weighting is not None and weighting.name == "gradnorm" and gradnorm_node(nodes) is None:
-            raise SpecError(Problem(
-                "is gradnorm, which balances the heads' gradient norms on the last node several heads read "
-                "directly, but no node with parameters is read by more than one head in this model.",
-                file=self.file, line=self.where.line("train", "loss_weighting"), field="train.loss_weighting",
-                hint="share a trunk node between the heads, or choose loss_weighting = { name = \"uncertainty\" } "
-                "or { name = \"dwa\" }, which need no shared node.",
-            ))
+            raise SpecError(
+                Problem(
+                    "is gradnorm, which balances the heads' gradient norms on the last node several heads read "
+                    "directly, but no node with parameters is read by more than one head in this model.",
+                    file=self.file,
+                    line=self.where.line("train", "loss_weighting"),
+                    field="train.loss_weighting",
+                    hint='share a trunk node between the heads, or choose loss_weighting = { name = "uncertainty" } '
+                    'or { name = "dwa" }, which need no shared node.',
+                )
+            )
 
     def dag(self) -> tuple[dict[str, list[str]], list[str]]:
         """The nodes that read each node, and the nodes in topological order, ties broken by file
@@ -310,7 +364,9 @@ class _Builder:
         )
         raise AssertionError("unreachable")
 
-    def heads_reached(self, readers: Mapping[str, list[str]], order: list[str]) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    def heads_reached(
+        self, readers: Mapping[str, list[str]], order: list[str]
+    ) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
         """The tasks of the heads each node reaches (``serves``), and of those it reaches without
         passing through another head (``direct``: it feeds their features).
 
@@ -428,21 +484,26 @@ class _Builder:
         frozen = [name for name in order if resolved[name][0].get("trainable") is False]
         for name in frozen:
             if resolved[name][2] == 0:
-                self.fail("has trainable = false, but the node has no parameters to freeze.",
-                          node=name, field="trainable", hint="remove trainable = false from this node.")
+                self.fail(
+                    "has trainable = false, but the node has no parameters to freeze.",
+                    node=name,
+                    field="trainable",
+                    hint="remove trainable = false from this node.",
+                )
         weighted = [name for name in order if resolved[name][2] > 0]
         if frozen and all(name in frozen for name in weighted):
             self.fail(
                 f"every node with parameters is frozen (trainable = false: {', '.join(frozen)}), so the first "
                 "epoch would have nothing to train.",
-                node=frozen[0], field="trainable",
+                node=frozen[0],
+                field="trainable",
                 hint="leave at least one node trainable, e.g. the heads of the new task.",
             )
 
     def check_init_map(self, nodes: tuple[Node, ...]) -> None:
         """init_map's new side names nodes of this spec with parameters: checked here, without the
         source run, so `graphc check` refuses what `graphc train` would (the source side needs the
-        source's checkpoint: runtime.train.transfer)."""
+        source's checkpoint: graphc.runtime.train.transfer)."""
         weighted = [node.name for node in nodes if node.num_params > 0]
         kinds = {node.name: node.kind for node in nodes}
         line = self.where.line("train", "init_map")
@@ -483,11 +544,10 @@ class _Builder:
             return known
         if known is not None and head.classes != known:
             self.fail(
-                f"declares {head.classes} classes for task '{task}', but the {data.dataset} data set "
-                f"has {known}.",
+                f"declares {head.classes} classes for task '{task}', but the {data.dataset} data set has {known}.",
                 node=head.name,
                 field="classes",
-                hint=f"set classes = {known}, or classes = \"auto\" to take it from the data set.",
+                hint=f'set classes = {known}, or classes = "auto" to take it from the data set.',
             )
         return head.classes
 
@@ -543,9 +603,13 @@ class _Builder:
             head_order=tuple(n.name for n in self.spec.nodes if isinstance(n, HeadNode)),
         )
         # After the graph: the diagnostics' names follow its gradient paths (graphc.ir.gradients).
-        diagnostics = diagnostic_names(shared_nodes(graph), reused_branches(graph)) if self.spec.train.diagnostics else []
-        self.check_monitors([(n.task_name, resolved[n.name][0]["classes"]) for n in self.spec.nodes if isinstance(n, HeadNode)],
-                            diagnostics)
+        diagnostics = (
+            diagnostic_names(shared_nodes(graph), reused_branches(graph)) if self.spec.train.diagnostics else []
+        )
+        self.check_monitors(
+            [(n.task_name, resolved[n.name][0]["classes"]) for n in self.spec.nodes if isinstance(n, HeadNode)],
+            diagnostics,
+        )
         return graph
 
 

@@ -56,7 +56,9 @@ def gradient_tasks(graph: Graph) -> dict[str, frozenset[str]]:
     for node in reversed(graph.nodes):
         downstream = frozenset().union(*(reach[reader] for reader in readers[node.name]))
         if node.kind == "head":
-            reach[node.name] = frozenset({node.attrs["task"]}) | (downstream if node.attrs["reuse_gradient"] else frozenset())
+            reach[node.name] = frozenset({node.attrs["task"]}) | (
+                downstream if node.attrs["reuse_gradient"] else frozenset()
+            )
         else:
             reach[node.name] = downstream
     return reach
@@ -84,11 +86,15 @@ def reused_branches(graph: Graph) -> list[ReusedBranch]:
         task = head.attrs["task"]
         if not head.reused_by:
             continue
-        nodes = tuple(
-            n.name for n in graph if n.num_params > 0 and n.direct_heads == frozenset({task}) and n.reused_by
-        )
+        nodes = tuple(n.name for n in graph if n.num_params > 0 and n.direct_heads == frozenset({task}) and n.reused_by)
         readers = _in_head_order(graph, head.reused_by)
-        branches.append(ReusedBranch(
-            head.name, task, nodes, readers, tuple(t for t in readers if t not in reach[head.name]),
-        ))
+        branches.append(
+            ReusedBranch(
+                head.name,
+                task,
+                nodes,
+                readers,
+                tuple(t for t in readers if t not in reach[head.name]),
+            )
+        )
     return branches

@@ -8,10 +8,11 @@ that no backend recomputes or re-validates them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from graphc.lang.spec import DataSpec, LayerDefaults, TrainSpec
 

@@ -1,6 +1,6 @@
 """The names of the metrics training logs for a model: from its heads and its label hierarchies.
 
-One list for both sides: ``runtime.metrics.Meter`` logs exactly these names, in this
+One list for both sides: ``graphc.runtime.metrics.Meter`` logs exactly these names, in this
 order, and ``build_graph`` checks ``train.select`` and ``train.early_stopping`` against
 them, so ``graphc check`` and ``graphc train`` cannot disagree about what a model logs.
 
@@ -22,7 +22,7 @@ of each head's loss in force at the end of the epoch (runtime/train/weighting.py
 
 With ``[train] diagnostics = true`` training rows also carry the gradient-conflict
 diagnostics (:func:`diagnostic_names`; the places come from graphc.ir.gradients, the numbers
-from runtime/train/diagnostics.py). Each task's gradient is that of its weighted loss
+from graphc.runtime/train/diagnostics.py). Each task's gradient is that of its weighted loss
 (``loss_weight`` x its cross-entropy) averaged over the diagnostic batches:
 
 - per shared node N and task T whose gradient reaches it: ``diag/N/norm/T``, the L2 norm of
@@ -38,8 +38,8 @@ from runtime/train/diagnostics.py). Each task's gradient is that of its weighted
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from itertools import combinations
-from typing import Iterable, Sequence
 
 from graphc.errors import did_you_mean
 from graphc.ir.gradients import ReusedBranch, SharedNode
@@ -114,6 +114,6 @@ def monitor_problem(metric: str, available: Sequence[str], val_fraction: float) 
     if metric.startswith(f"train/{WEIGHT_PREFIX}") and not any(f"/{WEIGHT_PREFIX}" in name for name in available):
         return (
             f"watches '{metric}', but loss weights are logged only with a [train] loss_weighting table.",
-            "add e.g. loss_weighting = { name = \"fixed\" } to [train], or watch another metric.",
+            'add e.g. loss_weighting = { name = "fixed" } to [train], or watch another metric.',
         )
     return f"watches '{metric}', which this model does not log.", did_you_mean(metric, available)

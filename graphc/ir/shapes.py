@@ -8,8 +8,9 @@ passes and ``sum(p.numel())``. A shape that cannot be formed raises
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from math import prod
-from typing import Any, Mapping
+from typing import Any
 
 Shape = tuple[int, ...]
 
@@ -74,8 +75,7 @@ def conv_block_shape(attrs: Mapping[str, Any], shape: Shape) -> Shape:
                 f"{attrs['pool']}-pooling {size}x{size} of a {height}x{width} map collapses it "
                 f"to {max(new_h, 0)}x{max(new_w, 0)}.",
                 field="pool",
-                hint="remove the pooling (pool = \"none\"), use a smaller pool_size, "
-                "or pool less in earlier blocks.",
+                hint='remove the pooling (pool = "none"), use a smaller pool_size, or pool less in earlier blocks.',
             )
         height, width = new_h, new_w
     return (channels, height, width)
@@ -114,7 +114,9 @@ def layer_outputs(kind: str, attrs: Mapping[str, Any], in_shape: Shape | None, o
     about this much for the backward pass, so it sizes a model's memory at batch 1."""
     if kind == "conv_block":
         total, (channels, height, width) = 0, in_shape
-        for channels, kernel, stride, padding in zip(attrs["channels"], attrs["kernel"], attrs["stride"], attrs["padding"]):
+        for channels, kernel, stride, padding in zip(
+            attrs["channels"], attrs["kernel"], attrs["stride"], attrs["padding"]
+        ):
             height, width = conv_output(height, kernel, stride, padding), conv_output(width, kernel, stride, padding)
             total += channels * height * width
         return total + (prod(out_shape) if out_shape != (channels, height, width) else 0)
@@ -161,10 +163,9 @@ def concat_shape(mode: str, shapes: list[tuple[str, Shape]]) -> Shape:
     vectors = [name for name, s in shapes if len(s) != 3]
     if vectors:
         raise ShapeProblem(
-            f"mode 'channels' joins feature maps, but '{vectors[0]}' gives a vector "
-            f"{list(dict(shapes)[vectors[0]])}.",
+            f"mode 'channels' joins feature maps, but '{vectors[0]}' gives a vector {list(dict(shapes)[vectors[0]])}.",
             field="inputs",
-            hint="use mode = \"features\" to flatten and join, or read feature maps only.",
+            hint='use mode = "features" to flatten and join, or read feature maps only.',
         )
     sizes = {(s[1], s[2]) for _, s in shapes}
     if len(sizes) > 1:
@@ -172,9 +173,9 @@ def concat_shape(mode: str, shapes: list[tuple[str, Shape]]) -> Shape:
         raise ShapeProblem(
             f"mode 'channels' needs inputs of one height and width, found {listing}.",
             field="inputs",
-            hint="pool the larger maps to the same size first, or use mode = \"features\".",
+            hint='pool the larger maps to the same size first, or use mode = "features".',
         )
-    (height, width), = sizes
+    ((height, width),) = sizes
     return (sum(s[0] for _, s in shapes), height, width)
 
 
@@ -185,8 +186,10 @@ def _shape_text(shape: Shape) -> str:
 def _projection_hint(a: tuple[str, Shape], b: tuple[str, Shape]) -> str:
     """How to make two summed inputs agree: a 1x1 conv_block projecting the larger map."""
     if len(a[1]) != 3 or len(b[1]) != 3:
-        return "sum feature maps with feature maps, and vectors with vectors of one size; or join them with mode = \"features\"."
-    (source, (_, sh, sw)), (_, (channels, th, tw)) = sorted((a, b), key=lambda item: (-item[1][1] * item[1][2], item[1][0]))
+        return 'sum feature maps with feature maps, and vectors with vectors of one size; or join them with mode = "features".'
+    (source, (_, sh, sw)), (_, (channels, th, tw)) = sorted(
+        (a, b), key=lambda item: (-item[1][1] * item[1][2], item[1][0])
+    )
     stride = sh // th if th and sh % th == 0 and sw == tw * (sh // th) else None
     if stride is None:
         return "the two maps' sizes are not a whole multiple of each other; pool or stride so that they match."

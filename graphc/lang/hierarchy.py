@@ -19,7 +19,7 @@ loader derives its labels from it, and the metric names come from its paths.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from graphc.errors import Problem, closest
 
@@ -74,8 +74,17 @@ def label_fields(label: str, tables: Tables) -> dict[str, list[str]]:
     label's classes are every class a table mapping from it lists (each counted once), sorted as
     the folders are; a table's classes are its sorted group names."""
     children = table_children(label, tables)
-    fields = {label: sorted({m for field, table in tables.items() if children[field] == label
-                             for listed in table.values() for m in listed})}
+    fields = {
+        label: sorted(
+            {
+                m
+                for field, table in tables.items()
+                if children[field] == label
+                for listed in table.values()
+                for m in listed
+            }
+        )
+    }
     for field, table in tables.items():
         fields[field] = sorted(table)
     return fields
@@ -93,10 +102,17 @@ def listed_twice(tables: Tables, where: str = "data.hierarchy") -> list[tuple[st
                 if member in group_of:
                     other = group_of[member]
                     places = f"in both '{other}' and '{group}'" if other != group else f"twice in '{group}'"
-                    found.append((field, group, Problem(
-                        f"class '{member}' is listed {places}; every class belongs to exactly one group.",
-                        field=f"{where}.{field}", hint="keep one of them.",
-                    )))
+                    found.append(
+                        (
+                            field,
+                            group,
+                            Problem(
+                                f"class '{member}' is listed {places}; every class belongs to exactly one group.",
+                                field=f"{where}.{field}",
+                                hint="keep one of them.",
+                            ),
+                        )
+                    )
                 group_of.setdefault(member, group)
     return found
 
@@ -104,9 +120,15 @@ def listed_twice(tables: Tables, where: str = "data.hierarchy") -> list[tuple[st
 def named_after_label(label: str, tables: Tables, where: str = "data.hierarchy") -> list[Problem]:
     """A table named after the folder label: that name is taken by the classes the folders give.
     The problem's field is ``WHERE.FIELD``; the caller adds file and line."""
-    return [Problem(f"'{field}' is the label the class folders give, so it cannot also be a hierarchy field.",
-                    field=f"{where}.{field}", hint="name the hierarchy field differently, e.g. 'coarse'.")
-            for field in tables if field == label]
+    return [
+        Problem(
+            f"'{field}' is the label the class folders give, so it cannot also be a hierarchy field.",
+            field=f"{where}.{field}",
+            hint="name the hierarchy field differently, e.g. 'coarse'.",
+        )
+        for field in tables
+        if field == label
+    ]
 
 
 def hierarchy_problems(label: str, tables: Tables) -> list[Problem]:
@@ -130,20 +152,28 @@ def hierarchy_problems(label: str, tables: Tables) -> list[Problem]:
             other = mostly[0]
             strays = sorted(members - groups[other])
             mixed.add(field)
-            problems.append(Problem(
-                f"lists groups of '{other}' and also {', '.join(repr(s) for s in strays)}, which "
-                f"{'is not a group' if len(strays) == 1 else 'are not groups'} of '{other}'; a table maps "
-                f"the classes of one field (the folder label '{label}' or another table's groups).",
-                field=where, hint=(f"did you mean '{closest(strays[0], groups[other])}'?"
-                                   if closest(strays[0], groups[other]) else
-                                   f"the groups of '{other}' are: {', '.join(sorted(groups[other]))}."),
-            ))
+            problems.append(
+                Problem(
+                    f"lists groups of '{other}' and also {', '.join(repr(s) for s in strays)}, which "
+                    f"{'is not a group' if len(strays) == 1 else 'are not groups'} of '{other}'; a table maps "
+                    f"the classes of one field (the folder label '{label}' or another table's groups).",
+                    field=where,
+                    hint=(
+                        f"did you mean '{closest(strays[0], groups[other])}'?"
+                        if closest(strays[0], groups[other])
+                        else f"the groups of '{other}' are: {', '.join(sorted(groups[other]))}."
+                    ),
+                )
+            )
         if len(under) > 1:
-            problems.append(Problem(
-                f"every class it lists is a group of both '{under[0]}' and '{under[1]}', so it is not clear "
-                "which of them it maps from.",
-                field=where, hint=f"give '{under[0]}' and '{under[1]}' different group names.",
-            ))
+            problems.append(
+                Problem(
+                    f"every class it lists is a group of both '{under[0]}' and '{under[1]}', so it is not clear "
+                    "which of them it maps from.",
+                    field=where,
+                    hint=f"give '{under[0]}' and '{under[1]}' different group names.",
+                )
+            )
     # A circle of nested tables (a -> b -> a) has no folder label at its root.
     for field in tables:
         if field == label:
@@ -153,10 +183,13 @@ def hierarchy_problems(label: str, tables: Tables) -> list[Problem]:
             seen.append(step)
             step = children[step]
         if step == field:
-            problems.append(Problem(
-                "the tables " + " -> ".join(f"'{f}'" for f in [*seen, field]) + " map from each other in a circle.",
-                field=f"data.hierarchy.{field}", hint="one of them must list the folder classes.",
-            ))
+            problems.append(
+                Problem(
+                    "the tables " + " -> ".join(f"'{f}'" for f in [*seen, field]) + " map from each other in a circle.",
+                    field=f"data.hierarchy.{field}",
+                    hint="one of them must list the folder classes.",
+                )
+            )
             break
     # Tables mapping from one field must each list all of that field's classes, exactly as spelt.
     by_child: dict[str, list[str]] = {}
@@ -175,14 +208,20 @@ def hierarchy_problems(label: str, tables: Tables) -> list[Problem]:
                 owners = [f for f in fields if f != field and name in listed[f]]
                 source = f"'{child}' has group '{name}'" if known is not None else f"'{owners[0]}' lists class '{name}'"
                 # A class only this table lists, close to the missing one, is probably a misspelling.
-                only_here = [m for m in listed[field] if all(m not in listed[f] for f in fields if f != field)
-                             and (known is None or m not in known)]
+                only_here = [
+                    m
+                    for m in listed[field]
+                    if all(m not in listed[f] for f in fields if f != field) and (known is None or m not in known)
+                ]
                 near = closest(name, only_here)
-                problems.append(Problem(
-                    f"{source}, but no group of '{field}' lists it; every {child} class must be in exactly one "
-                    f"group of every table that maps from '{child}'.",
-                    field=f"data.hierarchy.{field}",
-                    hint=f"'{field}' lists '{near}' instead; if one of the two is misspelt, correct it." if near
-                    else f"add '{name}' to one of the groups: {', '.join(sorted(tables[field]))}.",
-                ))
+                problems.append(
+                    Problem(
+                        f"{source}, but no group of '{field}' lists it; every {child} class must be in exactly one "
+                        f"group of every table that maps from '{child}'.",
+                        field=f"data.hierarchy.{field}",
+                        hint=f"'{field}' lists '{near}' instead; if one of the two is misspelt, correct it."
+                        if near
+                        else f"add '{name}' to one of the groups: {', '.join(sorted(tables[field]))}.",
+                    )
+                )
     return problems

@@ -15,8 +15,12 @@ _RESIDUAL = (
     'a residual (skip) connection is a concat node with mode = "sum" and inputs = ["<shortcut>", "<block>"] '
     "(element-wise sum of inputs of one shape); a 1x1 conv_block projects a shortcut whose shape differs."
 )
-_GLOBAL_AVG = 'global average pooling is pool = "global_avg" on the conv_block before it (output C x 1 x 1, read as C features).'
-_GLOBAL_MAX = 'global max pooling is pool = "global_max" on the conv_block before it (output C x 1 x 1, read as C features).'
+_GLOBAL_AVG = (
+    'global average pooling is pool = "global_avg" on the conv_block before it (output C x 1 x 1, read as C features).'
+)
+_GLOBAL_MAX = (
+    'global max pooling is pool = "global_max" on the conv_block before it (output C x 1 x 1, read as C features).'
+)
 _CONV = 'convolutions are written as kind = "conv_block" with channels = [...] (one entry per convolution), kernel, stride and padding.'
 _DENSE = 'dense (linear) layers are written as kind = "fc_block" with units = [...] (one entry per layer); a head is the final linear layer.'
 _POOL = 'pooling is a setting of the conv_block it follows: pool = "max" | "avg" | "global_avg" | "global_max", with pool_size and pool_stride.'
@@ -26,13 +30,17 @@ _NORM = (
 )
 _DROPOUT = 'dropout is a setting of a block: dropout = 0.25 on a conv_block (dropout_kind = "channel" for Dropout2d) or an fc_block.'
 _ACTIVATION = 'activations are a setting of a block: activation = "relu" | "gelu" | "silu" | "tanh" | "sigmoid" | "leaky_relu" | "elu" | "none".'
-_FLATTEN = 'no flatten node is needed: fc_block, head and a concat with mode = "features" flatten a feature map themselves.'
+_FLATTEN = (
+    'no flatten node is needed: fc_block, head and a concat with mode = "features" flatten a feature map themselves.'
+)
 _SOFTMAX = (
     "heads output logits and their loss applies the softmax; a node that reads a head gets probabilities "
     'with reuse_as = "probabilities" on that head.'
 )
 _CONCAT = 'joins are kind = "concat": mode = "features" (flatten and join), "channels" (join maps) or "sum" (residual).'
-_HEAD = 'outputs are kind = "head" nodes: a linear layer to one task\'s logits (task = "<label field>", classes = "auto").'
+_HEAD = (
+    'outputs are kind = "head" nodes: a linear layer to one task\'s logits (task = "<label field>", classes = "auto").'
+)
 _LOSS = (
     "every head is trained with cross-entropy; set its weight in the total with loss_weight and "
     "smoothing with label_smoothing on the head."
@@ -47,11 +55,13 @@ _CROSS_STITCH = (
     "another head's output)."
 )
 _DILATION = "not supported: convolutions have kernel, stride and padding, but no dilation; a larger kernel or another layer widens the view."
-_GROUPED = "not supported: convolutions are dense over channels (no grouped or depthwise convolutions); groups = N sets the groups of norm = \"group\"."
+_GROUPED = 'not supported: convolutions are dense over channels (no grouped or depthwise convolutions); groups = N sets the groups of norm = "group".'
 _UPSAMPLE = "not supported: graphc has no upsampling or transposed convolution; its models map images to class logits."
 _MULTIPLY = 'not supported: inputs are joined by concat with mode = "features", "channels" or "sum", not multiplied.'
 _RESHAPE = "not supported: shapes follow from the nodes; fc_block, head and features concat flatten maps themselves."
-_OPTIMISER = "optimisation is set for the whole model in [train]: optimizer = { name = \"sgd\", lr = 0.1, weight_decay = 5e-4 }."
+_OPTIMISER = (
+    'optimisation is set for the whole model in [train]: optimizer = { name = "sgd", lr = 0.1, weight_decay = 5e-4 }.'
+)
 _BN_CONSTANTS = "batch-norm constants are set for every layer in [layers]: bn_momentum and bn_eps."
 _INIT = "initialisation is set for every layer in [layers]: init and bias_init."
 
@@ -67,14 +77,86 @@ def _trainable() -> str:
 
 # word (lower case) -> what to use instead. Keys cover node kinds, fields and values.
 HINTS: dict[str, str] = {
-    **dict.fromkeys(("add", "residual", "skip", "sum", "shortcut", "skip_connection", "residual_add", "elementwise_add", "plus", "identity_shortcut"), _RESIDUAL),
-    **dict.fromkeys(("resblock", "residual_block", "basic_block", "bottleneck"), "a residual block is a conv_block (norm_position = \"pre\" for pre-activation) plus a concat with mode = \"sum\" reading the block and its input."),
-    **dict.fromkeys(("global_avg", "gap", "global_avg_pool", "global_average_pooling", "globalaveragepooling2d", "global_average", "adaptive_avg_pool", "adaptiveavgpool2d", "mean_pool"), _GLOBAL_AVG),
-    **dict.fromkeys(("global_max", "gmp", "global_max_pool", "global_max_pooling", "globalmaxpooling2d", "adaptive_max_pool", "adaptivemaxpool2d"), _GLOBAL_MAX),
+    **dict.fromkeys(
+        (
+            "add",
+            "residual",
+            "skip",
+            "sum",
+            "shortcut",
+            "skip_connection",
+            "residual_add",
+            "elementwise_add",
+            "plus",
+            "identity_shortcut",
+        ),
+        _RESIDUAL,
+    ),
+    **dict.fromkeys(
+        ("resblock", "residual_block", "basic_block", "bottleneck"),
+        'a residual block is a conv_block (norm_position = "pre" for pre-activation) plus a concat with mode = "sum" reading the block and its input.',
+    ),
+    **dict.fromkeys(
+        (
+            "global_avg",
+            "gap",
+            "global_avg_pool",
+            "global_average_pooling",
+            "globalaveragepooling2d",
+            "global_average",
+            "adaptive_avg_pool",
+            "adaptiveavgpool2d",
+            "mean_pool",
+        ),
+        _GLOBAL_AVG,
+    ),
+    **dict.fromkeys(
+        (
+            "global_max",
+            "gmp",
+            "global_max_pool",
+            "global_max_pooling",
+            "globalmaxpooling2d",
+            "adaptive_max_pool",
+            "adaptivemaxpool2d",
+        ),
+        _GLOBAL_MAX,
+    ),
     **dict.fromkeys(("conv", "conv2d", "convolution", "conv_layer", "convolution2d"), _CONV),
     **dict.fromkeys(("dense", "linear", "fc", "fully_connected", "mlp", "perceptron"), _DENSE),
-    **dict.fromkeys(("pool", "pooling", "maxpool", "max_pool", "maxpool2d", "maxpooling2d", "avgpool", "avg_pool", "avgpool2d", "averagepooling2d"), _POOL),
-    **dict.fromkeys(("batchnorm", "batch_norm", "batchnorm2d", "batchnormalization", "bn", "layernorm", "layer_norm", "groupnorm", "group_norm", "normalization", "normalisation", "instance_norm", "instancenorm"), _NORM),
+    **dict.fromkeys(
+        (
+            "pool",
+            "pooling",
+            "maxpool",
+            "max_pool",
+            "maxpool2d",
+            "maxpooling2d",
+            "avgpool",
+            "avg_pool",
+            "avgpool2d",
+            "averagepooling2d",
+        ),
+        _POOL,
+    ),
+    **dict.fromkeys(
+        (
+            "batchnorm",
+            "batch_norm",
+            "batchnorm2d",
+            "batchnormalization",
+            "bn",
+            "layernorm",
+            "layer_norm",
+            "groupnorm",
+            "group_norm",
+            "normalization",
+            "normalisation",
+            "instance_norm",
+            "instancenorm",
+        ),
+        _NORM,
+    ),
     **dict.fromkeys(("dropout", "dropout2d", "spatial_dropout", "spatialdropout2d"), _DROPOUT),
     **dict.fromkeys(("relu", "activation_layer", "gelu", "silu"), _ACTIVATION),
     **dict.fromkeys(("flatten", "globalflatten"), _FLATTEN),
@@ -82,19 +164,28 @@ HINTS: dict[str, str] = {
     **dict.fromkeys(("concatenate", "cat", "merge", "join", "stack"), _CONCAT),
     **dict.fromkeys(("output", "classifier", "logits", "prediction", "task_head"), _HEAD),
     **dict.fromkeys(("loss", "criterion", "loss_fn", "objective", "cross_entropy"), _LOSS),
-    **dict.fromkeys(("attention", "self_attention", "multihead_attention", "mha", "transformer", "lstm", "gru", "rnn", "embedding"), _ATTENTION),
+    **dict.fromkeys(
+        ("attention", "self_attention", "multihead_attention", "mha", "transformer", "lstm", "gru", "rnn", "embedding"),
+        _ATTENTION,
+    ),
     **dict.fromkeys(("cross_stitch", "crossstitch", "cross_stitch_unit", "sluice", "mtan", "nddr"), _CROSS_STITCH),
     **dict.fromkeys(("dilation", "dilation_rate", "atrous", "dilated"), _DILATION),
     **dict.fromkeys(("depthwise", "separable", "separable_conv", "depthwise_conv", "conv_groups"), _GROUPED),
-    **dict.fromkeys(("upsample", "upsampling", "upsampling2d", "deconv", "conv_transpose", "convtranspose2d", "interpolate"), _UPSAMPLE),
+    **dict.fromkeys(
+        ("upsample", "upsampling", "upsampling2d", "deconv", "conv_transpose", "convtranspose2d", "interpolate"),
+        _UPSAMPLE,
+    ),
     **dict.fromkeys(("multiply", "mul", "product", "gate", "gating"), _MULTIPLY),
     **dict.fromkeys(("reshape", "view", "permute", "squeeze"), _RESHAPE),
-    **dict.fromkeys(("lr", "learning_rate", "weight_decay", "optimizer", "optimiser", "l2", "regularizer", "kernel_regularizer"), _OPTIMISER),
+    **dict.fromkeys(
+        ("lr", "learning_rate", "weight_decay", "optimizer", "optimiser", "l2", "regularizer", "kernel_regularizer"),
+        _OPTIMISER,
+    ),
     **dict.fromkeys(("momentum", "bn_momentum", "epsilon", "eps", "bn_eps"), _BN_CONSTANTS),
     **dict.fromkeys(("kernel_initializer", "initializer", "init", "weight_init", "bias_initializer"), _INIT),
     "repeat": (
         "repeat = N is written on a conv_block or fc_block (a chain of N copies, NAME_1 .. NAME_N), or on a "
-        "concat with mode = \"sum\" (N copies of the residual unit it closes)."
+        'concat with mode = "sum" (N copies of the residual unit it closes).'
     ),
     # fields under the names other frameworks give them
     "filters": "the output channels of a conv_block are channels = [...], one entry per convolution.",
@@ -115,23 +206,42 @@ HINTS: dict[str, str] = {
 VALUE_HINTS: dict[tuple[str, str], str] = {
     ("activation", "linear"): 'no activation is activation = "none".',
     ("activation", "softmax"): _SOFTMAX,
-    **dict.fromkeys((("norm", w) for w in ("bn", "batchnorm", "batch_norm", "batchnorm2d")), 'batch norm is norm = "batch".'),
-    **dict.fromkeys((("norm", w) for w in ("ln", "layernorm", "layer_norm")), 'layer norm is norm = "layer" (on a conv_block).'),
-    **dict.fromkeys((("norm", w) for w in ("gn", "groupnorm", "group_norm")), 'group norm is norm = "group" with groups = N (on a conv_block).'),
-    **dict.fromkeys((("mode", w) for w in ("concat", "concatenate", "cat", "flatten")), 'mode = "features" flattens and joins; mode = "channels" joins maps along channels.'),
+    **dict.fromkeys(
+        (("norm", w) for w in ("bn", "batchnorm", "batch_norm", "batchnorm2d")), 'batch norm is norm = "batch".'
+    ),
+    **dict.fromkeys(
+        (("norm", w) for w in ("ln", "layernorm", "layer_norm")), 'layer norm is norm = "layer" (on a conv_block).'
+    ),
+    **dict.fromkeys(
+        (("norm", w) for w in ("gn", "groupnorm", "group_norm")),
+        'group norm is norm = "group" with groups = N (on a conv_block).',
+    ),
+    **dict.fromkeys(
+        (("mode", w) for w in ("concat", "concatenate", "cat", "flatten")),
+        'mode = "features" flattens and joins; mode = "channels" joins maps along channels.',
+    ),
     ("padding", "causal"): 'not supported: padding is "same", "valid" or pixels.',
-    ("padding", "full"): 'not supported: padding is "same", "valid" or pixels (kernel - 1 pixels gives a full convolution).',
+    (
+        "padding",
+        "full",
+    ): 'not supported: padding is "same", "valid" or pixels (kernel - 1 pixels gives a full convolution).',
 }
 
 
 # (top-level table, word) -> what to write instead, where a word means something else there.
 SECTION_HINTS: dict[tuple[str, str], str] = {
-    ("train", "momentum"): 'SGD momentum is set in the optimizer table: optimizer = { name = "sgd", lr = 0.1, momentum = 0.9 }.',
+    (
+        "train",
+        "momentum",
+    ): 'SGD momentum is set in the optimizer table: optimizer = { name = "sgd", lr = 0.1, momentum = 0.9 }.',
     **dict.fromkeys(
         (("train", w) for w in ("eps", "epsilon")),
         'the Adam epsilon is set in the optimizer table: optimizer = { name = "adam", eps = 1e-7 }.',
     ),
-    ("train", "scheduler"): 'the learning-rate schedule is schedule = { name = "onecycle" } (constant | cosine | onecycle).',
+    (
+        "train",
+        "scheduler",
+    ): 'the learning-rate schedule is schedule = { name = "onecycle" } (constant | cosine | onecycle).',
 }
 
 

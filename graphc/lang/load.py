@@ -19,8 +19,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from graphc.errors import Problem, SpecError, closest, did_you_mean
 from graphc.lang.builtin import builtin_specs, resolve_spec_path
-from graphc.lang.hints import hint_for
 from graphc.lang.hierarchy import hierarchy_problems
+from graphc.lang.hints import hint_for
 from graphc.lang.spec import NAME_PATTERN, NODE_CLASSES, NodeSpec, Spec
 
 
@@ -100,7 +100,8 @@ def _too_deep(text: str, path: Path | None) -> Problem:
     return Problem(
         f"the TOML is nested too deeply: arrays or tables inside each other more than {MAX_NESTING} levels "
         "down (a spec needs at most 5).",
-        file=path, line=found,
+        file=path,
+        line=found,
         hint="look for runaway brackets; graphc reads nothing this deep.",
     )
 
@@ -121,16 +122,31 @@ def _merge_templates(raw: dict, path: Path | None, where: SourceMap) -> dict:
     for name, template in templates.items():
         # `name`: every node that used it would get the same name, a duplicate waiting to happen.
         # `use`: the node's own `use` would replace it when merged; say so instead of dropping it.
-        refused = {
-            "name": (f"template '{name}' sets `name`, but a name belongs to one node, not to a template.",
-                     "remove `name` from the template and write it on each node that uses it."),
-            "use": (f"template '{name}' uses template {template.get('use')!r}, but templates cannot be chained.",
-                    f"copy the fields you need into [templates.{name}]."),
-        } if isinstance(template, dict) else {}
+        refused = (
+            {
+                "name": (
+                    f"template '{name}' sets `name`, but a name belongs to one node, not to a template.",
+                    "remove `name` from the template and write it on each node that uses it.",
+                ),
+                "use": (
+                    f"template '{name}' uses template {template.get('use')!r}, but templates cannot be chained.",
+                    f"copy the fields you need into [templates.{name}].",
+                ),
+            }
+            if isinstance(template, dict)
+            else {}
+        )
         for key, (message, hint) in refused.items():
             if key in template:
-                raise SpecError(Problem(message, file=path, line=where.line("templates", name, key),
-                                        field=f"templates.{name}.{key}", hint=hint))
+                raise SpecError(
+                    Problem(
+                        message,
+                        file=path,
+                        line=where.line("templates", name, key),
+                        field=f"templates.{name}.{key}",
+                        hint=hint,
+                    )
+                )
     _check_templates(templates, path, where)
     merged = []
     for index, node in enumerate(nodes):
@@ -140,8 +156,7 @@ def _merge_templates(raw: dict, path: Path | None, where: SourceMap) -> dict:
                 defined = node["use"] in templates if isinstance(node["use"], str) else False
                 raise SpecError(
                     Problem(
-                        f"uses template {node['use']!r}, which is "
-                        + ("not a table." if defined else "not defined."),
+                        f"uses template {node['use']!r}, which is " + ("not a table." if defined else "not defined."),
                         file=path,
                         line=where.line("nodes", index, "use"),
                         node=str(node.get("name", f"#{index + 1}")),
@@ -166,8 +181,10 @@ def _renamed(node, names: dict[str, str], **update):
 
 
 def _references(node) -> list[str]:
-    return list(node.inputs) if isinstance(getattr(node, "inputs", None), list) else (
-        [node.input] if isinstance(getattr(node, "input", None), str) else []
+    return (
+        list(node.inputs)
+        if isinstance(getattr(node, "inputs", None), list)
+        else ([node.input] if isinstance(getattr(node, "input", None), str) else [])
     )
 
 
@@ -193,7 +210,7 @@ def _residual_unit(total, by_name: dict, readers: dict[str, list[str]]) -> tuple
     if shortcut is None:
         return (
             "a repeated sum needs one input that all its others are computed from (the shortcut X, as in "
-            f"inputs = [\"X\", \"branch\"] with branch reading X); none of {inputs} is"
+            f'inputs = ["X", "branch"] with branch reading X); none of {inputs} is'
         )
     below = reach(shortcut, lambda n: readers.get(n, []))
     unit = [n for n in by_name if n in below and n in above(total.name) and n != shortcut]
@@ -227,14 +244,26 @@ def _expand_repeats(spec: Spec, path: Path | None, where: SourceMap) -> Spec:
             readers.setdefault(ref, []).append(node.name)
 
     def fail(index: int, message: str, hint: str) -> None:
-        raise SpecError(Problem(message, file=path, line=where.line("nodes", index, "repeat"),
-                                node=spec.nodes[index].name, field="repeat", hint=hint))
+        raise SpecError(
+            Problem(
+                message,
+                file=path,
+                line=where.line("nodes", index, "repeat"),
+                node=spec.nodes[index].name,
+                field="repeat",
+                hint=hint,
+            )
+        )
 
     def check_free(index: int, names: list[str], count: int) -> None:
         clash = next((name for name in names if name in tables), None)
         if clash is not None:
-            fail(index, f"repeat = {count} names the copies {names[0]} .. {names[-1]}, but '{clash}' is also "
-                 f"the name of node #{tables[clash] + 1}.", f"rename '{spec.nodes[index].name}' or '{clash}'.")
+            fail(
+                index,
+                f"repeat = {count} names the copies {names[0]} .. {names[-1]}, but '{clash}' is also "
+                f"the name of node #{tables[clash] + 1}.",
+                f"rename '{spec.nodes[index].name}' or '{clash}'.",
+            )
 
     last: dict[str, str] = {}  # repeated name -> its last copy
     copies: dict[int, list[tuple[int, Any]]] = {}  # table index -> the (origin, node) pairs replacing it
@@ -245,9 +274,12 @@ def _expand_repeats(spec: Spec, path: Path | None, where: SourceMap) -> Spec:
             continue  # (a reference to no node is build's to report, by name)
         found = _residual_unit(node, by_name, readers)
         if isinstance(found, str):
-            fail(index, f"repeat = {count} cannot repeat this sum's residual unit: {found}.",
-                 "a repeatable unit is a branch reading X and a sum of X and the branch; see the README's "
-                 "spec-language section.")
+            fail(
+                index,
+                f"repeat = {count} cannot repeat this sum's residual unit: {found}.",
+                "a repeatable unit is a branch reading X and a sum of X and the branch; see the README's "
+                "spec-language section.",
+            )
         shortcut, unit = found
         members = [name for name in by_name if name in unit] + [node.name]
         check_free(index, [f"{m}_{k}" for m in members for k in range(1, count + 1)], count)
@@ -296,9 +328,15 @@ def _check_templates(templates: dict, path: Path | None, where: SourceMap) -> No
             continue  # reported where a node uses it
         if "kind" not in template:
             problems += [
-                Problem(f"unknown field '{key}' (no node kind has it).", file=path, line=where.line("templates", name, key),
-                        field=f"templates.{name}.{key}", hint=hint_for(key) or did_you_mean(key, any_kind))
-                for key in template if key not in any_kind
+                Problem(
+                    f"unknown field '{key}' (no node kind has it).",
+                    file=path,
+                    line=where.line("templates", name, key),
+                    field=f"templates.{name}.{key}",
+                    hint=hint_for(key) or did_you_mean(key, any_kind),
+                )
+                for key in template
+                if key not in any_kind
             ]
             continue
         candidate = {**template, "name": "template"}  # a valid name: templates have none of their own
@@ -310,8 +348,14 @@ def _check_templates(templates: dict, path: Path | None, where: SourceMap) -> No
                     continue
                 problem = _problem_from_pydantic(error, {"nodes": [candidate]}, path, where)
                 key = (problem.field or "kind").split(".")[0].split("[")[0]
-                problems.append(replace(problem, node=None, field=f"templates.{name}.{problem.field or 'kind'}",
-                                        line=where.line("templates", name, key)))
+                problems.append(
+                    replace(
+                        problem,
+                        node=None,
+                        field=f"templates.{name}.{problem.field or 'kind'}",
+                        line=where.line("templates", name, key),
+                    )
+                )
     if problems:
         raise SpecError(problems)
 
@@ -330,7 +374,9 @@ def _problem_from_pydantic(error: dict, raw: dict, path: Path | None, where: Sou
     if loc and loc[0] == "nodes" and len(loc) > 1 and isinstance(loc[1], int):
         index = loc[1]
         raw_node = raw["nodes"][index] if index < len(raw.get("nodes", [])) else {}
-        node_name = str(raw_node.get("name", f"#{index + 1} (unnamed)")) if isinstance(raw_node, dict) else f"#{index + 1}"
+        node_name = (
+            str(raw_node.get("name", f"#{index + 1} (unnamed)")) if isinstance(raw_node, dict) else f"#{index + 1}"
+        )
         line_path = ["nodes", index]
         rest = loc[2:]
         kind_tag = raw_node.get("kind") if isinstance(raw_node, dict) else None
@@ -424,7 +470,15 @@ def _is_union_member(part: Any, previous: Any) -> bool:
         # A tag only right after the union field (a node's kind tag stays: it is stripped
         # later); elsewhere it is a field, e.g. a head's 'input'.
         return previous in ("augment", "optimizer")
-    return not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part) or part in ("int", "str", "float", "bool", "list", "tuple", "dict")
+    return not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part) or part in (
+        "int",
+        "str",
+        "float",
+        "bool",
+        "list",
+        "tuple",
+        "dict",
+    )
 
 
 def _merge_union_errors(errors: list[dict]) -> list[dict]:
@@ -444,7 +498,8 @@ def _merge_union_errors(errors: list[dict]) -> list[dict]:
     # A list that fits its union member but for one item (padding = ["same", -1]) is
     # reported at that item; "not a string or an integer" about the whole list is noise.
     return [
-        error for loc, error in merged.items()
+        error
+        for loc, error in merged.items()
         if not (error["union"] and any(len(other) > len(loc) and other[: len(loc)] == loc for other in merged))
     ]
 
@@ -460,7 +515,11 @@ def _owner_model(model: type[BaseModel] | None, path: list, table: Any = None) -
             return None
         table = table.get(str(part)) if isinstance(table, dict) else None
         annotation = info.annotation
-        candidates = [c for c in (annotation, *getattr(annotation, "__args__", ())) if isinstance(c, type) and issubclass(c, BaseModel)]
+        candidates = [
+            c
+            for c in (annotation, *getattr(annotation, "__args__", ()))
+            if isinstance(c, type) and issubclass(c, BaseModel)
+        ]
         model = next((c for c in candidates if _is_tagged(c, table)), candidates[0] if candidates else None)
     return model
 
@@ -512,7 +571,7 @@ def parse_spec(text: str, path: Path | None = None, name: str | None = None) -> 
     except ValidationError as exc:
         problems = [_problem_from_pydantic(e, raw, path, where) for e in _merge_union_errors(exc.errors())]
         if not named:  # the name came from the file: say so, or the user looks for a line that is not there
-            hint = "the spec has no `name`, so it is named after its file; add name = \"...\" or rename the file."
+            hint = 'the spec has no `name`, so it is named after its file; add name = "..." or rename the file.'
             problems = [replace(p, hint=hint) if p.field == "name" and p.node is None else p for p in problems]
         raise SpecError(problems) from None
     # The [data.hierarchy] tables against each other (no data needed): train and check both read
@@ -538,7 +597,8 @@ def load_spec(path: str | Path) -> Spec:
             Problem(
                 "no such file, and no built-in spec of that name.",
                 file=path,
-                hint=f"did you mean the built-in spec '{near}'?" if near
+                hint=f"did you mean the built-in spec '{near}'?"
+                if near
                 else f"check the path, or name a built-in spec (e.g. {', '.join(names[:3])}; `graphc specs` lists them).",
             )
         )

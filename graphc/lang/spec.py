@@ -21,7 +21,7 @@ import hashlib
 import keyword
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -45,19 +45,71 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # the generated forward. tests/test_compile.py checks this list against torch's.
 RESERVED_NAMES = frozenset(
     {
-        "self", "T_destination", "add_module", "add_submodule", "apply", "bfloat16", "buffers",
-        "call_super_init", "children", "code", "compile", "cpu", "cuda",
-        "delete_all_unused_submodules", "delete_submodule", "double", "dump_patches", "eval",
-        "extra_repr", "float", "forward", "get_buffer", "get_extra_state", "get_parameter",
-        "get_submodule", "graph", "half", "ipu", "load_state_dict", "meta", "modules", "mtia",
-        "named_buffers", "named_children", "named_modules", "named_parameters", "parameters",
-        "print_readable", "recompile", "register_backward_hook", "register_buffer",
-        "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
-        "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
-        "register_load_state_dict_pre_hook", "register_module", "register_parameter",
-        "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_",
-        "set_extra_state", "set_submodule", "shape_env", "share_memory", "state_dict", "to",
-        "to_empty", "to_folder", "train", "training", "type", "xpu", "zero_grad",
+        "self",
+        "T_destination",
+        "add_module",
+        "add_submodule",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "call_super_init",
+        "children",
+        "code",
+        "compile",
+        "cpu",
+        "cuda",
+        "delete_all_unused_submodules",
+        "delete_submodule",
+        "double",
+        "dump_patches",
+        "eval",
+        "extra_repr",
+        "float",
+        "forward",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "graph",
+        "half",
+        "ipu",
+        "load_state_dict",
+        "meta",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "print_readable",
+        "recompile",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook",
+        "register_module",
+        "register_parameter",
+        "register_state_dict_post_hook",
+        "register_state_dict_pre_hook",
+        "requires_grad_",
+        "set_extra_state",
+        "set_submodule",
+        "shape_env",
+        "share_memory",
+        "state_dict",
+        "to",
+        "to_empty",
+        "to_folder",
+        "train",
+        "training",
+        "type",
+        "xpu",
+        "zero_grad",
     }
 )
 
@@ -67,9 +119,7 @@ Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 def _check_name(value: str) -> str:
     if keyword.iskeyword(value) or value in RESERVED_NAMES or value.startswith("_"):
-        raise ValueError(
-            f"'{value}' is reserved (a Python keyword or an nn.Module attribute); pick another name"
-        )
+        raise ValueError(f"'{value}' is reserved (a Python keyword or an nn.Module attribute); pick another name")
     return value
 
 
@@ -114,7 +164,7 @@ class InputNode(_NodeBase):
     )
 
 
-IntPerLayer = Union[PositiveInt, list[PositiveInt]]
+IntPerLayer = PositiveInt | list[PositiveInt]
 
 
 class _Weighted(_NodeBase):
@@ -136,8 +186,10 @@ class _Weighted(_NodeBase):
     @model_validator(mode="after")
     def _unfreeze_needs_frozen(self):
         if self.unfreeze_after is not None and self.trainable:
-            raise ValueError("'unfreeze_after' unfreezes a frozen node, but this node is trainable; "
-                             "add trainable = false or remove unfreeze_after")
+            raise ValueError(
+                "'unfreeze_after' unfreezes a frozen node, but this node is trainable; "
+                "add trainable = false or remove unfreeze_after"
+            )
         return self
 
 
@@ -168,7 +220,7 @@ class ConvBlockNode(_Repeatable):
     )
     kernel: IntPerLayer = Field(default=3, description="Kernel size: one for all layers, or one per layer.")
     stride: IntPerLayer = Field(default=1, description="Stride: one for all layers, or one per layer.")
-    padding: Union[Literal["same", "valid"], NonNegativeInt, list[Union[Literal["same", "valid"], NonNegativeInt]]] = Field(
+    padding: Literal["same", "valid"] | NonNegativeInt | list[Literal["same", "valid"] | NonNegativeInt] = Field(
         default="same",
         description="'same' (output = ceil(input/stride), odd kernels), 'valid' (no padding), "
         "or pixels; one for all layers or one per layer.",
@@ -206,7 +258,7 @@ class ConvBlockNode(_Repeatable):
     )
 
     @model_validator(mode="after")
-    def _per_layer_lengths(self) -> "ConvBlockNode":
+    def _per_layer_lengths(self) -> ConvBlockNode:
         for field in ("kernel", "stride", "padding"):
             value = getattr(self, field)
             if isinstance(value, list) and len(value) != len(self.channels):
@@ -216,14 +268,18 @@ class ConvBlockNode(_Repeatable):
                 )
         if not self.channels:
             if self.pool == "none" and self.norm == "none" and self.dropout == 0:
-                raise ValueError("a conv_block with channels = [] has no convolutions, so it needs a pool, norm or dropout to do anything")
+                raise ValueError(
+                    "a conv_block with channels = [] has no convolutions, so it needs a pool, norm or dropout to do anything"
+                )
             if self.norm != "none" and self.norm_position == "post":
                 raise ValueError(
                     "norm_position = 'post' puts a norm after each convolution, but channels = [] has none; "
                     "use 'pre' (norm, activation, then pooling: the end of a pre-activation ResNet), 'after_pool' or 'before_pool'"
                 )
         if "groups" in self.model_fields_set and self.norm != "group":
-            raise ValueError(f"'groups' sets the groups of norm = \"group\", but norm is {self.norm!r}; remove it or set norm = \"group\"")
+            raise ValueError(
+                f'\'groups\' sets the groups of norm = "group", but norm is {self.norm!r}; remove it or set norm = "group"'
+            )
         return self
 
     def per_layer(self, field: str) -> list:
@@ -264,11 +320,11 @@ class ConcatNode(_NodeBase):
     )
 
     @model_validator(mode="after")
-    def _repeat_needs_sum(self) -> "ConcatNode":
+    def _repeat_needs_sum(self) -> ConcatNode:
         if self.repeat > 1 and self.mode != "sum":
             raise ValueError(
                 f"repeat on a concat repeats the residual unit a sum closes, but mode is {self.mode!r}; "
-                "set mode = \"sum\", or write the copies out"
+                'set mode = "sum", or write the copies out'
             )
         return self
 
@@ -303,7 +359,7 @@ class HeadNode(_Weighted):
 
 
 NodeSpec = Annotated[
-    Union[InputNode, ConvBlockNode, FCBlockNode, ConcatNode, HeadNode],
+    InputNode | ConvBlockNode | FCBlockNode | ConcatNode | HeadNode,
     Field(discriminator="kind"),
 ]
 NODE_CLASSES: dict[str, type[_NodeBase]] = {
@@ -375,9 +431,7 @@ class NoAugment(_Strict):
     preset: Literal["none"] = Field(description="Augmentation preset tag.")
 
 
-AugmentSpec = Annotated[
-    Union[KerasAffineAugment, FlipCropAugment, NoAugment], Field(discriminator="preset")
-]
+AugmentSpec = Annotated[KerasAffineAugment | FlipCropAugment | NoAugment, Field(discriminator="preset")]
 
 
 class Normalize(_Strict):
@@ -400,11 +454,9 @@ class SyntheticData(_Strict):
     noise: float = Field(default=0.25, ge=0.0, description="Standard deviation of the pixel noise.")
 
     @model_validator(mode="after")
-    def _groups_divide(self) -> "SyntheticData":
+    def _groups_divide(self) -> SyntheticData:
         if self.classes % self.coarse_classes:
-            raise ValueError(
-                f"coarse_classes ({self.coarse_classes}) must divide classes ({self.classes})"
-            )
+            raise ValueError(f"coarse_classes ({self.coarse_classes}) must divide classes ({self.classes})")
         return self
 
 
@@ -414,9 +466,7 @@ DATASETS = ("cifar100", "imagefolder", "synthetic")
 class DataSpec(_Strict):
     """What to train on. CLI flags (--dataset, --data-dir) override these."""
 
-    dataset: Literal["cifar100", "imagefolder", "synthetic"] = Field(
-        default="cifar100", description="Data set kind."
-    )
+    dataset: Literal["cifar100", "imagefolder", "synthetic"] = Field(default="cifar100", description="Data set kind.")
     root: str | None = Field(
         default=None,
         description="cifar100: directory holding (or to receive) cifar-100-python/; "
@@ -489,7 +539,7 @@ class SGDOptimizer(_Strict):
     weight_decay: float = Field(default=0.0, ge=0, description="L2 penalty.")
 
 
-OptimizerSpec = Annotated[Union[AdamOptimizer, AdamWOptimizer, SGDOptimizer], Field(discriminator="name")]
+OptimizerSpec = Annotated[AdamOptimizer | AdamWOptimizer | SGDOptimizer, Field(discriminator="name")]
 
 
 class ScheduleSpec(_Strict):
@@ -533,11 +583,13 @@ class GradNormWeighting(_Strict):
     head losses on the last node several heads read (from the IR), renormalised to sum to K."""
 
     name: Literal["gradnorm"] = Field(description="Loss-weighting tag: gradient normalisation.")
-    alpha: float = Field(default=1.5, ge=0, description="Asymmetry: how strongly heads that learn slower are pulled up.")
+    alpha: float = Field(
+        default=1.5, ge=0, description="Asymmetry: how strongly heads that learn slower are pulled up."
+    )
 
 
 LossWeightingSpec = Annotated[
-    Union[FixedWeighting, EqualWeighting, UncertaintyWeighting, DWAWeighting, GradNormWeighting],
+    FixedWeighting | EqualWeighting | UncertaintyWeighting | DWAWeighting | GradNormWeighting,
     Field(discriminator="name"),
 ]
 
@@ -562,9 +614,13 @@ class Monitor(_Strict):
     @classmethod
     def _train_or_val(cls, value: str) -> str:
         if value.startswith("test/"):
-            raise ValueError("the test split is only for the final evaluation, never for model selection; watch 'val/...'")
+            raise ValueError(
+                "the test split is only for the final evaluation, never for model selection; watch 'val/...'"
+            )
         if not re.fullmatch(MONITOR_PATTERN, value):
-            raise ValueError("expected 'train/METRIC', 'val/METRIC' or 'val/TASK/METRIC', e.g. 'val/loss' or 'val/fine/acc'")
+            raise ValueError(
+                "expected 'train/METRIC', 'val/METRIC' or 'val/TASK/METRIC', e.g. 'val/loss' or 'val/fine/acc'"
+            )
         return value
 
 
@@ -590,10 +646,10 @@ class TrainSpec(_Strict):
         "when omitted), equal, uncertainty, dwa or gradnorm. With the table, training rows log weight/TASK.",
     )
     early_stopping: EarlyStopping | None = Field(default=None, description="Early stopping; omitted = off.")
-    select: Monitor = Field(
-        default_factory=Monitor, description="Metric that picks the best checkpoint (best.pt)."
+    select: Monitor = Field(default_factory=Monitor, description="Metric that picks the best checkpoint (best.pt).")
+    device: str = Field(
+        default="auto", description="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:1', 'mps'."
     )
-    device: str = Field(default="auto", description="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:1', 'mps'.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto",
         description="'auto': bf16 autocast where the device multiplies bf16 natively (CUDA compute capability "
@@ -632,10 +688,12 @@ class TrainSpec(_Strict):
         "of the same name (or the one init_map names) where every shape fits; the others keep their fresh "
         "initialisation. Relative paths are relative to the working directory. --init-from sets it.",
     )
-    init_map: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Annotated[str, Field(pattern=NAME_PATTERN)]] | None = Field(
-        default=None,
-        description="With init_from: { new_node = \"source_node\" } loads a node from a source node of another name "
-        "(both must have parameters, and every shape must fit). --init-map NEW=OLD adds to it.",
+    init_map: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Annotated[str, Field(pattern=NAME_PATTERN)]] | None = (
+        Field(
+            default=None,
+            description='With init_from: { new_node = "source_node" } loads a node from a source node of another name '
+            "(both must have parameters, and every shape must fit). --init-map NEW=OLD adds to it.",
+        )
     )
 
 

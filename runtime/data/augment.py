@@ -19,7 +19,7 @@ state is easy to checkpoint.
 Host and device: everything per image that is not a pixel - the (B, 2, 3) sampling
 matrices, the crop windows - is computed on the CPU where the parameters are drawn and
 reaches the batch's device in one copy per batch (pinned and asynchronous on CUDA,
-runtime.data.batches.to_device); the device runs only the resampling itself. A GPU
+graphc.runtime.data.batches.to_device); the device runs only the resampling itself. A GPU
 never waits for the host inside augmentation, and the host makes few kernel launches.
 
 Presets (``graphc.lang.spec``):
@@ -51,15 +51,15 @@ the zero fill), so a batch in [0, 1] stays in [0, 1]; they work on normalised ba
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from graphc.errors import Problem, SpecError
 from graphc.lang.spec import AugmentSpec, FlipCropAugment, KerasAffineAugment, Normalize
-from runtime.data.batches import to_device
+from graphc.runtime.data.batches import to_device
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -72,17 +72,21 @@ def normalize_(images: torch.Tensor, normalize: Normalize) -> torch.Tensor:
     channels = images.shape[1]
     for name, values in (("mean", normalize.mean), ("std", normalize.std)):
         if len(values) not in (1, channels):
-            raise SpecError(Problem(
-                f"normalize.{name} has {len(values)} values but the images have {channels} channels.",
-                field=f"normalize.{name}", hint=f"give one value per channel ({channels}) or a single value.",
-            ))
+            raise SpecError(
+                Problem(
+                    f"normalize.{name} has {len(values)} values but the images have {channels} channels.",
+                    field=f"normalize.{name}",
+                    hint=f"give one value per channel ({channels}) or a single value.",
+                )
+            )
     mean, std = channel_stats(tuple(normalize.mean), tuple(normalize.std), images.device, images.dtype)
     return images.sub_(mean).div_(std)
 
 
 @functools.lru_cache(maxsize=16)
-def channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
-                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_stats(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(1, C, 1, 1) mean and std on ``device``: made once per device and dtype, not at every batch
     (on a GPU each would be a blocking copy). Read-only: normalize_ never writes them."""
     return tuple(torch.tensor(v, dtype=dtype).view(1, -1, 1, 1).to(device) for v in (mean, std))
@@ -112,13 +116,14 @@ class AffineParams:
     flip: torch.Tensor  # horizontal flip after the transform
 
     @staticmethod
-    def identity(batch: int) -> "AffineParams":
+    def identity(batch: int) -> AffineParams:
         zeros = torch.zeros(batch, dtype=torch.float64)
         return AffineParams(zeros, zeros, zeros, zeros, zeros + 1, zeros + 1, torch.zeros(batch, dtype=torch.bool))
 
 
-def sample_affine(spec: KerasAffineAugment, batch: int, height: int, width: int,
-                  generator: torch.Generator) -> AffineParams:
+def sample_affine(
+    spec: KerasAffineAugment, batch: int, height: int, width: int, generator: torch.Generator
+) -> AffineParams:
     """Draw Keras's random parameters for ``batch`` images, on the generator's device."""
     # One draw of 7 uniforms per image whatever the settings, so the stream is stable.
     u = torch.rand(batch, 7, generator=generator, device=generator.device, dtype=torch.float64)
@@ -184,8 +189,9 @@ def sample_crop(spec: FlipCropAugment, batch: int, generator: torch.Generator) -
     return offsets, flips & spec.flip
 
 
-def apply_crop(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int,
-               fill: str = "zeros") -> torch.Tensor:
+def apply_crop(
+    images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int, fill: str = "zeros"
+) -> torch.Tensor:
     """Pad, then copy each image's HxW window at ``offsets`` (row, col), mirrored where ``flips``."""
     b, c, h, w = images.shape
     if padding:
@@ -215,12 +221,14 @@ def make_augment(spec: AugmentSpec) -> Augment:
     ``generator`` draws the random parameters on its own device (use a CPU generator).
     """
     if isinstance(spec, KerasAffineAugment):
+
         def keras_affine(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
             b, _, h, w = images.shape
             return apply_affine(images, sample_affine(spec, b, h, w, generator), spec.fill)
 
         return keras_affine
     if isinstance(spec, FlipCropAugment):
+
         def flip_crop(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
             offsets, flips = sample_crop(spec, images.shape[0], generator)
             return apply_crop(images, offsets, flips, spec.padding, spec.fill)
@@ -231,4 +239,3 @@ def make_augment(spec: AugmentSpec) -> Augment:
         return images
 
     return none
-

@@ -1,6 +1,6 @@
 """Batches of a split on the device that trains or evaluates: where the data lives, how it gets there.
 
-A split is uint8 images and int64 labels on the CPU (runtime.data.split). On a CUDA device:
+A split is uint8 images and int64 labels on the CPU (graphc.runtime.data.split). On a CUDA device:
 
 - a split that fits - at most ``RESIDENT_SHARE`` of the GPU's free memory, as
   ``torch.cuda.mem_get_info`` reports it when the split is placed - is copied there once
@@ -17,11 +17,11 @@ one copy, pinned and asynchronous on CUDA.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 
-from runtime.data.split import Split
+from graphc.runtime.data.split import Split
 
 # A resident split may take this share of the GPU's free memory: the rest is for the model,
 # its optimiser state and the activations, most of which appear only at the first step.
@@ -85,9 +85,10 @@ def streamed(split: Split, indices: Iterable[Index], device: torch.device, pin: 
     ``device`` without waiting, each batch's copy issued before the one before it is handed out."""
     ahead: Batch | None = None
     for index in indices:
-        batch = _take(split.images, index, pin).to(device, non_blocking=pin), {
-            field: _take(labels, index, pin).to(device, non_blocking=pin) for field, labels in split.labels.items()
-        }
+        batch = (
+            _take(split.images, index, pin).to(device, non_blocking=pin),
+            {field: _take(labels, index, pin).to(device, non_blocking=pin) for field, labels in split.labels.items()},
+        )
         if ahead is not None:
             yield ahead
         ahead = batch

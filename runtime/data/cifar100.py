@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from graphc.errors import RunError
-from runtime.data.split import Split, default_data_dir
+from graphc.runtime.data.split import Split, default_data_dir
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 ARCHIVE = "cifar-100-python.tar.gz"
@@ -103,7 +103,9 @@ def fetch_cifar100(root: Path, download: bool = True) -> Path:
     try:
         if not archive.is_file():
             if not download:
-                raise RunError(f"CIFAR-100 was not found in {root} and downloading is turned off. {_how_to_get_it(root)}")
+                raise RunError(
+                    f"CIFAR-100 was not found in {root} and downloading is turned off. {_how_to_get_it(root)}"
+                )
             from torchvision.datasets.utils import download_url
 
             # Download under another name and rename once the checksum matches, so an interrupted
@@ -118,7 +120,9 @@ def fetch_cifar100(root: Path, download: bool = True) -> Path:
                 raise
             partial.replace(archive)
         else:
-            _check_md5(archive, str(archive), "Delete it and run again to download a fresh copy. " + _how_to_get_it(root))
+            _check_md5(
+                archive, str(archive), "Delete it and run again to download a fresh copy. " + _how_to_get_it(root)
+            )
         _extract(archive, root)
     except (URLError, OSError, tarfile.TarError, EOFError, RuntimeError) as exc:
         # URLError / OSError: no network, DNS failure, unwritable directory, disk full;
@@ -165,9 +169,11 @@ class _Array:
         if ok:
             _version, shape, dtype, fortran, raw = state
             ok = (
-                isinstance(shape, tuple) and 1 <= len(shape) <= 2
+                isinstance(shape, tuple)
+                and 1 <= len(shape) <= 2
                 and all(isinstance(n, int) and n >= 0 for n in shape)
-                and isinstance(dtype, _DType) and fortran in (False, 0)
+                and isinstance(dtype, _DType)
+                and fortran in (False, 0)
             )
         if not ok or not isinstance(raw, bytes) or len(raw) != prod(shape):
             raise _NotCifar("an array whose shape, type or bytes are not those of a uint8 matrix")

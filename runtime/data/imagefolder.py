@@ -47,9 +47,9 @@ from pathlib import Path
 import torch
 
 from graphc.errors import Problem, RunError, SpecError, did_you_mean
-from graphc.lang.hierarchy import hierarchy_paths, listed_twice, named_after_label, table_children
-from runtime.data.split import Split, compose, default_data_dir
 from graphc.files import atomic_write
+from graphc.lang.hierarchy import hierarchy_paths, listed_twice, named_after_label, table_children
+from graphc.runtime.data.split import Split, compose, default_data_dir
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHE_FORMAT = "graphc-imagefolder/1"
@@ -167,27 +167,38 @@ def derive_labels(
         group_of: dict[str, str] = {}
         for group in group_names:
             if not groups[group]:
-                problems.append(Problem(f"group '{group}' lists no classes.", field=where,
-                                        hint="list its classes or remove the group."))
+                problems.append(
+                    Problem(
+                        f"group '{group}' lists no classes.", field=where, hint="list its classes or remove the group."
+                    )
+                )
             for member in groups[group]:
                 if member in group_of:
                     continue  # listed twice: reported by listed_twice above
                 if member not in members:
-                    problems.append(Problem(
-                        f"group '{group}' lists class '{member}', but {root / 'train'} has no folder of that name."
-                        if child == label else f"group '{group}' lists '{member}', which is not a group of '{child}'.",
-                        field=where, hint=did_you_mean(member, members) or "check the spelling against the folders.",
-                    ))
+                    problems.append(
+                        Problem(
+                            f"group '{group}' lists class '{member}', but {root / 'train'} has no folder of that name."
+                            if child == label
+                            else f"group '{group}' lists '{member}', which is not a group of '{child}'.",
+                            field=where,
+                            hint=did_you_mean(member, members) or "check the spelling against the folders.",
+                        )
+                    )
                 else:
                     group_of[member] = group
         for name in members:
             if name not in group_of:
-                problems.append(Problem(
-                    f"class '{name}' (folder {root / 'train' / name}) is in no group; every class must be "
-                    "mapped exactly once." if child == label else
-                    f"group '{name}' of '{child}' is in no group; every {child} class must be mapped exactly once.",
-                    field=where, hint=f"add '{name}' to one of the groups: {', '.join(group_names)}.",
-                ))
+                problems.append(
+                    Problem(
+                        f"class '{name}' (folder {root / 'train' / name}) is in no group; every class must be "
+                        "mapped exactly once."
+                        if child == label
+                        else f"group '{name}' of '{child}' is in no group; every {child} class must be mapped exactly once.",
+                        field=where,
+                        hint=f"add '{name}' to one of the groups: {', '.join(group_names)}.",
+                    )
+                )
         links[(child, field)] = torch.tensor(
             [group_names.index(group_of[c]) if c in group_of else -1 for c in members], dtype=torch.int64
         )
@@ -234,8 +245,9 @@ def _decode(path: str, channels: int, size: tuple[int, int] | None, resize: bool
         data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         image = decode_image(data, mode=mode)
     except (RuntimeError, ValueError, OSError) as exc:
-        raise RunError(f"{path} cannot be decoded as an image ({str(exc).splitlines()[0]}); "
-                       "replace or delete the file.") from None
+        raise RunError(
+            f"{path} cannot be decoded as an image ({str(exc).splitlines()[0]}); replace or delete the file."
+        ) from None
     if image.dtype != torch.uint8:  # 16-bit PNG: keep the high byte
         image = (image.to(torch.int32) >> 8).to(torch.uint8)
     if size is not None and tuple(image.shape[1:]) != size:
@@ -298,7 +310,9 @@ def _write_cache(path: Path, content: dict) -> None:
     try:
         atomic_write(path, lambda f: torch.save(content, f))  # streamed: the cache can be hundreds of MB
     except OSError as exc:  # read-only home, full disk: the data is still good, just not cached
-        warnings.warn(f"could not write the image cache {path} ({exc}); images will be decoded again next time.")
+        warnings.warn(
+            f"could not write the image cache {path} ({exc}); images will be decoded again next time.", stacklevel=2
+        )
 
 
 # --------------------------------------------------------------------------- the data set
@@ -328,9 +342,13 @@ def load_imagefolder(
         # The test images must match the training images' size even when the first image set it.
         test_images = decode_all(test_paths, channels, tuple(train_images.shape[2:]), resize is not None)
         cached = {
-            "format": CACHE_FORMAT, "key": key, "classes": classes,
-            "train_images": train_images, "train_labels": torch.tensor([c for _, c in files["train"]]),
-            "test_images": test_images, "test_labels": torch.tensor([c for _, c in files["test"]]),
+            "format": CACHE_FORMAT,
+            "key": key,
+            "classes": classes,
+            "train_images": train_images,
+            "train_labels": torch.tensor([c for _, c in files["train"]]),
+            "test_images": test_images,
+            "test_labels": torch.tensor([c for _, c in files["test"]]),
         }
         _write_cache(path, cached)
 
@@ -373,14 +391,20 @@ def _options(root: str | Path, resize: tuple[int, int] | None, image_shape: tupl
     root = Path(root).expanduser().resolve()
     channels = image_shape[0] if image_shape is not None else 3
     if channels not in (1, 3):
-        raise SpecError(Problem(
-            f"the input node has {channels} channels, but image folders are read as RGB (3) or grayscale (1).",
-            field="shape", hint="set the input node's shape to [3, H, W] or [1, H, W].",
-        ))
+        raise SpecError(
+            Problem(
+                f"the input node has {channels} channels, but image folders are read as RGB (3) or grayscale (1).",
+                field="shape",
+                hint="set the input node's shape to [3, H, W] or [1, H, W].",
+            )
+        )
     if resize is not None and image_shape is not None and tuple(resize) != tuple(image_shape[1:]):
-        raise SpecError(Problem(
-            f"[data] resize = {list(resize)} but the input node's shape is {list(image_shape)}.",
-            field="resize", hint=f"set resize = {list(image_shape[1:])}.",
-        ))
+        raise SpecError(
+            Problem(
+                f"[data] resize = {list(resize)} but the input node's shape is {list(image_shape)}.",
+                field="resize",
+                hint=f"set resize = {list(image_shape[1:])}.",
+            )
+        )
     size = tuple(resize) if resize is not None else (tuple(image_shape[1:]) if image_shape is not None else None)
     return root, channels, size

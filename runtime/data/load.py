@@ -8,10 +8,10 @@ from pathlib import Path
 
 from graphc.errors import UsageError
 from graphc.lang.spec import DataSpec
-from runtime.data.cifar100 import load_cifar100, probe_cifar100
-from runtime.data.imagefolder import load_imagefolder, probe_imagefolder
-from runtime.data.split import Dataset, check_image_shape, split_pool
-from runtime.data.synthetic import make_synthetic, synthetic_class_names
+from graphc.runtime.data.cifar100 import load_cifar100, probe_cifar100
+from graphc.runtime.data.imagefolder import load_imagefolder, probe_imagefolder
+from graphc.runtime.data.split import Dataset, check_image_shape, split_pool
+from graphc.runtime.data.synthetic import make_synthetic, synthetic_class_names
 
 
 def load_dataset(

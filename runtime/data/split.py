@@ -6,14 +6,14 @@ Every data set ends up the same shape, whatever its source::
     Split(images=uint8 (N, C, H, W), labels={"fine": int64 (N,), "coarse": int64 (N,)})
 
 Images stay uint8 on the CPU (a quarter of float32's memory and transfer); the
-training loop moves a batch to its device and calls ``runtime.data.augment.to_float``
+training loop moves a batch to its device and calls ``graphc.runtime.data.augment.to_float``
 there. The sources live in their own modules:
 
-- ``runtime.data.cifar100``    the real CIFAR-100 pickles, downloaded on first use
-- ``runtime.data.imagefolder`` ROOT/{train,test}/<class>/*.png|jpg, decoded once into a cache
-- ``runtime.data.synthetic``   generated, learnable images with a fine/coarse hierarchy
+- ``graphc.runtime.data.cifar100``    the real CIFAR-100 pickles, downloaded on first use
+- ``graphc.runtime.data.imagefolder`` ROOT/{train,test}/<class>/*.png|jpg, decoded once into a cache
+- ``graphc.runtime.data.synthetic``   generated, learnable images with a fine/coarse hierarchy
 
-Each returns a training *pool* and a test split; ``runtime.data.load.load_dataset`` carves the
+Each returns a training *pool* and a test split; ``graphc.runtime.data.load.load_dataset`` carves the
 validation split out of the pool with ``data.split_seed`` (independent of the
 training seed, so every seed of an experiment sees the same validation images)
 and never touches the test split, which is for final evaluation only.
@@ -55,7 +55,7 @@ class Split:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def subset(self, index: torch.Tensor | slice) -> "Split":
+    def subset(self, index: torch.Tensor | slice) -> Split:
         """The images at ``index`` (an index tensor, a boolean mask or a slice), copied contiguous."""
         return Split(
             images=self.images[index].contiguous(),
@@ -74,7 +74,7 @@ class Dataset:
     class_names: dict[str, list[str]]  # label field -> class names in index order
     # (child field, parent field) -> int64 (n_child_classes,) child index -> parent index: one entry
     # per label hierarchy (each [data.hierarchy] table; cifar100/synthetic: fine -> coarse). Chains of
-    # them (fine -> coarse -> super) are composed by runtime.metrics.hierarchies_of.
+    # them (fine -> coarse -> super) are composed by graphc.runtime.metrics.hierarchies_of.
     hierarchy: dict[tuple[str, str], torch.Tensor]
 
     @property

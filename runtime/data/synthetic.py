@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from graphc.lang.spec import SyntheticData
-from runtime.data.split import Split
+from graphc.runtime.data.split import Split
 
 GROUP_GRID = 4  # the group pattern varies over a 4x4 grid of the image: broad shapes
 CLASS_GRID = 6  # the class pattern is a little finer

@@ -57,15 +57,16 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from graphc.errors import RunError, UsageError, did_you_mean
 from graphc.lang.builtin import specs_dir
-from runtime.runs.rundir import CONFIG, METRICS_JSONL, SUMMARY, find_runs, read_json, read_metrics
+from graphc.runtime.runs.rundir import CONFIG, METRICS_JSONL, SUMMARY, find_runs, read_json, read_metrics
 
 SPLITS = ("val", "test")
 EPOCHS = ("best", "last")
@@ -176,7 +177,8 @@ class Variant:
         """What decides the images a split's metrics are measured on: the data settings
         (not augmentation or normalisation) and the split's limit."""
         data = tuple(
-            (k, v) for k, v in self.settings
+            (k, v)
+            for k, v in self.settings
             if (k.startswith("data.") or k in ("dataset", "data_dir")) and not k.startswith(TRAINING_ONLY_DATA)
         )
         limit = "limit_val" if split == "val" else "limit_test"
@@ -263,8 +265,9 @@ def current_names(metrics: dict) -> dict:
         if match:
             prefix, child = match.groups()
             parents = [
-                k[len(prefix):].split("/")[0] for k in metrics
-                if k.startswith(prefix) and k[len(prefix):].count("/") == 1 and k.endswith(f"/acc_from_{child}")
+                k[len(prefix) :].split("/")[0]
+                for k in metrics
+                if k.startswith(prefix) and k[len(prefix) :].count("/") == 1 and k.endswith(f"/acc_from_{child}")
             ]
             if len(parents) == 1:
                 key = f"{prefix}{child}/consistency_with_{parents[0]}"
@@ -300,7 +303,10 @@ def load_run(path: Path) -> Run:
         summary = read_json(path / SUMMARY)
         if not isinstance(summary, dict):
             raise RunError(f"{path / SUMMARY}: expected a JSON object, found {type(summary).__name__}.")
-        summary = {k: current_names(v) if k in ("best", "last", "test") and isinstance(v, dict) else v for k, v in summary.items()}
+        summary = {
+            k: current_names(v) if k in ("best", "last", "test") and isinstance(v, dict) else v
+            for k, v in summary.items()
+        }
     sha = config.get("spec_sha256")
     return Run(
         path=path,
@@ -327,8 +333,10 @@ def _check_metric_values(path: Path, rows: list[dict]) -> None:
                 f"found epoch {row['epoch']!r}, split {row['split']!r}. The file is damaged."
             )
         for key, value in row.items():
-            if key not in ("epoch", "split") and value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float))
+            if (
+                key not in ("epoch", "split")
+                and value is not None
+                and (isinstance(value, bool) or not isinstance(value, (int, float)))
             ):
                 raise RunError(f"{path}:{line}: '{key}' should be a number, found {value!r}. The file is damaged.")
 
@@ -338,7 +346,9 @@ def collect_runs(paths: Iterable[Path]) -> tuple[dict[Variant, list[Run]], dict[
     paths = [Path(p) for p in paths]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        raise UsageError(f"{', '.join(missing)}: no such file or directory. Pass run directories or a folder holding runs, e.g. runs/.")
+        raise UsageError(
+            f"{', '.join(missing)}: no such file or directory. Pass run directories or a folder holding runs, e.g. runs/."
+        )
     found = find_runs(paths)
     if not found:
         raise RunError(
@@ -434,12 +444,16 @@ def run_point(run: Run, split: str, epoch: str) -> Point | str:
         return Point(run, run.summary.get("best_epoch"), run.head_metrics(test))
     if run.summary is not None:
         block = run.summary.get(epoch)
-        values = {k[len("val/"):]: v for k, v in block.items() if k.startswith("val/")} if isinstance(block, dict) else {}
+        values = (
+            {k[len("val/") :]: v for k, v in block.items() if k.startswith("val/")} if isinstance(block, dict) else {}
+        )
         values = run.head_metrics(values)
         if not values and not run.summary.get("epochs_completed"):
             return f"{run.path} ended ({run.status}) before completing an epoch"
         if not values:
-            return f"{run.path} has no validation metrics in summary.json '{epoch}' (trained without a validation split?)"
+            return (
+                f"{run.path} has no validation metrics in summary.json '{epoch}' (trained without a validation split?)"
+            )
         at = run.summary.get("best_epoch") if epoch == "best" else run.summary.get("epochs_completed")
         return Point(run, at, values)
     val_rows = [r for r in run.rows if r["split"] == "val"]
@@ -575,7 +589,12 @@ def load_reported(path: Path = REPORTED_RESULTS) -> dict[str, dict]:
         for line, row in enumerate(csv.DictReader(f), start=2):
             try:
                 values = {k: float(v) for k, v in row.items() if "/" in k and v not in ("", None)}
-                table[row["spec"]] = {"model": row["model"], "epoch": int(row["epoch"]), "seeds": int(row["seeds"]), "values": values}
+                table[row["spec"]] = {
+                    "model": row["model"],
+                    "epoch": int(row["epoch"]),
+                    "seeds": int(row["seeds"]),
+                    "values": values,
+                }
             except (KeyError, TypeError, ValueError) as exc:
                 raise RunError(f"{path}:{line}: cannot read the reported results ({exc}).") from None
     return table
@@ -625,7 +644,9 @@ def build_report(
     if epoch not in EPOCHS:
         raise UsageError(f"--epoch '{epoch}': expected one of {', '.join(EPOCHS)}.")
     if split == "test" and epoch != "best":
-        raise UsageError("--split test uses the best checkpoint, the one evaluated on the test split; drop --epoch last.")
+        raise UsageError(
+            "--split test uses the best checkpoint, the one evaluated on the test split; drop --epoch last."
+        )
     groups, labels, warnings = collect_runs(paths)
     reported = load_reported(reported_path)
     notes: list[str] = []
@@ -641,7 +662,9 @@ def build_report(
                 else:
                     points.append(point)
                     if point.marked:
-                        notes.append(f"{labels[variant]} (marked *): {run.path} is in progress, counted at epoch {point.epoch}.")
+                        notes.append(
+                            f"{labels[variant]} (marked *): {run.path} is in progress, counted at epoch {point.epoch}."
+                        )
             keys = {k for p in points for k in p.values}
             stats = {k: Stat({p.run.seed: p.values[k] for p in points if k in p.values}) for k in keys}
             rows.append(Row(labels[variant], variant, groups[variant], points, stats, variant.measured_on(split)))
@@ -667,7 +690,8 @@ def build_report(
                 continue
             row.deltas = {
                 k: delta(row.stats[k], base.stats[k])
-                for k in columns if compared(k) and k in row.stats and k in base.stats and comparable(row, base, k)
+                for k in columns
+                if compared(k) and k in row.stats and k in base.stats and comparable(row, base, k)
             }
             if row.deltas:
                 (paired if all(d.paired for d in row.deltas.values()) else unpaired).append(row.label)

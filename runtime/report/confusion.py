@@ -12,8 +12,8 @@ Uses matplotlib's object API with the Agg canvas (no pyplot), as runtime/report/
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -52,8 +52,15 @@ def plot_confusion(matrix, class_names: Sequence[str], title: str, stem: Path) -
                 for predicted in range(n):
                     if counts[true, predicted]:
                         dark = share[true, predicted] > 0.5
-                        ax.text(predicted, true, str(counts[true, predicted]), ha="center", va="center",
-                                fontsize=8, color="white" if dark else "black")
+                        ax.text(
+                            predicted,
+                            true,
+                            str(counts[true, predicted]),
+                            ha="center",
+                            va="center",
+                            fontsize=8,
+                            color="white" if dark else "black",
+                        )
         for suffix in ("png", "svg"):
             path = Path(f"{stem}.{suffix}")
             fig.savefig(path, format=suffix, metadata={"Date": None} if suffix == "svg" else None)
@@ -62,7 +69,7 @@ def plot_confusion(matrix, class_names: Sequence[str], title: str, stem: Path) -
 
 
 def write_confusion(evaluation, out_dir: Path) -> list[Path]:
-    """One picture per head of a runtime.evaluate.RunEvaluation, ``OUT/<task>_confusion.{png,svg}``."""
+    """One picture per head of a graphc.runtime.evaluate.RunEvaluation, ``OUT/<task>_confusion.{png,svg}``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

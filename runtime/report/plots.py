@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from graphc.ir.metrics import DIAGNOSTIC_PREFIX, WEIGHT_PREFIX
-from runtime.report.build import Run, lower_is_better
+from graphc.runtime.report.build import Run, lower_is_better
 
 # split -> (line style, legend label, band alpha, marker, marker filled)
 STYLES = {"val": ("-", "validation", 0.18, "o", True), "train": ("--", "training", 0.08, "s", False)}
@@ -84,7 +84,7 @@ def describe(key: str) -> tuple[str, str]:
     if "/" not in key:
         return f"{key}: mean over heads", f"{key} (%)"
     if key.startswith(WEIGHT_PREFIX):
-        task = key[len(WEIGHT_PREFIX):]
+        task = key[len(WEIGHT_PREFIX) :]
         return f"{task}: loss weight in force at the end of each epoch", f"weight of the {task} loss"
     task, metric = key.split("/", 1)
     if metric == "loss":
@@ -92,10 +92,10 @@ def describe(key: str) -> tuple[str, str]:
     if metric == "acc":
         return f"{task}: accuracy", f"{task} accuracy (%)"
     if metric.startswith("acc_from_"):
-        child = metric[len("acc_from_"):]
+        child = metric[len("acc_from_") :]
         return f"{task}: accuracy of the {child} head's answer mapped to {task}", f"{key} (%)"
     if metric.startswith("consistency_with_"):
-        parent = metric[len("consistency_with_"):]
+        parent = metric[len("consistency_with_") :]
         return f"{task}: agreement of its answer with the {parent} head's (mapped)", f"{key} (%)"
     return f"{task}: {metric}", f"{key} (%)"
 
@@ -124,20 +124,47 @@ def metric_figure(groups: dict[str, list[Run]], key: str, colours: dict[str, tup
             if len(epochs) == 0:
                 continue
             all_epochs += list(epochs)
-            all_values += list(mean * scale) + list(((mean - std) * scale)[~np.isnan(std)]) + list(((mean + std) * scale)[~np.isnan(std)])
+            all_values += (
+                list(mean * scale)
+                + list(((mean - std) * scale)[~np.isnan(std)])
+                + list(((mean + std) * scale)[~np.isnan(std)])
+            )
             face = colour if filled else "white"
             if len(epochs) == 1:  # a single epoch: a marker with its spread as an error bar,
                 # dodged sideways a little so the rows' and splits' markers do not hide each other
                 dodge = (g * len(STYLES) + s - (n_series - 1) / 2) * min(0.08, 0.6 / n_series)
-                ax.errorbar(epochs + dodge, mean * scale, yerr=None if np.isnan(std[0]) else std * scale, color=colour,
-                            marker=marker, markersize=9, markerfacecolor=face, capsize=5, linestyle="none")
+                ax.errorbar(
+                    epochs + dodge,
+                    mean * scale,
+                    yerr=None if np.isnan(std[0]) else std * scale,
+                    color=colour,
+                    marker=marker,
+                    markersize=9,
+                    markerfacecolor=face,
+                    capsize=5,
+                    linestyle="none",
+                )
                 continue
-            ax.plot(epochs, mean * scale, linestyle=style, color=colour, linewidth=1.8,
-                    marker=marker if len(epochs) <= 10 else None, markersize=5, markerfacecolor=face)
+            ax.plot(
+                epochs,
+                mean * scale,
+                linestyle=style,
+                color=colour,
+                linewidth=1.8,
+                marker=marker if len(epochs) <= 10 else None,
+                markersize=5,
+                markerfacecolor=face,
+            )
             band = ~np.isnan(std)
             if band.any():
-                ax.fill_between(epochs[band], (mean - std)[band] * scale, (mean + std)[band] * scale,
-                                color=colour, alpha=alpha, linewidth=0)
+                ax.fill_between(
+                    epochs[band],
+                    (mean - std)[band] * scale,
+                    (mean + std)[band] * scale,
+                    color=colour,
+                    alpha=alpha,
+                    linewidth=0,
+                )
         running = sum(r.in_progress for r in runs)
         text = f"{label} (n={len(runs)}" + (f", {running} in progress)" if running else ")")
         row_handles.append(Line2D([], [], color=colour, linewidth=2.5, label=text))
@@ -192,8 +219,14 @@ def diagnostic_figures(groups: dict[str, list[Run]]) -> dict[str, list[tuple[str
     for runs in groups.values():
         for run in runs:
             for row in run.rows:
-                keys += [k for k in row if k.startswith(DIAGNOSTIC_PREFIX) and k not in keys and k.count("/") == 3
-                         and isinstance(row[k], (int, float))]
+                keys += [
+                    k
+                    for k in row
+                    if k.startswith(DIAGNOSTIC_PREFIX)
+                    and k not in keys
+                    and k.count("/") == 3
+                    and isinstance(row[k], (int, float))
+                ]
     figures: dict[str, list[tuple[str, list[str]]]] = {}
     for node in dict.fromkeys(k.split("/")[1] for k in keys if k.split("/")[2] in ("norm", "cos")):
         figures[f"diag_{node}"] = [
@@ -212,7 +245,9 @@ DIAGNOSTIC_PANELS = {
 }
 
 
-def diagnostic_figure(groups: dict[str, list[Run]], name: str, panels: list[tuple[str, list[str]]], colours: dict[str, tuple]):
+def diagnostic_figure(
+    groups: dict[str, list[Run]], name: str, panels: list[tuple[str, list[str]]], colours: dict[str, tuple]
+):
     """One diagnostics figure: a panel per kind of number, a line per report row (colour) and
     key (line style), the mean over seeds of the training rows; None when nothing was logged."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -230,15 +265,24 @@ def diagnostic_figure(groups: dict[str, list[Run]], name: str, panels: list[tupl
         key_handles = []
         for k, key in enumerate(keys):
             style, marker = KEY_STYLES[k % len(KEY_STYLES)]
-            key_handles.append(Line2D([], [], color="0.3", linestyle=style, marker=marker, label="/".join(key.split("/")[2:])))
+            key_handles.append(
+                Line2D([], [], color="0.3", linestyle=style, marker=marker, label="/".join(key.split("/")[2:]))
+            )
             for label, runs in groups.items():
                 epochs, mean, _ = curve(runs, "train", key)
                 if len(epochs) == 0:
                     continue
                 drawn = True
                 rows_seen[label] = colours[label]
-                ax.plot(epochs, mean, linestyle=style if len(epochs) > 1 else "none", marker=marker, color=colours[label],
-                        linewidth=1.6, markersize=5)
+                ax.plot(
+                    epochs,
+                    mean,
+                    linestyle=style if len(epochs) > 1 else "none",
+                    marker=marker,
+                    color=colours[label],
+                    linewidth=1.6,
+                    markersize=5,
+                )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if what == "norm":
             ax.set_yscale("log")
@@ -255,9 +299,18 @@ def diagnostic_figure(groups: dict[str, list[Run]], name: str, panels: list[tupl
             ax.set_xlabel("epoch (training rows; fixed diagnostic batches)")
     if not drawn:
         return None
-    fig.suptitle(("gradient diagnostics: " + name[len("diag_"):]) if name != "diag_share" else "gradient diagnostics: reuse shares")
-    fig.legend(handles=[Line2D([], [], color=c, linewidth=2.5, label=l) for l, c in rows_seen.items()],
-               loc="outside lower center", ncols=min(4, len(rows_seen)), fontsize=8, frameon=False)
+    fig.suptitle(
+        ("gradient diagnostics: " + name[len("diag_") :])
+        if name != "diag_share"
+        else "gradient diagnostics: reuse shares"
+    )
+    fig.legend(
+        handles=[Line2D([], [], color=c, linewidth=2.5, label=l) for l, c in rows_seen.items()],
+        loc="outside lower center",
+        ncols=min(4, len(rows_seen)),
+        fontsize=8,
+        frameon=False,
+    )
     return fig
 
 

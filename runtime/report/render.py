@@ -15,12 +15,12 @@ import csv
 import io
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from graphc.errors import printable
-from runtime.report.build import Delta, Report, lower_is_better
+from graphc.runtime.report.build import Delta, Report, lower_is_better
 
 ACROSS_HEADS = "across heads"  # the terminal table of metrics without a head (mean_acc)
 
@@ -63,7 +63,11 @@ def table_lines(report: Report, delta_sep: str = " ", columns: list[str] | None 
     lines = []
     for row in report.rows:
         # labels come from run directories, maybe someone else's: no terminal controls
-        name = printable(row.label) + (" *" if row.marked else "") + (" (baseline)" if row.label == report.baseline else "")
+        name = (
+            printable(row.label)
+            + (" *" if row.marked else "")
+            + (" (baseline)" if row.label == report.baseline else "")
+        )
         cells, bold = [name, str(len(row.points)), _epochs_text(row.epochs)], [False, False, False]
         for key in columns:
             stat = row.stats.get(key)
@@ -102,7 +106,9 @@ def caption(report: Report) -> str:
         "-: the row does not have that metric.",
     ]
     if any(k.endswith("/majority_acc") for k in report.columns):
-        parts.append("majority_acc: always answering the split's commonest class (a property of the split, not compared).")
+        parts.append(
+            "majority_acc: always answering the split's commonest class (a property of the split, not compared)."
+        )
     if len(report.rows) > 1:
         parts.append(
             "Bold: the best mean per column (lowest loss, highest accuracy) among the rows measured on the same images."
@@ -118,8 +124,7 @@ def caption(report: Report) -> str:
         )
     if any(r.reported for r in report.rows):
         parts.append(
-            "↳ reported: the original study's numbers (one run, after its last epoch 100; "
-            "specs/reported_results.csv)."
+            "↳ reported: the original study's numbers (one run, after its last epoch 100; specs/reported_results.csv)."
         )
     return " ".join(parts)
 
@@ -154,9 +159,14 @@ def render_csv(report: Report) -> str:
     for row in report.rows:
         epochs = row.epochs
         record: dict = {
-            "variant": printable(row.label), "spec": printable(row.spec), "spec_sha256": printable(row.variant.spec_sha256 or ""),
-            "tag": printable(row.variant.tag or ""), "n": len(row.points), "seeds": " ".join(map(str, row.seeds)),
-            "epoch_min": epochs[0] if epochs else "", "epoch_max": epochs[-1] if epochs else "",
+            "variant": printable(row.label),
+            "spec": printable(row.spec),
+            "spec_sha256": printable(row.variant.spec_sha256 or ""),
+            "tag": printable(row.variant.tag or ""),
+            "n": len(row.points),
+            "seeds": " ".join(map(str, row.seeds)),
+            "epoch_min": epochs[0] if epochs else "",
+            "epoch_max": epochs[-1] if epochs else "",
             "in_progress": sum(p.marked for p in row.points),
         }
         for key in report.columns:
@@ -168,10 +178,14 @@ def render_csv(report: Report) -> str:
             if key in row.deltas:
                 d = row.deltas[key]
                 within = d.within_sd
-                record.update({
-                    f"{key} delta": _num(d.value), f"{key} delta_sd": _num(d.sd), f"{key} paired": d.paired,
-                    f"{key} within_sd": "" if within is None else within,
-                })
+                record.update(
+                    {
+                        f"{key} delta": _num(d.value),
+                        f"{key} delta_sd": _num(d.sd),
+                        f"{key} paired": d.paired,
+                        f"{key} within_sd": "" if within is None else within,
+                    }
+                )
         writer.writerow(record)
     return buffer.getvalue()
 
@@ -193,29 +207,60 @@ def report_dict(report: Report) -> dict:
             if key not in row.stats:
                 continue
             stat = row.stats[key]
-            entry = {"mean": _json_num(stat.mean), "std": _json_num(stat.std), "n": stat.n,
-                     "by_seed": {str(s): _json_num(v) for s, v in stat.by_seed.items()}}
+            entry = {
+                "mean": _json_num(stat.mean),
+                "std": _json_num(stat.std),
+                "n": stat.n,
+                "by_seed": {str(s): _json_num(v) for s, v in stat.by_seed.items()},
+            }
             if report.best(key, row) is not None:
                 entry["best"] = report.is_best(row, key)
             if row.reported and key in row.reported["values"]:
                 entry["reported"] = row.reported["values"][key]
             if key in row.deltas:
                 d = row.deltas[key]
-                entry["delta"] = {"value": _json_num(d.value), "sd": _json_num(d.sd), "paired": d.paired, "within_sd": d.within_sd}
+                entry["delta"] = {
+                    "value": _json_num(d.value),
+                    "sd": _json_num(d.sd),
+                    "paired": d.paired,
+                    "within_sd": d.within_sd,
+                }
             metrics[key] = entry
-        rows.append({
-            "variant": row.label, "spec": row.spec, "spec_sha256": row.variant.spec_sha256, "tag": row.variant.tag,
-            "settings": dict(row.variant.settings), "measured_on": dict(row.measured),
-            "n": len(row.points), "seeds": row.seeds, "marked": row.marked,
-            "runs": [{"path": str(p.run.path), "seed": p.run.seed, "status": p.run.status,
-                      "epoch": p.epoch, "in_progress": p.marked} for p in row.points],
-            "metrics": metrics,
-            "reported": row.reported,
-        })
+        rows.append(
+            {
+                "variant": row.label,
+                "spec": row.spec,
+                "spec_sha256": row.variant.spec_sha256,
+                "tag": row.variant.tag,
+                "settings": dict(row.variant.settings),
+                "measured_on": dict(row.measured),
+                "n": len(row.points),
+                "seeds": row.seeds,
+                "marked": row.marked,
+                "runs": [
+                    {
+                        "path": str(p.run.path),
+                        "seed": p.run.seed,
+                        "status": p.run.status,
+                        "epoch": p.epoch,
+                        "in_progress": p.marked,
+                    }
+                    for p in row.points
+                ],
+                "metrics": metrics,
+                "reported": row.reported,
+            }
+        )
     return {
-        "split": report.split, "epoch": report.epoch, "std": "sample (ddof=1)", "baseline": report.baseline,
-        "columns": report.columns, "rows": rows, "caption": caption(report),
-        "notes": report.notes, "warnings": report.warnings,
+        "split": report.split,
+        "epoch": report.epoch,
+        "std": "sample (ddof=1)",
+        "baseline": report.baseline,
+        "columns": report.columns,
+        "rows": rows,
+        "caption": caption(report),
+        "notes": report.notes,
+        "warnings": report.warnings,
     }
 
 
@@ -272,11 +317,18 @@ def rich_tables(report: Report, width: int = 160) -> list:
             table = Table(title=escape(title), title_justify="left")
             for i in (0, 1, 2, *group):
                 table.add_column(
-                    escape(header[i]), justify="left" if i == 0 else "right", overflow="fold",
-                    min_width=None if i == 0 else widths[i], max_width=widths[i] if i == 0 else None, no_wrap=i != 0,
+                    escape(header[i]),
+                    justify="left" if i == 0 else "right",
+                    overflow="fold",
+                    min_width=None if i == 0 else widths[i],
+                    max_width=widths[i] if i == 0 else None,
+                    no_wrap=i != 0,
                 )
             for line in lines:
-                cells = [f"[bold]{escape(line.cells[i])}[/]" if line.bold[i] else escape(line.cells[i]) for i in (0, 1, 2, *group)]
+                cells = [
+                    f"[bold]{escape(line.cells[i])}[/]" if line.bold[i] else escape(line.cells[i])
+                    for i in (0, 1, 2, *group)
+                ]
                 table.add_row(*cells, style="dim italic" if line.reported else None)
             tables.append(table)
     return tables

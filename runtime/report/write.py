@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from graphc.errors import RunError
-from runtime.report.build import Report
-from runtime.report.plots import plot_curves
-from runtime.report.render import render_csv, render_json, render_markdown
+from graphc.runtime.report.build import Report
+from graphc.runtime.report.plots import plot_curves
+from graphc.runtime.report.render import render_csv, render_json, render_markdown
 
 
 def write_report(report: Report, out_dir: Path, json_file: bool = False) -> list[Path]:

@@ -19,8 +19,9 @@ import io
 import re
 import shlex
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from graphc.errors import RunError, UsageError
 from graphc.files import atomic_write_bytes
@@ -105,7 +106,7 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     if not all(isinstance(v, (int, float)) or v is None for v in metrics.values()):
         raise RunError(f"{path}: damaged checkpoint: its 'metrics' are not all numbers.")
     if checkpoint.get("config") is not None:
-        from runtime.runs.rundir import check_config
+        from graphc.runtime.runs.rundir import check_config
 
         check_config(checkpoint["config"], Path(f"{path} (the run's config inside it)"))
     return checkpoint
@@ -186,7 +187,7 @@ def python_rng_from_plain(state: Mapping[str, Any]) -> tuple:
 def convert_checkpoints(path: Path, output: Path | None = None, trust: bool = False) -> list[tuple[Path, bool]]:
     """``graphc convert-checkpoint``: a checkpoint file, or a run directory's last.pt and best.pt.
     Returns ``(file written, converted)`` per file; ``converted`` is False for one already current."""
-    from runtime.runs.rundir import BEST, LAST
+    from graphc.runtime.runs.rundir import BEST, LAST
 
     path = Path(path)
     if not trust:  # before looking at anything: the flag is the point
@@ -194,7 +195,9 @@ def convert_checkpoints(path: Path, output: Path | None = None, trust: bool = Fa
     if not path.is_dir():
         return [((path if output is None else Path(output)), convert_checkpoint(path, output, trust=True))]
     if output is not None:
-        raise UsageError(f"-o/--output takes one file; {path} is a directory, whose {LAST} and {BEST} are converted in place.")
+        raise UsageError(
+            f"-o/--output takes one file; {path} is a directory, whose {LAST} and {BEST} are converted in place."
+        )
     files = [path / name for name in (LAST, BEST) if (path / name).is_file()]
     if not files:
         raise RunError(f"{path}: has no {LAST} or {BEST} to convert.")
@@ -223,8 +226,18 @@ def convert_checkpoint(source: Path, dest: Path | None = None, trust: bool = Fal
     dest = source if dest is None else Path(dest)
     try:
         old = torch.load(source, map_location="cpu", weights_only=False)  # the user vouched for the file
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError,
-            ImportError, KeyError, IndexError) as exc:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        ImportError,
+        KeyError,
+        IndexError,
+    ) as exc:
         raise RunError(f"{source}: cannot be read as a checkpoint ({str(exc)[:200]!r}).") from None
     if not isinstance(old, dict) or old.get("format") not in (LEGACY_FORMAT, CHECKPOINT_FORMAT):
         raise RunError(f"{source}: not a graphc checkpoint (expected format {LEGACY_FORMAT!r}); nothing was written.")

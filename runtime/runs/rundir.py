@@ -68,9 +68,10 @@ import json
 import math
 import os
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from graphc.errors import RunError, UsageError
 from graphc.files import atomic_write_bytes, atomic_write_text
@@ -113,7 +114,7 @@ def read_json(path: Path) -> Any:
 
 def new_run_dir(root: Path, spec_name: str, seed: int) -> Path:
     """Create ``root/<spec>/<seed>-<timestamp>/`` (unique even within one second)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     base = Path(root) / spec_name
     base.mkdir(parents=True, exist_ok=True)
     for n in range(1000):
@@ -276,7 +277,9 @@ def check_output_root(root: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         where = "is a file" if existing == root else f"is under {existing}, which is a file"
-        raise UsageError(f"--out {root}: {where}, not a directory. Give a directory for the run directories (it is created if missing).")
+        raise UsageError(
+            f"--out {root}: {where}, not a directory. Give a directory for the run directories (it is created if missing)."
+        )
     try:
         check_writable(existing)
     except OSError as exc:

@@ -8,9 +8,10 @@ Export, predict and eval all load weights through here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,8 +19,8 @@ from torch import nn
 import graphc
 from graphc.errors import RunError
 from graphc.ir.graph import Graph
-from runtime.runs.checkpoint import load_checkpoint
-from runtime.runs.rundir import BEST, is_run_dir
+from graphc.runtime.runs.checkpoint import load_checkpoint
+from graphc.runtime.runs.rundir import BEST, is_run_dir
 
 if TYPE_CHECKING:
     from graphc.lang.spec import Spec
@@ -58,7 +59,7 @@ def read_checkpoint(path: Path) -> tuple[Path, dict]:
     return file, load_checkpoint(file)
 
 
-def graph_for(spec: "Spec", checkpoint: Mapping[str, Any] | None = None) -> Graph:
+def graph_for(spec: Spec, checkpoint: Mapping[str, Any] | None = None) -> Graph:
     """Build the IR; with a checkpoint, with the run's class counts (a folder data set's are known only from disk).
 
     A spec read from a run's copy (spec.toml) without a ``name`` takes its name from the
@@ -82,7 +83,9 @@ def load_trained(graph: Graph, file: Path, checkpoint: Mapping[str, Any]) -> tup
             f"Hint: use the spec the run was trained from (its run directory keeps a copy as spec.toml)."
         )
     model = graphc.compile_graph(graph, seed=0)
-    different = f" (its spec text differs: sha256 {str(sha)[:12]}... vs {graph.sha256[:12]}...)" if sha != graph.sha256 else ""
+    different = (
+        f" (its spec text differs: sha256 {str(sha)[:12]}... vs {graph.sha256[:12]}...)" if sha != graph.sha256 else ""
+    )
     state = _strip_wrappers(checkpoint.get("model") or {}, model.state_dict().keys())
     problems = _state_dict_problems(model.state_dict(), state)
     if problems:
@@ -151,12 +154,16 @@ def _state_dict_problems(expected: Mapping[str, torch.Tensor], found: Mapping[st
             )
     for key in found:
         if key not in expected:
-            problems.append(f"the checkpoint has '{key}' {list(found[key].shape)}, which spec node '{key.split('.')[0]}' does not")
+            problems.append(
+                f"the checkpoint has '{key}' {list(found[key].shape)}, which spec node '{key.split('.')[0]}' does not"
+            )
     return problems
 
 
 # Node attributes that change nothing at inference (eval mode, no gradients).
-_TRAINING_ONLY = frozenset({"loss_weight", "label_smoothing", "dropout", "reuse_gradient", "trainable", "unfreeze_after"})
+_TRAINING_ONLY = frozenset(
+    {"loss_weight", "label_smoothing", "dropout", "reuse_gradient", "trainable", "unfreeze_after"}
+)
 
 
 def _inference_changes(graph: Graph, checkpoint: Mapping[str, Any]) -> list[str]:
@@ -179,7 +186,9 @@ def _inference_changes(graph: Graph, checkpoint: Mapping[str, Any]) -> list[str]
             changes.append(f"node '{node.name}' reads {list(node.inputs)}, was {list(old.inputs)}")
         for key in sorted(set(node.attrs) | set(old.attrs)):
             if key not in _TRAINING_ONLY and node.attrs.get(key) != old.attrs.get(key):
-                changes.append(f"node '{node.name}', field '{key}': {node.attrs.get(key)!r}, was {old.attrs.get(key)!r}")
+                changes.append(
+                    f"node '{node.name}', field '{key}': {node.attrs.get(key)!r}, was {old.attrs.get(key)!r}"
+                )
     changes += [f"node '{n.name}' was removed" for n in trained if n.name not in graph]
     if graph.layers.bn_eps != trained.layers.bn_eps:
         changes.append(f"layers.bn_eps: {graph.layers.bn_eps}, was {trained.layers.bn_eps}")

@@ -6,8 +6,8 @@ reductions), ``optim`` (optimisers and schedules), ``weighting`` (``[train] loss
 ``diagnostics`` (gradient-conflict diagnostics, ``--diagnostics``) and ``sweep`` (``--jobs K``:
 runs K at a time in child processes, skipped or resumed by their identity, ``graphc sweep plan``).
 
-May import: graphc, ``runtime.data``, ``runtime.runs``, ``runtime.device``,
-``runtime.metrics``, ``runtime.evaluate``, ``runtime.report`` (a sweep's run identity is the
-report's variant). Nothing imports ``runtime.train`` but the
+May import: graphc, ``graphc.runtime.data``, ``graphc.runtime.runs``, ``graphc.runtime.device``,
+``graphc.runtime.metrics``, ``graphc.runtime.evaluate``, ``graphc.runtime.report`` (a sweep's run identity is the
+report's variant). Nothing imports ``graphc.runtime.train`` but the
 command line.
 """

@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 
@@ -42,9 +42,9 @@ from graphc.errors import RunError, UsageError
 from graphc.ir.gradients import ReusedBranch, SharedNode, reused_branches, shared_nodes
 from graphc.ir.graph import Graph
 from graphc.ir.metrics import DIAGNOSTIC_PREFIX, WEIGHT_PREFIX, diagnostic_names
-from runtime.device import autocast
-from runtime.metrics import HeadInfo, compute_loss
-from runtime.train.freeze import hold_norms
+from graphc.runtime.device import autocast
+from graphc.runtime.metrics import HeadInfo, compute_loss
+from graphc.runtime.train.freeze import hold_norms
 
 DIAGNOSTIC_BATCHES = 4  # a few batches: a steadier gradient than one, a small cost next to an epoch
 
@@ -90,7 +90,7 @@ def task_gradients(
             for n in nodes:
                 pieces = [
                     (g if g is not None else torch.zeros_like(p)).detach().reshape(-1).double()
-                    for g, p in zip(grads[k:k + len(params[n])], params[n])
+                    for g, p in zip(grads[k : k + len(params[n])], params[n])
                 ]
                 k += len(params[n])
                 vector = torch.cat(pieces)
@@ -159,10 +159,10 @@ class Diagnostics:
     seed: int
 
     def measure(self, run, logged_weights: Mapping[str, float]) -> dict[str, float]:
-        """The epoch's ``diag/...`` values for ``run`` (runtime.train.loop.Run); ``logged_weights``:
+        """The epoch's ``diag/...`` values for ``run`` (graphc.runtime.train.loop.Run); ``logged_weights``:
         the epoch's ``{weight/TASK: w}`` under a loss_weighting table (else empty: the heads'
         loss_weight). The model, its buffers and every RNG are as they were afterwards."""
-        from runtime.data.augment import normalize_, to_float
+        from graphc.runtime.data.augment import normalize_, to_float
 
         started = time.perf_counter()
         weights = {h.task: float(logged_weights.get(f"{WEIGHT_PREFIX}{h.task}", h.loss_weight)) for h in run.heads}
@@ -196,7 +196,9 @@ class Diagnostics:
         return values
 
 
-def diagnostic_images(split, batch_size: int, seed: int, tasks: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def diagnostic_images(
+    split, batch_size: int, seed: int, tasks: Sequence[str]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``DIAGNOSTIC_BATCHES`` batches' worth of training images (fewer when the split is smaller;
     a last batch of one image is dropped, as in training: batch norm needs two), drawn with
     their own generator seeded by ``seed``, and the heads' labels."""
@@ -207,19 +209,29 @@ def diagnostic_images(split, batch_size: int, seed: int, tasks: Sequence[str]) -
     return split.images[order], {t: split.labels[t][order] for t in tasks}
 
 
-def open_diagnostics(graph: Graph, split, batch_size: int, seed: int, tasks: Sequence[str]) -> tuple[Diagnostics | None, str]:
+def open_diagnostics(
+    graph: Graph, split, batch_size: int, seed: int, tasks: Sequence[str]
+) -> tuple[Diagnostics | None, str]:
     """The run's diagnostics and a note to print: what is measured, or why nothing is."""
     shared, branches = shared_nodes(graph), reused_branches(graph)
     if not shared:
         detached = [b.head for b in branches if b.detached]
-        why = (f"gradients do not flow back through the reuse of {', '.join(detached)} (reuse_gradient = false)"
-               if detached else "each node with parameters serves a single task's loss")
-        return None, f"diagnostics: nothing to measure - no node with parameters gets gradients from two tasks ({why}); nothing logged."
+        why = (
+            f"gradients do not flow back through the reuse of {', '.join(detached)} (reuse_gradient = false)"
+            if detached
+            else "each node with parameters serves a single task's loss"
+        )
+        return (
+            None,
+            f"diagnostics: nothing to measure - no node with parameters gets gradients from two tasks ({why}); nothing logged.",
+        )
     images, labels = diagnostic_images(split, batch_size, seed, tasks)
     batches = math.ceil(len(images) / batch_size)
-    note = (f"diagnostics: gradients of {', '.join(tasks)} on {len(shared)} shared node(s)"
-            + (f" and {len(branches)} reused branch(es)" if branches else "")
-            + f", each epoch on {len(images)} fixed training images ({batches} batch{'es' if batches > 1 else ''}).")
+    note = (
+        f"diagnostics: gradients of {', '.join(tasks)} on {len(shared)} shared node(s)"
+        + (f" and {len(branches)} reused branch(es)" if branches else "")
+        + f", each epoch on {len(images)} fixed training images ({batches} batch{'es' if batches > 1 else ''})."
+    )
     detached = [f"{b.head} -> {', '.join(b.detached)}" for b in branches if b.detached]
     if detached:
         note += f" No gradient flows back through {'; '.join(detached)} (reuse_gradient = false): that share is 0 by construction."
@@ -227,11 +239,13 @@ def open_diagnostics(graph: Graph, split, batch_size: int, seed: int, tasks: Seq
 
 
 def start_diagnostics(run, console) -> Diagnostics | None:
-    """The diagnostics of a run (runtime.train.loop.Run) that asks for them, in the process that
+    """The diagnostics of a run (graphc.runtime.train.loop.Run) that asks for them, in the process that
     writes the rows; prints what is measured, or why nothing is (not an error)."""
     if not run.spec.train.diagnostics or not run.world.is_main:
         return None
-    diagnostics, note = open_diagnostics(run.graph, run.dataset.train, run.spec.train.batch_size, run.spec.train.seed, run.tasks)
+    diagnostics, note = open_diagnostics(
+        run.graph, run.dataset.train, run.spec.train.batch_size, run.spec.train.seed, run.tasks
+    )
     console.print(note, markup=False, highlight=False)
     return diagnostics
 
@@ -248,18 +262,28 @@ def last_diagnostics(run_dir: Path) -> tuple[int, dict[str, float]]:
     ``graphc render --diagnostics RUN_DIR`` draws); values that are not numbers are dropped
     (the file is the run's, not ours). UsageError for a folder that is no run, RunError for a
     run that logged none."""
-    from runtime.runs import rundir
+    from graphc.runtime.runs import rundir
 
     run_dir = Path(run_dir)
     if not rundir.is_run_dir(run_dir):
-        raise UsageError(f"--diagnostics {run_dir}: not a run directory (no {rundir.METRICS_JSONL}). "
-                         "Hint: give a folder graphc train wrote, e.g. runs/<spec>/<seed>-<time>.")
-    rows = [r for r in rundir.read_metrics(run_dir) if r.get("split") == "train"
-            and any(isinstance(k, str) and k.startswith(DIAGNOSTIC_PREFIX) for k in r)]
+        raise UsageError(
+            f"--diagnostics {run_dir}: not a run directory (no {rundir.METRICS_JSONL}). "
+            "Hint: give a folder graphc train wrote, e.g. runs/<spec>/<seed>-<time>."
+        )
+    rows = [
+        r
+        for r in rundir.read_metrics(run_dir)
+        if r.get("split") == "train" and any(isinstance(k, str) and k.startswith(DIAGNOSTIC_PREFIX) for k in r)
+    ]
     if not rows:
-        raise RunError(f"{run_dir} logged no gradient diagnostics. Hint: train with --diagnostics "
-                       "([train] diagnostics = true) on a model whose nodes serve several tasks.")
+        raise RunError(
+            f"{run_dir} logged no gradient diagnostics. Hint: train with --diagnostics "
+            "([train] diagnostics = true) on a model whose nodes serve several tasks."
+        )
     last = rows[-1]
-    values = {k: float(v) for k, v in last.items() if k.startswith(DIAGNOSTIC_PREFIX)
-              and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    values = {
+        k: float(v)
+        for k, v in last.items()
+        if k.startswith(DIAGNOSTIC_PREFIX) and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     return int(last["epoch"]), values

@@ -5,7 +5,7 @@ one per GPU on CUDA (NCCL; rank r on ``cuda:r``), or N processes sharing the CPU
 cores (gloo). The launching process prepares the run directory exactly as a
 single-process run does (every check, config.json, the epoch-0 last.pt), then
 :func:`spawn` starts the workers; each rebuilds the run from that directory, as
-a resume does, and trains (runtime.train.launch.train_process)::
+a resume does, and trains (graphc.runtime.train.launch.train_process)::
 
     every process                               rank 0 only
     the same seeded batch order                 writes metrics, last.pt, best.pt, summary.json
@@ -56,11 +56,12 @@ import socket
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,7 +102,7 @@ class World:
         return index[self.rank * share : (self.rank + 1) * share]
 
     def share(self, split):
-        """This process's contiguous part of an evaluation split (a runtime.data.split.Split; no copy)."""
+        """This process's contiguous part of an evaluation split (a graphc.runtime.data.split.Split; no copy)."""
         if self.size == 1:
             return split
         n = len(split)
@@ -122,11 +123,15 @@ class World:
         # own statistics), and evaluation takes them (sync_buffers). torch >= 2.14 calls the
         # switch forward_sync_buffers (and still syncs at the start); broadcast_buffers before.
         ddp = torch.nn.parallel.DistributedDataParallel
-        switch = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else "broadcast_buffers"
+        switch = (
+            "forward_sync_buffers"
+            if "forward_sync_buffers" in inspect.signature(ddp).parameters
+            else "broadcast_buffers"
+        )
         return ddp(model, device_ids=device_ids, **{switch: False})
 
     def reduce_meter(self, meter) -> None:
-        """Sum a runtime.metrics.Meter's sums and image count over the processes (one all_reduce),
+        """Sum a graphc.runtime.metrics.Meter's sums and image count over the processes (one all_reduce),
         so that it computes the means of the whole data."""
         if self.size == 1:
             return
@@ -174,7 +179,9 @@ def check_count(nproc: int) -> None:
         raise UsageError(f"--nproc must be at least 1 (the number of training processes), got {nproc}.")
 
 
-def check(nproc: int, device: torch.device, batch_size: int, model: torch.nn.Module, sync_batchnorm: bool = False) -> None:
+def check(
+    nproc: int, device: torch.device, batch_size: int, model: torch.nn.Module, sync_batchnorm: bool = False
+) -> None:
     """``--nproc`` (or a torchrun job's processes) against the run: what would otherwise fail inside
     the processes, checked before any file."""
     check_count(nproc)
@@ -246,8 +253,11 @@ def spawn(fn: Callable[..., Any], nproc: int, device: torch.device, args: tuple 
     threads = max(1, torch.get_num_threads() // nproc)
     with tempfile.TemporaryDirectory(prefix="graphc-processes-") as outbox:
         context = torch.multiprocessing.start_processes(
-            _process, args=(fn, args, nproc, device, _free_port(), threads, outbox),
-            nprocs=nproc, join=False, start_method="spawn",
+            _process,
+            args=(fn, args, nproc, device, _free_port(), threads, outbox),
+            nprocs=nproc,
+            join=False,
+            start_method="spawn",
         )
         processes = context.processes
         try:
@@ -260,7 +270,9 @@ def spawn(fn: Callable[..., Any], nproc: int, device: torch.device, args: tuple 
     return _result(outcomes)
 
 
-def _process(rank: int, fn: Callable, args: tuple, size: int, device: torch.device, port: int, threads: int, outbox: str) -> None:
+def _process(
+    rank: int, fn: Callable, args: tuple, size: int, device: torch.device, port: int, threads: int, outbox: str
+) -> None:
     """One worker: join the process group, run ``fn`` and leave its outcome for the launcher."""
     if hasattr(os, "setpgrp"):
         os.setpgrp()  # out of the terminal's process group: Ctrl-C reaches the launcher, which tells rank 0
@@ -271,7 +283,9 @@ def _process(rank: int, fn: Callable, args: tuple, size: int, device: torch.devi
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size, timeout=timeout())
+        dist.init_process_group(
+            backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size, timeout=timeout()
+        )
         outcome = Outcome("result", fn(World(rank, size, device), *args))
     except KeyboardInterrupt:
         outcome = Outcome("interrupted")
@@ -291,7 +305,9 @@ def failure(rank: int, size: int, exc: Exception) -> str:
     lost = lost_peers(exc)
     if lost:  # gloo's "[.../pair.cc:545] Read error [127.0.0.1]:49352: Connection reset by peer. This is typically..."
         what = re.sub(r"^\[[^\]]*\]\s*", "", what).split(". ")[0]
-    message = f"training process {rank} of {size} failed: {type(exc).__name__}: {what} (at {where.filename}:{where.lineno})"
+    message = (
+        f"training process {rank} of {size} failed: {type(exc).__name__}: {what} (at {where.filename}:{where.lineno})"
+    )
     if lost:
         message += (
             ". It lost contact with the other processes: one of them has probably failed or been stopped "
@@ -317,7 +333,11 @@ def _post(outbox: Path, rank: int, outcome: Outcome) -> None:
     try:
         data = pickle.dumps(outcome)
     except Exception as exc:  # a result that cannot be pickled is a bug in fn
-        data = pickle.dumps(Outcome("error", ("RunError", f"training process {rank}: its result cannot be sent back ({exc})."), time.time()))
+        data = pickle.dumps(
+            Outcome(
+                "error", ("RunError", f"training process {rank}: its result cannot be sent back ({exc})."), time.time()
+            )
+        )
     tmp = outbox / f".{rank}.tmp"
     tmp.write_bytes(data)
     os.replace(tmp, outbox / f"{rank}.pickle")  # the launcher never reads half a file
@@ -384,8 +404,14 @@ def _silent_exit(rank: int, size: int, exitcode: int | None) -> Outcome:
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else f"signal {-exitcode}"
         why = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
-        return Outcome("error", ("RunError", f"training process {rank} of {size} was killed by {name}{why}."), time.time())
-    return Outcome("error", ("RunError", f"training process {rank} of {size} exited with code {exitcode} before reporting why."), time.time())
+        return Outcome(
+            "error", ("RunError", f"training process {rank} of {size} was killed by {name}{why}."), time.time()
+        )
+    return Outcome(
+        "error",
+        ("RunError", f"training process {rank} of {size} exited with code {exitcode} before reporting why."),
+        time.time(),
+    )
 
 
 def _result(outcomes: dict[int, Outcome]) -> Any:
@@ -416,7 +442,12 @@ def _free_port() -> int:
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # what torchrun sets for env://
 # Every variable torchrun (torch.distributed.elastic's local agent) gives its processes about the job.
 JOB_VARIABLES = LAUNCHER_VARIABLES + (
-    "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "ROLE_NAME",
 )
 TIMEOUT_VARIABLE = "GRAPHC_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0  # a collective waits this long for its peers (e.g. while rank 0 loads the data), then fails

@@ -9,14 +9,15 @@ and does not update them, so the node computes exactly what it computed in the r
 
 With ``unfreeze_after = N`` the node joins training at the start of epoch N + 1: its parameters
 enter the optimiser as a new group at the schedule's current learning rate, following the same
-schedule from there, with fresh optimiser state (``runtime.train.optim.add_param_group``), and its
+schedule from there, with fresh optimiser state (``graphc.runtime.train.optim.add_param_group``), and its
 norm layers train again. A checkpoint of epoch E holds the groups of every node unfrozen by then,
 so a resume re-creates them (:func:`unfreeze_due` with E - 1) before it loads the optimiser state.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,10 +41,14 @@ def apply_freeze(spec: Spec, nodes: Mapping[str, int | None], what: str = "--fre
     weighted = [node.name for node in spec.nodes if hasattr(node, "trainable")]
     for name in nodes:
         if name not in by_name:
-            raise UsageError(f"{what} {name}: spec '{spec.name}' has no node '{name}'. "
-                             + (did_you_mean(name, weighted) or f"Nodes with parameters: {', '.join(weighted)}."))
+            raise UsageError(
+                f"{what} {name}: spec '{spec.name}' has no node '{name}'. "
+                + (did_you_mean(name, weighted) or f"Nodes with parameters: {', '.join(weighted)}.")
+            )
         if name not in weighted:
-            raise UsageError(f"{what} {name}: '{name}' is a {by_name[name].kind} node, which has no parameters to freeze.")
+            raise UsageError(
+                f"{what} {name}: '{name}' is a {by_name[name].kind} node, which has no parameters to freeze."
+            )
     if not nodes:
         return spec
     changed = [
@@ -57,10 +62,13 @@ def plan_from_config(config: Mapping[str, Any], where: str) -> dict[str, int | N
     """config.json's ``frozen`` table (untrusted: a file), checked."""
     plan = config.get("frozen") or {}
     if not isinstance(plan, dict) or not all(
-        isinstance(k, str) and (v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)) for k, v in plan.items()
+        isinstance(k, str) and (v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0))
+        for k, v in plan.items()
     ):
-        raise UsageError(f"{where}: field 'frozen' should map node names to a positive number of epochs or null; "
-                         "the file is damaged or was edited.")
+        raise UsageError(
+            f"{where}: field 'frozen' should map node names to a positive number of epochs or null; "
+            "the file is damaged or was edited."
+        )
     return dict(plan)
 
 
@@ -85,7 +93,7 @@ def hold_norms(model: nn.Module, frozen) -> None:
 def unfreeze_due(run, completed: int) -> list[str]:
     """Unfreeze the run's frozen nodes whose ``unfreeze_after`` is at most ``completed`` epochs: their
     parameters train from now on (a new optimiser group). Returns the nodes unfrozen."""
-    from runtime.train.optim import add_param_group
+    from graphc.runtime.train.optim import add_param_group
 
     due = [name for name, after in run.frozen.items() if after is not None and after <= completed]
     if not due:

@@ -3,7 +3,7 @@
 ``train_run`` applies the CLI's overrides to a spec, loads the data, builds the
 graph against the data's label fields (so a head the data cannot serve is a
 SpecError before any training), creates the run directory and calls
-``runtime.train.loop.fit``. ``resume_run`` rebuilds a run from its directory and
+``graphc.runtime.train.loop.fit``. ``resume_run`` rebuilds a run from its directory and
 ``last.pt``. ``train_command`` runs every spec x seed one after another.
 With ``--nproc N`` both prepare the run directory as usual, then N processes
 (runtime/train/distributed.py) rebuild the run from it with ``train_process`` and train it.
@@ -17,10 +17,11 @@ import functools
 import platform
 import re
 import shlex
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from pydantic import ValidationError
@@ -28,21 +29,20 @@ from rich.console import Console
 
 import graphc
 from graphc.errors import RunError, SpecError, UsageError, did_you_mean
-from graphc.lang.spec import DATASETS, DataSpec, Spec, TrainSpec
-from graphc.ir.build import check_model_size
-from runtime import allocator
-from runtime.train import distributed, tensorboard
-from runtime.runs import rundir as runs
 from graphc.files import atomic_write_bytes, atomic_write_text
-from runtime.runs.checkpoint import load_checkpoint, save_checkpoint
-from runtime.train.distributed import World
-from runtime.device import Execution, plan_execution, resolve_device, resolve_precision
-from runtime.evaluate import input_shape, load_run_data, read_config, spec_of_run
-from runtime.train.freeze import apply_freeze, plan_from_config
-from runtime.runs.weights import resolve_checkpoint
-from runtime.train.transfer import init_from, transfer_table
-from runtime.train.loop import Run, build_run, check_run, finish, fit, make_checkpoint, restore_checkpoint
-
+from graphc.ir.build import check_model_size
+from graphc.lang.spec import DATASETS, DataSpec, Spec, TrainSpec
+from graphc.runtime import allocator
+from graphc.runtime.device import Execution, plan_execution, resolve_device, resolve_precision
+from graphc.runtime.evaluate import input_shape, load_run_data, read_config, spec_of_run
+from graphc.runtime.runs import rundir as runs
+from graphc.runtime.runs.checkpoint import load_checkpoint, save_checkpoint
+from graphc.runtime.runs.weights import resolve_checkpoint
+from graphc.runtime.train import distributed, tensorboard
+from graphc.runtime.train.distributed import World
+from graphc.runtime.train.freeze import apply_freeze, plan_from_config
+from graphc.runtime.train.loop import Run, build_run, check_run, finish, fit, make_checkpoint, restore_checkpoint
+from graphc.runtime.train.transfer import init_from, transfer_table
 
 # --------------------------------------------------------------------------- options
 
@@ -78,7 +78,11 @@ class Overrides:
         """``{"--epochs": 2, ...}`` for the flags given (what config.json records)."""
         return {
             # a list flag as the command line takes it (--freeze a,b): sweeps pass these on to their runs
-            "--" + name.replace("_", "-"): str(value) if isinstance(value, Path) else ",".join(value) if isinstance(value, tuple) else value
+            "--" + name.replace("_", "-"): str(value)
+            if isinstance(value, Path)
+            else ",".join(value)
+            if isinstance(value, tuple)
+            else value
             for name, value in self.__dict__.items()
             if value is not None and value is not False
         }
@@ -95,7 +99,9 @@ def check_overrides(overrides: Overrides) -> None:
             "digits and _ . = + , - (e.g. --tag lr0.01-long)."
         )
     if overrides.no_test and overrides.limit_test is not None:
-        raise UsageError("--no-test and --limit-test exclude each other: --no-test skips the test pass, --limit-test N shortens it.")
+        raise UsageError(
+            "--no-test and --limit-test exclude each other: --no-test skips the test pass, --limit-test N shortens it."
+        )
     if overrides.limit_test is not None and overrides.limit_test < 1:
         raise UsageError(f"--limit-test must be a positive number of images, got {overrides.limit_test}.")
 
@@ -133,10 +139,14 @@ def apply_overrides(spec: Spec, overrides: Overrides, seed: int | None = None) -
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise UsageError(f"a command-line override is invalid: {where}: {first['msg']} (got {first.get('input')!r}).") from None
+        raise UsageError(
+            f"a command-line override is invalid: {where}: {first['msg']} (got {first.get('input')!r})."
+        ) from None
     if spec.train.init_map and not spec.train.init_from:
-        raise UsageError("init_map (or --init-map) says which source node loads each node, but there is no source: "
-                         "give --init-from RUN_DIR or [train] init_from.")
+        raise UsageError(
+            "init_map (or --init-map) says which source node loads each node, but there is no source: "
+            "give --init-from RUN_DIR or [train] init_from."
+        )
     return _freeze_overrides(spec, overrides)
 
 
@@ -146,8 +156,10 @@ def _init_map(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         new, sep, old = pair.partition("=")
         if not sep or not new.strip() or not old.strip():
-            raise UsageError(f"--init-map {pair!r}: expected NEW=OLD (a node of this spec = a node of the source run), "
-                             "e.g. --init-map trunk=shared_trunk.")
+            raise UsageError(
+                f"--init-map {pair!r}: expected NEW=OLD (a node of this spec = a node of the source run), "
+                "e.g. --init-map trunk=shared_trunk."
+            )
         table[new.strip()] = old.strip()
     return table
 
@@ -158,8 +170,10 @@ def _freeze_overrides(spec: Spec, overrides: Overrides) -> Spec:
     if overrides.unfreeze_after is not None:
         frozen = [n.name for n in spec.nodes if getattr(n, "trainable", True) is False] + list(plan)
         if not frozen:
-            raise UsageError("--unfreeze-after N unfreezes frozen nodes, but none is frozen: "
-                             "add --freeze NODE ... or trainable = false in the spec.")
+            raise UsageError(
+                "--unfreeze-after N unfreezes frozen nodes, but none is frozen: "
+                "add --freeze NODE ... or trainable = false in the spec."
+            )
         plan = {name: overrides.unfreeze_after for name in frozen}
     return apply_freeze(spec, plan)
 
@@ -167,7 +181,9 @@ def _freeze_overrides(spec: Spec, overrides: Overrides) -> Spec:
 def seeds_to_run(spec: Spec, seeds: int | None, seed: int | None) -> list[int]:
     """--seed K -> [K]; --seeds N -> N seeds counting up from the spec's train.seed; neither -> [train.seed]."""
     if seeds is not None and seed is not None:
-        raise UsageError("--seeds and --seed exclude each other: --seeds N runs N seeds from the spec's seed, --seed K runs seed K.")
+        raise UsageError(
+            "--seeds and --seed exclude each other: --seeds N runs N seeds from the spec's seed, --seed K runs seed K."
+        )
     if seed is not None:
         return [seed]
     if seeds is not None:
@@ -243,11 +259,12 @@ def _plural(n: int, word: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _describe(run: Run, verb: str, nproc: int = 1, device: torch.device | None = None,
-              execution: Execution | None = None) -> str:
+def _describe(
+    run: Run, verb: str, nproc: int = 1, device: torch.device | None = None, execution: Execution | None = None
+) -> str:
     """The run's header line; ``device`` and ``execution``: the training processes' (see home_device)."""
     data = run.dataset
     device, execution = device or run.device, execution or run.execution
@@ -264,7 +281,7 @@ def _describe(run: Run, verb: str, nproc: int = 1, device: torch.device | None =
 
 def load_data(spec: Spec, limit_train: int | None, limit_val: int | None, cache: dict | None = None):
     """The spec's data set at its input shape (cached per command: seeds of one spec share it)."""
-    from runtime.data.load import load_dataset
+    from graphc.runtime.data.load import load_dataset
 
     key = (spec.data.model_dump_json(), limit_train, limit_val, input_shape(spec))
     if cache is not None and key in cache:
@@ -272,7 +289,9 @@ def load_data(spec: Spec, limit_train: int | None, limit_val: int | None, cache:
     check_model_size(spec)  # the loader allocates images of the input's shape: refuse absurd sizes first
     dataset = load_dataset(spec.data, limit_train=limit_train, limit_val=limit_val, image_shape=input_shape(spec))
     if len(dataset.train) < 2:
-        raise UsageError(f"the {dataset.name} training split has {len(dataset.train)} image(s); training needs at least 2.")
+        raise UsageError(
+            f"the {dataset.name} training split has {len(dataset.train)} image(s); training needs at least 2."
+        )
     if cache is not None:
         cache[key] = dataset
     return dataset
@@ -325,7 +344,9 @@ def train_run(
     config["memory_format"] = "channels_last" if execution.channels_last else "contiguous"
     if run.frozen:  # extension of the run contract: frozen nodes -> unfreeze_after (a resume applies it again)
         config["frozen"] = dict(run.frozen)
-    if spec.train.init_from:  # transfer: weights from another run, before the epoch-0 last.pt (runtime/train/transfer.py)
+    if (
+        spec.train.init_from
+    ):  # transfer: weights from another run, before the epoch-0 last.pt (runtime/train/transfer.py)
         transfer = init_from(run.model, graph, Path(spec.train.init_from), spec.train.init_map)
         console.print(transfer_table(transfer))
         config["init_from"] = transfer.to_config()  # the run's provenance; a resume never reads the source again
@@ -342,8 +363,20 @@ def train_run(
         return train_prepared(run, console, quiet, nproc, device)
 
 
-RESUME_FIXED = ("batch_size", "lr", "dataset", "limit_train", "limit_val", "limit_test", "no_test", "tag",
-                "init_from", "init_map", "freeze", "unfreeze_after")
+RESUME_FIXED = (
+    "batch_size",
+    "lr",
+    "dataset",
+    "limit_train",
+    "limit_val",
+    "limit_test",
+    "no_test",
+    "tag",
+    "init_from",
+    "init_map",
+    "freeze",
+    "unfreeze_after",
+)
 
 
 def resume_run(
@@ -375,7 +408,9 @@ def _resume_run(run_dir: Path, overrides: Overrides, console: Console, quiet: bo
     config = read_config(run_dir)
     last = run_dir / runs.LAST
     if not last.is_file():
-        raise RunError(f"{run_dir}: has no {runs.LAST}, so there is nothing to resume from. Start a new run with `graphc train SPEC`.")
+        raise RunError(
+            f"{run_dir}: has no {runs.LAST}, so there is nothing to resume from. Start a new run with `graphc train SPEC`."
+        )
     checkpoint = load_checkpoint(last)
     spec = spec_of_run(run_dir, config)
     if checkpoint.get("spec_sha256") != spec.sha256:
@@ -395,8 +430,15 @@ def _resume_run(run_dir: Path, overrides: Overrides, console: Console, quiet: bo
     if overrides.epochs is not None and overrides.epochs < done:
         raise UsageError(f"--epochs {overrides.epochs} is fewer than the {done} epochs {last} has already completed.")
     spec = apply_overrides(
-        spec, Overrides(epochs=overrides.epochs, device=overrides.device, data_dir=overrides.data_dir, tensorboard=overrides.tensorboard,
-                        compile=overrides.compile, diagnostics=overrides.diagnostics)
+        spec,
+        Overrides(
+            epochs=overrides.epochs,
+            device=overrides.device,
+            data_dir=overrides.data_dir,
+            tensorboard=overrides.tensorboard,
+            compile=overrides.compile,
+            diagnostics=overrides.diagnostics,
+        ),
     )
     spec = apply_freeze(spec, plan_from_config(config, str(run_dir / runs.CONFIG)))  # --freeze of the run's start
     device = resolve_device(spec.train.device)
@@ -434,7 +476,9 @@ def _resume_run(run_dir: Path, overrides: Overrides, console: Console, quiet: bo
     (run_dir / runs.SUMMARY).unlink(missing_ok=True)  # in progress again
     runs.write_json(run_dir / runs.CONFIG, config)
     execution = run.execution if nproc == 1 else plan_execution(spec.train.precision, device, run.model)
-    console.print(_describe(run, f"resuming after epoch {done}:", nproc, device, execution), markup=False, highlight=False)
+    console.print(
+        _describe(run, f"resuming after epoch {done}:", nproc, device, execution), markup=False, highlight=False
+    )
     return train_prepared(run, console, quiet, nproc, device)
 
 
@@ -454,7 +498,9 @@ def home_device(device: torch.device, nproc: int) -> torch.device:
     return device if nproc == 1 else torch.device("cpu")
 
 
-def train_prepared(run: Run, console: Console, quiet: bool, nproc: int, device: torch.device | None = None) -> RunResult:
+def train_prepared(
+    run: Run, console: Console, quiet: bool, nproc: int, device: torch.device | None = None
+) -> RunResult:
     """Train a run whose directory is ready (config.json, last.pt): here, or on ``nproc`` processes
     on ``device`` (default: the run's; rank r on cuda:i+r for cuda:i)."""
     if nproc > 1:
@@ -464,7 +510,9 @@ def train_prepared(run: Run, console: Console, quiet: bool, nproc: int, device: 
                 return job.step(train_process, device or run.device, (run.run_dir, run.monitor, quiet))
             except distributed.LostPeers as exc:
                 resume = RunResult(run.run_dir, "failed", {}).resume_command
-                raise RunError(f"{exc} {run.run_dir / runs.LAST} holds the last completed epoch; resume with:\n  {resume}") from None
+                raise RunError(
+                    f"{exc} {run.run_dir / runs.LAST} holds the last completed epoch; resume with:\n  {resume}"
+                ) from None
         return distributed.spawn(train_process, nproc, device or run.device, args=(run.run_dir, run.monitor, quiet))
     status = fit(run, console, quiet)
     return RunResult(run.run_dir, status, finish(run, status))
@@ -506,8 +554,16 @@ def train_command(
     launched = distributed.launched()
     if launched is not None and launched.size > 1 and distributed.current_job() is None:
         again = functools.partial(
-            train_command, spec_paths, seeds=seeds, seed=seed, overrides=overrides, out=out, resume=resume,
-            quiet=quiet, console=console, on_result=on_result,
+            train_command,
+            spec_paths,
+            seeds=seeds,
+            seed=seed,
+            overrides=overrides,
+            out=out,
+            resume=resume,
+            quiet=quiet,
+            console=console,
+            on_result=on_result,
         )
         return train_job(launched, again)
     console = console or Console(stderr=True)

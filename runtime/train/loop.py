@@ -33,9 +33,10 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,27 +45,39 @@ from rich.console import Console
 import graphc
 from graphc.errors import Problem, RunError, SpecError
 from graphc.ir.graph import Graph
-from graphc.lang.spec import Spec, TrainSpec
-from runtime.runs import rundir as runs
-from runtime.runs.checkpoint import (
-    load_checkpoint, numpy_rng_from_plain, numpy_rng_to_plain, python_rng_from_plain, python_rng_to_plain, save_checkpoint,
-)
-from runtime.train.distributed import SINGLE, World
-from runtime.allocator import keep_freed_memory
-from runtime.device import Execution, autocast, configure_matmul, plan_execution
-from runtime.evaluate import eval_batch_size, evaluate
 from graphc.ir.metrics import WEIGHT_PREFIX, monitor_problem, watchable_metrics, weight_metrics
-from runtime.metrics import (
-    Confusion, HeadInfo, Hierarchy, Meter, compute_loss, heads_of, hierarchies_of, label_fields, logged_weights,
-    metric_names, reweight_loss,
+from graphc.lang.spec import Spec, TrainSpec
+from graphc.runtime.allocator import keep_freed_memory
+from graphc.runtime.device import Execution, autocast, configure_matmul, plan_execution
+from graphc.runtime.evaluate import eval_batch_size, evaluate
+from graphc.runtime.metrics import (
+    Confusion,
+    HeadInfo,
+    Hierarchy,
+    Meter,
+    compute_loss,
+    heads_of,
+    hierarchies_of,
+    label_fields,
+    logged_weights,
+    metric_names,
+    reweight_loss,
 )
-from runtime.train.freeze import freeze, freeze_plan, hold_norms, unfreeze_due
-from runtime.train.optim import load_optimizer_state, make_optimizer, make_scheduler
-from runtime.train.weighting import Weighting, make_weighting
-from runtime.train.diagnostics import diagnostic_metrics, start_diagnostics
-from runtime.train.progress import EpochProgress, epoch_line, live_stats
-
-
+from graphc.runtime.runs import rundir as runs
+from graphc.runtime.runs.checkpoint import (
+    load_checkpoint,
+    numpy_rng_from_plain,
+    numpy_rng_to_plain,
+    python_rng_from_plain,
+    python_rng_to_plain,
+    save_checkpoint,
+)
+from graphc.runtime.train.diagnostics import diagnostic_metrics, start_diagnostics
+from graphc.runtime.train.distributed import SINGLE, World
+from graphc.runtime.train.freeze import freeze, freeze_plan, hold_norms, unfreeze_due
+from graphc.runtime.train.optim import load_optimizer_state, make_optimizer, make_scheduler
+from graphc.runtime.train.progress import EpochProgress, epoch_line, live_stats
+from graphc.runtime.train.weighting import Weighting, make_weighting
 
 # --------------------------------------------------------------------------- one run's state
 
@@ -76,7 +89,7 @@ class Run:
     run_dir: Path
     spec: Spec
     graph: Graph
-    dataset: Any  # runtime.data.split.Dataset
+    dataset: Any  # graphc.runtime.data.split.Dataset
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -92,7 +105,9 @@ class Run:
     monitor: dict = field(default_factory=dict)
     session_start: float = field(default_factory=time.perf_counter)
     wall_before: float = 0.0  # seconds spent in earlier sessions of this run (before a resume)
-    resident: dict = field(default_factory=dict)  # "train", "val": each split where its batches are gathered (placed_split)
+    resident: dict = field(
+        default_factory=dict
+    )  # "train", "val": each split where its batches are gathered (placed_split)
     world: World = SINGLE  # this process's place among the processes training the run
     ddp: torch.nn.Module | None = None  # the model in DistributedDataParallel, when there are several
     diverged: dict | None = None  # where the loss stopped being finite (summary.json "diverged")
@@ -100,8 +115,12 @@ class Run:
     compiled: Callable | None = None  # torch.compile of the model, once checked against eager (compile_model)
     compile_proven: bool = False  # a compiled training step has run: no more falling back to eager
     console: Console | None = None  # where fit prints (compile notes from inside a step)
-    frozen: dict = field(default_factory=dict)  # node -> unfreeze_after (or None): nodes frozen now (runtime/train/freeze.py)
-    weighting: Weighting | None = None  # [train] loss_weighting (runtime/train/weighting.py); None: loss_weight, as before
+    frozen: dict = field(
+        default_factory=dict
+    )  # node -> unfreeze_after (or None): nodes frozen now (runtime/train/freeze.py)
+    weighting: Weighting | None = (
+        None  # [train] loss_weighting (runtime/train/weighting.py); None: loss_weight, as before
+    )
 
     def wall_time(self) -> float:
         return self.wall_before + time.perf_counter() - self.session_start
@@ -149,7 +168,7 @@ def build_run(
     run_dir: Path, spec: Spec, graph: Graph, dataset, device: torch.device, config: dict, world: World = SINGLE
 ) -> Run:
     """Model, optimiser, schedule and generators of a run, freshly seeded (the same on every process)."""
-    from runtime.data.augment import make_augment
+    from graphc.runtime.data.augment import make_augment
 
     keep_freed_memory()  # every batch reuses the last one's pages (runtime/allocator.py)
     seed = spec.train.seed
@@ -167,7 +186,9 @@ def build_run(
     weighting = make_weighting(spec, graph, model, heads, device, world)
     if weighting is not None and weighting.parameters():  # learned weights: the same optimiser, no weight decay
         optimizer.add_param_group({"params": weighting.parameters(), "weight_decay": 0.0})
-    scheduler = make_scheduler(optimizer, spec.train, steps_per_epoch(len(dataset.train), spec.train.batch_size, world.size))
+    scheduler = make_scheduler(
+        optimizer, spec.train, steps_per_epoch(len(dataset.train), spec.train.batch_size, world.size)
+    )
     return Run(
         run_dir=run_dir,
         spec=spec,
@@ -197,8 +218,11 @@ def check_monitors(run: Run) -> None:
     """train.select and train.early_stopping must name metrics this run will log."""
     # build_graph checked them against the same names (graphc.ir.metrics); only the data can tell
     # that a small pool leaves no validation images.
-    available = watchable_metrics(metric_names(run.heads, run.hierarchies), validation=len(run.dataset.val) > 0,
-                                  train_only=weight_metrics(run.tasks, run.spec.train.loss_weighting) + diagnostic_metrics(run))
+    available = watchable_metrics(
+        metric_names(run.heads, run.hierarchies),
+        validation=len(run.dataset.val) > 0,
+        train_only=weight_metrics(run.tasks, run.spec.train.loss_weighting) + diagnostic_metrics(run),
+    )
     watched = [("select", run.spec.train.select)]
     if run.spec.train.early_stopping is not None:
         watched.append(("early_stopping", run.spec.train.early_stopping))
@@ -215,10 +239,14 @@ def check_run(run: Run) -> None:
     if run.spec.train.batch_size < 2:  # BatchNorm1d cannot normalise over a single image while training
         norms = [name for name, m in run.model.named_modules() if isinstance(m, torch.nn.BatchNorm1d)]
         if norms:
-            raise SpecError(Problem(
-                f"is 1, but node '{norms[0].split('.')[0]}' has batch norm, which needs at least 2 images per training batch.",
-                file=run.spec.source, field="train.batch_size", hint="set train.batch_size (or --batch-size) to 2 or more.",
-            ))
+            raise SpecError(
+                Problem(
+                    f"is 1, but node '{norms[0].split('.')[0]}' has batch norm, which needs at least 2 images per training batch.",
+                    file=run.spec.source,
+                    field="train.batch_size",
+                    hint="set train.batch_size (or --batch-size) to 2 or more.",
+                )
+            )
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -294,7 +322,9 @@ def restore_checkpoint(run: Run, checkpoint: dict, path: Path) -> None:
         if run.weighting is not None:
             run.weighting.load_state_dict(checkpoint["weighting"])
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise RunError(f"{path}: does not fit this run's model ({str(exc).splitlines()[0]}); it is damaged or from another spec.") from None
+        raise RunError(
+            f"{path}: does not fit this run's model ({str(exc).splitlines()[0]}); it is damaged or from another spec."
+        ) from None
 
 
 @contextlib.contextmanager
@@ -324,8 +354,14 @@ class Diverged(Exception):
         self.epoch, self.split, self.value, self.step, self.steps = epoch, split, value, step, steps
 
     def to_dict(self, lr: float) -> dict:
-        return {"epoch": self.epoch, "step": self.step, "steps": self.steps, "split": self.split,
-                "loss": str(self.value), "lr": lr}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "steps": self.steps,
+            "split": self.split,
+            "loss": str(self.value),
+            "lr": lr,
+        }
 
 
 def train_step(run: Run, x: torch.Tensor, labels: dict[str, torch.Tensor]):
@@ -391,12 +427,18 @@ def compile_model(run: Run, x: torch.Tensor) -> None:
     )
     tolerance = COMPILE_TOLERANCE[run.precision]
     if not difference <= tolerance:  # NaN disagrees too
-        say(run, f"torch.compile's model differs from eager on the first batch by {difference:.2g} "
-                 f"(relative; tolerance {tolerance:g} in {run.precision}); training in eager mode.")
+        say(
+            run,
+            f"torch.compile's model differs from eager on the first batch by {difference:.2g} "
+            f"(relative; tolerance {tolerance:g} in {run.precision}); training in eager mode.",
+        )
         return
     run.compiled = compiled
-    say(run, f"torch.compile: matches eager on the first batch (relative difference {difference:.2g}); "
-             f"checked in {time.perf_counter() - started:.1f} s; the training graph compiles in the first step.")
+    say(
+        run,
+        f"torch.compile: matches eager on the first batch (relative difference {difference:.2g}); "
+        f"checked in {time.perf_counter() - started:.1f} s; the training graph compiles in the first step.",
+    )
 
 
 def compile_error(exc: Exception) -> str:
@@ -422,7 +464,7 @@ def first_compiled_step(run: Run, x: torch.Tensor, labels: dict[str, torch.Tenso
 
 def first_batch(run: Run) -> torch.Tensor:
     """The first training batch as the model sees it, without augmentation (for compile_model)."""
-    from runtime.data.augment import normalize_, to_float
+    from graphc.runtime.data.augment import normalize_, to_float
 
     images = run.dataset.train.images[: run.spec.train.batch_size].to(run.device)
     x = to_float(images, None)
@@ -432,8 +474,8 @@ def first_batch(run: Run) -> torch.Tensor:
 def placed_split(run: Run, name: str, split, share: bool = False):
     """``split`` (only the label fields the run reads; with ``share``, this process's part of it)
     where its batches are gathered, kept under ``name`` for the run: on the GPU when it fits there
-    (copied once), else on the CPU, streamed through pinned memory (runtime.data.batches)."""
-    from runtime.data.batches import place
+    (copied once), else on the CPU, streamed through pinned memory (graphc.runtime.data.batches)."""
+    from graphc.runtime.data.batches import place
 
     if name not in run.resident:
         run.resident[name] = place(run.world.share(split) if share else split, run.device, run.fields)
@@ -442,15 +484,17 @@ def placed_split(run: Run, name: str, split, share: bool = False):
 
 def train_epoch(run: Run, epoch: int, progress: EpochProgress) -> tuple[dict[str, float], float, float]:
     """One pass over the training split in a fresh seeded order: ``(metrics, images/s, lr)``."""
-    from runtime.data.augment import normalize_, to_float
-    from runtime.data.batches import gather, to_device
+    from graphc.runtime.data.augment import normalize_, to_float
+    from graphc.runtime.data.batches import gather, to_device
 
     device = run.device
     split = placed_split(run, "train", run.dataset.train)
     # The epoch's order goes where the batches are gathered in one copy, not one copy per step.
     order = to_device(torch.randperm(len(split), generator=run.shuffle_rng), split.images.device)  # (N,)
     steps = steps_per_epoch(len(split), run.spec.train.batch_size, run.world.size)
-    batches = [run.world.shard(index) for index in order.split(run.spec.train.batch_size)[:steps]]  # this process's shares
+    batches = [
+        run.world.shard(index) for index in order.split(run.spec.train.batch_size)[:steps]
+    ]  # this process's shares
     run.world.reseed(run.augment_rng, run.spec.train.seed, epoch)  # processes other than rank 0: their own draws
 
     run.model.train()
@@ -471,7 +515,9 @@ def train_epoch(run: Run, epoch: int, progress: EpochProgress) -> tuple[dict[str
         meter.update(outputs, y, total, parts)
         live = meter.peek() if progress.due() else None  # never waits for a GPU (Meter.peek)
         if live is not None:
-            progress.advance(step, live_stats(live, run.tasks, meter.count * run.world.size / (time.perf_counter() - start)))
+            progress.advance(
+                step, live_stats(live, run.tasks, meter.count * run.world.size / (time.perf_counter() - start))
+            )
         else:
             progress.advance(step)
     run.world.reduce_meter(meter)  # the sums over every process's share
@@ -485,8 +531,9 @@ def train_epoch(run: Run, epoch: int, progress: EpochProgress) -> tuple[dict[str
     return metrics, meter.count / max(seconds, 1e-9), lr
 
 
-def evaluate_split(run: Run, split, shared: bool = False, confusion: Confusion | None = None,
-                   keep: str | None = None) -> dict[str, float]:
+def evaluate_split(
+    run: Run, split, shared: bool = False, confusion: Confusion | None = None, keep: str | None = None
+) -> dict[str, float]:
     """The run's model on a split, in eval mode, as the run trains it (device, precision, normalisation),
     in batches of ``eval_batch_size``.
 
@@ -505,9 +552,16 @@ def evaluate_split(run: Run, split, shared: bool = False, confusion: Confusion |
     elif reduce is not None:
         split = run.world.share(split)
     return evaluate(
-        run.model, split, run.heads, run.hierarchies, device=run.device,
-        precision=run.precision, normalize=run.spec.data.normalize,
-        batch_size=eval_batch_size(run.spec.train.batch_size), reduce=reduce, confusion=confusion,
+        run.model,
+        split,
+        run.heads,
+        run.hierarchies,
+        device=run.device,
+        precision=run.precision,
+        normalize=run.spec.data.normalize,
+        batch_size=eval_batch_size(run.spec.train.batch_size),
+        reduce=reduce,
+        confusion=confusion,
     )
 
 
@@ -553,21 +607,36 @@ def fit(run: Run, console: Console, quiet: bool = False) -> str:
             epoch = run.epoch + 1
             unfrozen = unfreeze_due(run, run.epoch)
             if unfrozen:
-                console.print(f"unfreezing {', '.join(unfrozen)} after epoch {run.epoch}: "
-                              f"{sum(run.graph[n].num_params for n in unfrozen):,} parameters join training",
-                              markup=False, highlight=False)
+                console.print(
+                    f"unfreezing {', '.join(unfrozen)} after epoch {run.epoch}: "
+                    f"{sum(run.graph[n].num_params for n in unfrozen):,} parameters join training",
+                    markup=False,
+                    highlight=False,
+                )
             started = time.perf_counter()
             train_metrics, images_per_s, lr = train_epoch(run, epoch, progress)
             weights = epoch_weights(run, train_metrics)
-            val_metrics = evaluate_split(run, run.dataset.val, shared=True, keep="val") if len(run.dataset.val) else None
+            val_metrics = (
+                evaluate_split(run, run.dataset.val, shared=True, keep="val") if len(run.dataset.val) else None
+            )
             if val_metrics is not None:  # the loss with the epoch's weights, as the train row's
-                reweight_loss(val_metrics, run.weighting and run.weighting.name,
-                              {k[len(WEIGHT_PREFIX):]: w for k, w in weights.items()})
+                reweight_loss(
+                    val_metrics,
+                    run.weighting and run.weighting.name,
+                    {k[len(WEIGHT_PREFIX) :]: w for k, w in weights.items()},
+                )
             if val_metrics is not None and not math.isfinite(val_metrics["loss"]):
                 raise Diverged(epoch, "val", val_metrics["loss"])
             seconds = time.perf_counter() - started
-            train_row = {"epoch": epoch, "split": "train", **train_metrics, **weights,
-                         "lr": lr, "images_per_s": images_per_s, "time_s": seconds}
+            train_row = {
+                "epoch": epoch,
+                "split": "train",
+                **train_metrics,
+                **weights,
+                "lr": lr,
+                "images_per_s": images_per_s,
+                "time_s": seconds,
+            }
             if diagnostics is not None:  # after time_s: its own time is diag/time_s
                 train_row.update(diagnostics.measure(run, weights))
             rows = [train_row] + ([{"epoch": epoch, "split": "val", **val_metrics}] if val_metrics else [])
@@ -581,14 +650,17 @@ def fit(run: Run, console: Console, quiet: bool = False) -> str:
                     if board is not None:
                         board.metrics(rows)
                     # Serialised once: a best epoch's last.pt and best.pt are the same bytes.
-                    save_checkpoint([run.run_dir / runs.LAST] + ([run.run_dir / runs.BEST] if is_best else []),
-                                    make_checkpoint(run, flat))
+                    save_checkpoint(
+                        [run.run_dir / runs.LAST] + ([run.run_dir / runs.BEST] if is_best else []),
+                        make_checkpoint(run, flat),
+                    )
             note = "best" if is_best else ""
             if run.monitor["stopped"]:
                 note = (note + "  early stop").strip()
             console.print(
                 epoch_line(epoch, run.epochs, train_metrics, val_metrics, run.tasks, seconds, images_per_s, note),
-                markup=False, highlight=False,
+                markup=False,
+                highlight=False,
             )
     except KeyboardInterrupt:
         progress.stop()
@@ -603,7 +675,7 @@ def fit(run: Run, console: Console, quiet: bool = False) -> str:
     except torch.cuda.OutOfMemoryError:
         progress.stop()
         batch = run.spec.train.batch_size
-        raise RunError(  # not the data: a split that does not fit stays on the CPU (runtime.data.batches)
+        raise RunError(  # not the data: a split that does not fit stays on the CPU (graphc.runtime.data.batches)
             f"out of GPU memory in epoch {run.epoch + 1} with batch size {batch} on {run.device} "
             f"(evaluation batches: {eval_batch_size(batch)} images). {run.run_dir / runs.LAST} holds epoch {run.epoch}. "
             "Hint: train again with a smaller --batch-size, or resume on another device (--resume with --device)."
@@ -628,7 +700,7 @@ def open_board(run: Run):
     """TensorBoard logging (runtime/train/tensorboard.py) when the spec asks for it, in the writing process."""
     if not run.spec.train.tensorboard or not run.world.is_main:
         return None
-    from runtime.train.tensorboard import Board
+    from graphc.runtime.train.tensorboard import Board
 
     return Board(run.run_dir, resumed_after=run.epoch)
 
@@ -653,7 +725,11 @@ def finish(run: Run, status: str) -> dict:
 
     def metrics_of(epoch: int | None) -> dict:
         return {
-            f"{r['split']}/{k}": v for r in rows if r["epoch"] == epoch for k, v in r.items() if k not in ("epoch", "split")
+            f"{r['split']}/{k}": v
+            for r in rows
+            if r["epoch"] == epoch
+            for k, v in r.items()
+            if k not in ("epoch", "split")
         }
 
     test = None

@@ -8,7 +8,7 @@ pure function of the step makes resume exact.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -42,11 +42,17 @@ def make_optimizer(parameters: Iterable[torch.nn.Parameter], train: TrainSpec) -
         # Keras-style Adam: L2 weight decay added to the gradient; eps is the spec's (reference 1e-7).
         return torch.optim.Adam(params, lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay, **fused)
     if isinstance(opt, AdamWOptimizer):
-        return torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay, **fused)
+        return torch.optim.AdamW(
+            params, lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay, **fused
+        )
     if isinstance(opt, SGDOptimizer):
         return torch.optim.SGD(
-            params, lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov and opt.momentum > 0,
-            weight_decay=opt.weight_decay, **fused,
+            params,
+            lr=opt.lr,
+            momentum=opt.momentum,
+            nesterov=opt.nesterov and opt.momentum > 0,
+            weight_decay=opt.weight_decay,
+            **fused,
         )
     raise AssertionError(f"unknown optimiser {opt!r}")
 
@@ -58,8 +64,12 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     groups = state.get("param_groups")
     if isinstance(groups, list) and len(groups) == len(optimizer.param_groups):
         kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
-        state = {**state, "param_groups": [{**saved, **ours} if isinstance(saved, dict) else saved
-                                           for saved, ours in zip(groups, kernels)]}
+        state = {
+            **state,
+            "param_groups": [
+                {**saved, **ours} if isinstance(saved, dict) else saved for saved, ours in zip(groups, kernels)
+            ],
+        }
     optimizer.load_state_dict(state)
 
 

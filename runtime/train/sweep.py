@@ -31,9 +31,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from rich.console import Console
@@ -43,11 +43,11 @@ from rich.table import Table
 import graphc
 from graphc.errors import RunError, UsageError, printable
 from graphc.lang.spec import Spec
-from runtime.report.build import Run as ReportRun
-from runtime.report.build import Variant, load_run, variant_settings
-from runtime.runs import rundir as runs
-from runtime.train import distributed
-from runtime.train.launch import RESUME_FIXED, Overrides, apply_overrides, check_overrides, seeds_to_run
+from graphc.runtime.report.build import Run as ReportRun
+from graphc.runtime.report.build import Variant, load_run, variant_settings
+from graphc.runtime.runs import rundir as runs
+from graphc.runtime.train import distributed
+from graphc.runtime.train.launch import RESUME_FIXED, Overrides, apply_overrides, check_overrides, seeds_to_run
 
 LOGS = "sweep-logs"  # under --out: one log per run (no config.json there, so graphc report ignores it)
 FINISHED = ("completed", "early_stopped")
@@ -93,7 +93,7 @@ class Job:
 
 def variant_of(spec: Spec, overrides: Overrides) -> Variant:
     """The variant a run of ``spec`` (overrides applied) will have: the fields of config.json that
-    runtime.report's ``variant_settings`` reads, filled as launch.train_run fills them."""
+    graphc.runtime.report's ``variant_settings`` reads, filled as launch.train_run fills them."""
     config = {
         "train": spec.train.model_dump(mode="json"),
         "data": spec.data.model_dump(mode="json"),
@@ -172,10 +172,19 @@ def plan_sweep(
                 continue
             planned.add((variant, run_seed))
             action, run_dir = _action(before.get((variant, run_seed), []))
-            jobs.append(Job(
-                str(spec_arg), run_spec.name, run_seed, variant, run_spec.train.select.metric,
-                run_spec.train.epochs, on_cuda, action, run_dir,
-            ))
+            jobs.append(
+                Job(
+                    str(spec_arg),
+                    run_spec.name,
+                    run_seed,
+                    variant,
+                    run_spec.train.select.metric,
+                    run_spec.train.epochs,
+                    on_cuda,
+                    action,
+                    run_dir,
+                )
+            )
     return jobs
 
 
@@ -203,12 +212,30 @@ def plan_commands(jobs: list[Job], overrides: Overrides, out: Path) -> list[dict
     (``--jobs 1``): run twice, or after an interruption, it skips or resumes rather than repeats."""
     rows = []
     for job in jobs:
-        argv = ["graphc", "train", job.spec_arg, "--seed", str(job.seed), "--out", str(out), *flag_args(overrides), "--jobs", "1"]
-        rows.append({
-            "spec": job.spec_arg, "name": job.name, "seed": job.seed, "command": shlex.join(argv), "argv": argv,
-            # the run directory's name has the time it starts: known only for a run that exists
-            "state": job.action, "run_dir": str(job.run_dir) if job.run_dir else None,
-        })
+        argv = [
+            "graphc",
+            "train",
+            job.spec_arg,
+            "--seed",
+            str(job.seed),
+            "--out",
+            str(out),
+            *flag_args(overrides),
+            "--jobs",
+            "1",
+        ]
+        rows.append(
+            {
+                "spec": job.spec_arg,
+                "name": job.name,
+                "seed": job.seed,
+                "command": shlex.join(argv),
+                "argv": argv,
+                # the run directory's name has the time it starts: known only for a run that exists
+                "state": job.action,
+                "run_dir": str(job.run_dir) if job.run_dir else None,
+            }
+        )
     return rows
 
 
@@ -249,13 +276,15 @@ def plan_slots(jobs: list[Job], k: int, per_gpu: int = 1, nproc: int = 1) -> Slo
     concurrent, gpu_sets, note = max(1, min(k, len(to_run))), [], ""
     if any(j.on_cuda for j in to_run):
         gpus = visible_gpus()
-        blocks = [",".join(gpus[i:i + nproc]) for i in range(0, len(gpus) - nproc + 1, nproc)]
+        blocks = [",".join(gpus[i : i + nproc]) for i in range(0, len(gpus) - nproc + 1, nproc)]
         if not blocks:
             raise RunError(f"a run needs {nproc} GPU(s) (--nproc) but {len(gpus)} are visible (CUDA_VISIBLE_DEVICES).")
         gpu_sets = [b for _ in range(per_gpu) for b in blocks]  # spread over the GPUs first, then double up
         if concurrent > len(gpu_sets):
-            note = (f"running {len(gpu_sets)} at a time, not {concurrent}: {len(blocks)} GPU set(s) x --jobs-per-gpu {per_gpu}; "
-                    "pass a larger --jobs-per-gpu to put more runs on each GPU.")
+            note = (
+                f"running {len(gpu_sets)} at a time, not {concurrent}: {len(blocks)} GPU set(s) x --jobs-per-gpu {per_gpu}; "
+                "pass a larger --jobs-per-gpu to put more runs on each GPU."
+            )
             concurrent = len(gpu_sets)
     return Slots(concurrent, max(1, cpu_cores() // concurrent), gpu_sets, note)
 
@@ -313,7 +342,7 @@ def _error_of(log: Path) -> str:
         return f"the job ended without a message (no log at {log})"
     starts = [i for i, line in enumerate(lines) if line.startswith("error:")]
     if starts:
-        return " ".join(line.strip() for line in lines[starts[-1]:] if line.strip()).removeprefix("error:").strip()
+        return " ".join(line.strip() for line in lines[starts[-1] :] if line.strip()).removeprefix("error:").strip()
     tail = [line for line in lines if line.strip()]
     return (tail[-1].strip() if tail else "the job ended without a message") + f" (see {log})"
 
@@ -340,7 +369,9 @@ class View:
 
     def __init__(self, jobs: list[Job], console: Console, quiet: bool):
         self.jobs, self.console = jobs, console
-        self.live = Live(self.table(), console=console, auto_refresh=False) if console.is_terminal and not quiet else None
+        self.live = (
+            Live(self.table(), console=console, auto_refresh=False) if console.is_terminal and not quiet else None
+        )
         self.shown: dict[int, tuple] = {}
 
     def __enter__(self):
@@ -356,10 +387,19 @@ class View:
     @staticmethod
     def cells(job: Job) -> list[str]:
         """spec, seed, state, completed epochs, the watched metric (train.select) at the last one, images/s."""
-        metric = "" if job.metric is None else (f"{job.metric:.4f}" if job.watch.endswith("loss") else f"{job.metric:.2%}")
+        metric = (
+            "" if job.metric is None else (f"{job.metric:.4f}" if job.watch.endswith("loss") else f"{job.metric:.2%}")
+        )
         speed = "" if job.images_per_s is None else f"{job.images_per_s:,.0f}"
         state = job.state.replace("_", " ")
-        return [job.name, str(job.seed), state, f"{job.epoch}/{job.epochs}", f"{job.watch} {metric}" if metric else "", speed]
+        return [
+            job.name,
+            str(job.seed),
+            state,
+            f"{job.epoch}/{job.epochs}",
+            f"{job.watch} {metric}" if metric else "",
+            speed,
+        ]
 
     def table(self) -> Table:
         table = Table(title="sweep (epochs: completed)", title_justify="left")
@@ -462,7 +502,11 @@ def _start(job: Job, overrides: Overrides, out: Path, logs: Path, slots: Slots, 
         log.write(f"$ {shlex.join(argv)}\n")
         log.flush()
         job.process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
             preexec_fn=_no_orphans if os.name == "posix" else None,
         )
     job.state, job.started = ("resuming" if job.action == "resume" else "running"), time.perf_counter()
@@ -538,13 +582,18 @@ def sweep_command(
     slots = plan_slots(planned, jobs, jobs_per_gpu, overrides.nproc or 1)
     counts = {a: sum(j.action == a for j in planned) for a in ("new", "resume", "done", "diverged")}
     where = f"on GPUs {' | '.join(dict.fromkeys(slots.gpu_sets))}, " if slots.gpu_sets else ""
-    how = (f"; {slots.concurrent} at a time, {where}{slots.threads} CPU thread(s) each; logs in {Path(out) / LOGS}"
-           if counts["new"] + counts["resume"] else "; nothing to train")
+    how = (
+        f"; {slots.concurrent} at a time, {where}{slots.threads} CPU thread(s) each; logs in {Path(out) / LOGS}"
+        if counts["new"] + counts["resume"]
+        else "; nothing to train"
+    )
     console.print(
         f"sweep of {len(planned)} run(s) into {out}: {counts['new']} new, {counts['resume']} to resume, "
-        f"{counts['done']} skipped (finished before)" + (f", {counts['diverged']} diverged before" if counts["diverged"] else "")
+        f"{counts['done']} skipped (finished before)"
+        + (f", {counts['diverged']} diverged before" if counts["diverged"] else "")
         + how,
-        markup=False, highlight=False,
+        markup=False,
+        highlight=False,
     )
     if slots.note:
         console.print(f"note: {slots.note}", markup=False, highlight=False)

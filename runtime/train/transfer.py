@@ -6,7 +6,7 @@ batch-norm statistics) of the same shapes; otherwise it keeps its fresh initiali
 table :func:`transfer_table` prints says why. A node the map names explicitly must fit: a map that
 names an unknown node, or a node whose shapes differ, is a usage error (exit 2), never a silent skip.
 
-The source is read only through :func:`runtime.runs.weights.read_checkpoint` (``weights_only=True``,
+The source is read only through :func:`graphc.runtime.runs.weights.read_checkpoint` (``weights_only=True``,
 format graphc-checkpoint/2): a run directory means its best.pt (the epoch its run selected by
 ``train.select``, the weights eval and export use); a file such as ``RUN_DIR/last.pt`` is taken as it is.
 The new run's config.json records what was loaded from where (``init_from``); a resume continues
@@ -15,16 +15,16 @@ from the run's own last.pt and never reads the source again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from rich.table import Table
 
 from graphc.errors import UsageError, did_you_mean
 from graphc.ir.graph import Graph
-from runtime.runs.weights import _strip_wrappers, read_checkpoint
+from graphc.runtime.runs.weights import _strip_wrappers, read_checkpoint
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,8 @@ def _misfit(here: Mapping[str, torch.Tensor], there: Mapping[str, torch.Tensor])
     missing, extra = sorted(set(here) - set(there)), sorted(set(there) - set(here))
     if missing or extra:
         parts = ([f"the source lacks {', '.join(missing[:3])}"] if missing else []) + (
-            [f"the source has {', '.join(extra[:3])} too"] if extra else [])
+            [f"the source has {', '.join(extra[:3])} too"] if extra else []
+        )
         return "different layers: " + "; ".join(parts)
     return ""
 
@@ -107,8 +108,10 @@ def init_from(model: torch.nn.Module, graph: Graph, source: Path, mapping: Mappi
                 + (did_you_mean(new, weighted) or f"Its nodes with parameters: {', '.join(weighted)}.")
             )
         if new not in weighted:
-            raise UsageError(f"init_map names node '{new}', a {graph[new].kind} node, which has no parameters to load; "
-                             f"map only nodes with parameters ({', '.join(weighted)}).")
+            raise UsageError(
+                f"init_map names node '{new}', a {graph[new].kind} node, which has no parameters to load; "
+                f"map only nodes with parameters ({', '.join(weighted)})."
+            )
         if old not in found:
             raise UsageError(
                 f"init_map loads node '{new}' from '{old}', but {file} has no node '{old}' with weights. "
@@ -121,7 +124,9 @@ def init_from(model: torch.nn.Module, graph: Graph, source: Path, mapping: Mappi
                 "Map a node of the same layers and shapes, or remove the entry (the node then starts fresh)."
             )
     transfer = Transfer(
-        file=file, spec_name=checkpoint.get("spec_name"), spec_sha256=checkpoint.get("spec_sha256"),
+        file=file,
+        spec_name=checkpoint.get("spec_name"),
+        spec_sha256=checkpoint.get("spec_sha256"),
         epoch=checkpoint.get("epoch"),
     )
     used = set()
@@ -145,14 +150,19 @@ def init_from(model: torch.nn.Module, graph: Graph, source: Path, mapping: Mappi
 
 def transfer_table(transfer: Transfer) -> Table:
     """The table ``graphc train`` prints before training: each node with parameters, loaded or skipped and why."""
-    where = f"epoch {transfer.epoch} of spec '{transfer.spec_name}'" if transfer.spec_name else f"epoch {transfer.epoch}"
+    where = (
+        f"epoch {transfer.epoch} of spec '{transfer.spec_name}'" if transfer.spec_name else f"epoch {transfer.epoch}"
+    )
     table = Table(title=f"weights from {transfer.file} ({where})", title_justify="left")
     for column in ("node", "status", "from", "tensors", "why"):
         table.add_column(column, justify="right" if column == "tensors" else "left")
     for row in transfer.rows:
         table.add_row(
-            row.node, "loaded" if row.loaded else "skipped", row.source,
-            str(row.tensors) if row.loaded else "", row.reason if not row.loaded else "",
+            row.node,
+            "loaded" if row.loaded else "skipped",
+            row.source,
+            str(row.tensors) if row.loaded else "",
+            row.reason if not row.loaded else "",
         )
     if transfer.unused:
         table.caption = f"not used from the source: {', '.join(transfer.unused)}"

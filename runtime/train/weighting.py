@@ -1,6 +1,6 @@
 """Loss weighting: how a training step combines the heads' losses (``[train] loss_weighting``).
 
-With K heads and per-head mean cross-entropies L_t of a batch (runtime.metrics.compute_loss),
+With K heads and per-head mean cross-entropies L_t of a batch (graphc.runtime.metrics.compute_loss),
 each method optimises, and logs as the row's ``loss``, the total ``sum_t w_t * L_t`` with the
 weights w_t in force at that step; ``weight/TASK`` on a training row is w_t at the end of its
 epoch (after its last step), and a validation row's ``loss`` is the same sum with those weights.
@@ -53,8 +53,8 @@ import torch.distributed as dist
 from graphc.ir.graph import Graph
 from graphc.ir.weighting import gradnorm_node
 from graphc.lang.spec import Spec
-from runtime.metrics import HeadInfo
-from runtime.train.distributed import World
+from graphc.runtime.metrics import HeadInfo
+from graphc.runtime.train.distributed import World
 
 GRADNORM_FLOOR = 1e-3  # least GradNorm weight before renormalising: keeps every weight positive
 
@@ -201,8 +201,13 @@ class DWAWeighting(Weighting):
     def load_state_dict(self, state):
         super().load_state_dict(state)
         history = state["history"]
-        if not isinstance(history, list) or len(history) > 2 or not all(
-            isinstance(h, list) and len(h) == len(self.tasks) and all(isinstance(v, float) for v in h) for h in history
+        if (
+            not isinstance(history, list)
+            or len(history) > 2
+            or not all(
+                isinstance(h, list) and len(h) == len(self.tasks) and all(isinstance(v, float) for v in h)
+                for h in history
+            )
         ):
             raise ValueError("its DWA loss history is not at most two lists of one float per head")
         self.history = [list(h) for h in history]
@@ -237,13 +242,15 @@ class GradNormWeighting(Weighting):
         norms = torch.zeros(len(self.tasks), device=losses.device)  # (K,); zero: no pull on the weights
         for t in range(len(self.tasks) if shared else 0):
             grads = torch.autograd.grad(losses[t], shared, retain_graph=True, allow_unused=True)
-            flat = torch.cat([(torch.zeros_like(p) if g is None else g.detach()).flatten().float() for p, g in zip(shared, grads)])
+            flat = torch.cat(
+                [(torch.zeros_like(p) if g is None else g.detach()).flatten().float() for p, g in zip(shared, grads)]
+            )
             norms[t] = self.mean_over_processes(flat).norm()  # the gradient of the global batch's loss, as DDP's
         weights = self.task_weights.detach()
         g = weights.abs() * norms  # G_t
         ratio = whole / self.initial
         relative = ratio / ratio.mean()  # r_t
-        target = g.mean() * relative ** self.alpha
+        target = g.mean() * relative**self.alpha
         self.task_weights.grad = torch.sign(g - target) * torch.sign(weights) * norms  # dL_grad / dw_t
         logged = (weights * losses).sum()
         logged.backward()
@@ -282,8 +289,9 @@ def _vector(value, size: int, name: str) -> torch.Tensor:
     return value.float()
 
 
-def make_weighting(spec: Spec, graph: Graph, model: torch.nn.Module, heads: list[HeadInfo],
-                   device: torch.device, world: World) -> Weighting | None:
+def make_weighting(
+    spec: Spec, graph: Graph, model: torch.nn.Module, heads: list[HeadInfo], device: torch.device, world: World
+) -> Weighting | None:
     """The run's Weighting, or None without a ``[train] loss_weighting`` table (the step as before)."""
     table = spec.train.loss_weighting
     if table is None:
@@ -301,4 +309,3 @@ def make_weighting(spec: Spec, graph: Graph, model: torch.nn.Module, heads: list
         shared = list(model.get_submodule(node.name).parameters())  # those trainable at each step (freezing)
         return GradNormWeighting(heads, device, world, table.alpha, shared)
     raise AssertionError(f"unknown loss weighting {table!r}")
-

@@ -80,8 +80,7 @@ def _residual_runs(graph: Graph) -> list[list[str]]:
         members = [n.name for n in graph if n.name in inside] + [total.name]
         alike = {(graph[m].heads, graph[m].direct_heads, graph[m].trainable) for m in members}
         if len(alike) == 1 and all(
-            set(graph[m].inputs) <= set(members) | {shortcut} and set(users[m]) <= set(members)
-            for m in members[:-1]
+            set(graph[m].inputs) <= set(members) | {shortcut} and set(users[m]) <= set(members) for m in members[:-1]
         ):
             units[total.name] = (shortcut, members)
     signature = {

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
-from graphc.errors import UsageError
-from graphc.ir.build import _limit
-from graphc.ir.graph import Graph
 from graphc.backends.diagram.layout import assign_ranks, bezier_point, layout
+from graphc.backends.diagram.scene import Block, Curve, Grid, Rect, Scene, TextRun, crosses, measure, sample
 from graphc.backends.diagram.style import (
     EDGE_COLOR,
     FROZEN_COLOR,
@@ -28,12 +26,14 @@ from graphc.backends.diagram.style import (
     conflict_color,
     edge_label,
     kind_colors,
-    share_color,
     node_text,
     panel_id,
+    share_color,
     stats_line,
 )
-from graphc.backends.diagram.scene import Block, Curve, Grid, Rect, Scene, TextRun, crosses, measure, sample
+from graphc.errors import UsageError
+from graphc.ir.build import _limit
+from graphc.ir.graph import Graph
 
 MARGIN = 18.0
 PAD_X, PAD_Y = 10.0, 7.0
@@ -109,8 +109,9 @@ def panel(graph: Graph, pid: str, direction: str, shapes: bool, conflict: Confli
     return scene
 
 
-def _panel(graph: Graph, pid: str, direction: str, shapes: bool, extra_gap: float,
-           conflict: Conflict | None = None) -> tuple[Scene, int]:
+def _panel(
+    graph: Graph, pid: str, direction: str, shapes: bool, extra_gap: float, conflict: Conflict | None = None
+) -> tuple[Scene, int]:
     scene = Scene()
     contents = {n.name: _content(graph, n.name, shapes, conflict) for n in graph}
     # One width for every box: the diagram reads as columns (TB) or rows of equal cells.
@@ -124,7 +125,14 @@ def _panel(graph: Graph, pid: str, direction: str, shapes: bool, extra_gap: floa
         lay = layout([n.name for n in graph], edges, sizes, rank_gap=(label_h + 30 if shapes else 30) + extra_gap)
     else:
         flipped = {n: (h, w) for n, (w, h) in sizes.items()}
-        lay = layout([n.name for n in graph], edges, flipped, node_gap=18, rank_gap=max(label_w + 30, 36) + extra_gap, waypoint_gap=18)
+        lay = layout(
+            [n.name for n in graph],
+            edges,
+            flipped,
+            node_gap=18,
+            rank_gap=max(label_w + 30, 36) + extra_gap,
+            waypoint_gap=18,
+        )
         lay = lay.transposed()
 
     # Title block: spec name, description, parameter counts.
@@ -150,12 +158,20 @@ def _panel(graph: Graph, pid: str, direction: str, shapes: bool, extra_gap: floa
         rect = Rect(box.left + dx, box.top + top, box.right + dx, box.bottom + top)
         fill, stroke = kind_colors(node.kind)
         content = contents[node.name]
-        marked = SHARED_COLOR if node.is_hard_shared and node.kind != "input" else (REUSE_COLOR if node.reused_by else None)
+        marked = (
+            SHARED_COLOR if node.is_hard_shared and node.kind != "input" else (REUSE_COLOR if node.reused_by else None)
+        )
         if conflict is not None and node.name in conflict.cosines:  # the border says how the tasks' gradients agree
             marked = conflict_color(conflict.cosines[node.name][0])
         scene.blocks.append(  # a frozen node's border is dashed (and it carries a "frozen" badge)
-            Block(rect, fill, marked or stroke, 2.6 if marked else 1.2, dashed=not node.trainable,
-                  gid=f"node--{pid}--{node.name}")
+            Block(
+                rect,
+                fill,
+                marked or stroke,
+                2.6 if marked else 1.2,
+                dashed=not node.trainable,
+                gid=f"node--{pid}--{node.name}",
+            )
         )
         scene.node_rects[(pid, node.name)] = rect
         _node_text(scene, rect, content)
@@ -202,7 +218,10 @@ def _panel(graph: Graph, pid: str, direction: str, shapes: bool, extra_gap: floa
         else:
             first = (0.5, 0.4, 0.6, 0.3, 0.7)
         candidates = [(0, t) for t in first] + [
-            (k, t) for k in range(len(curve.segments)) for t in (0.5, 0.3, 0.7, 0.15, 0.85) if (k, t) not in [(0, f) for f in first]
+            (k, t)
+            for k in range(len(curve.segments))
+            for t in (0.5, 0.3, 0.7, 0.15, 0.85)
+            if (k, t) not in [(0, f) for f in first]
         ]
         run, free = _place_label(label, curve, i, candidates, placed, boxes, pieces, graph.is_reuse_edge(source))
         misplaced += not free
@@ -256,13 +275,20 @@ def _place_label(
         if reuse:
             xs = [px for px, py in own if abs(py - y) <= half_h + 3] or [x]
             ys = [py for px, py in own if abs(px - x) <= half_w + 3] or [y]
-            spots = [(max(xs) + half_w + 4, y), (min(xs) - half_w - 4, y), (x, min(ys) - half_h - 4), (x, max(ys) + half_h + 4)]
+            spots = [
+                (max(xs) + half_w + 4, y),
+                (min(xs) - half_w - 4, y),
+                (x, min(ys) - half_h - 4),
+                (x, max(ys) + half_h + 4),
+            ]
         for sx, sy in spots:
             run = TextRun(sx, sy + (ascent - descent) / 2, text, EDGE_SIZE, weight, color=color, background="white")
             fallback = fallback or run
             rect = run.rect
             # keep clear of box borders (drawn up to 1.3 pt outside the box) and of other labels
-            if any(rect.overlaps(r, 4.0) for r in boxes.near(rect, 4.0)) or any(rect.overlaps(r, 3.0) for r in labels.near(rect, 3.0)):
+            if any(rect.overlaps(r, 4.0) for r in boxes.near(rect, 4.0)) or any(
+                rect.overlaps(r, 3.0) for r in labels.near(rect, 3.0)
+            ):
                 continue
             grown = rect.grown(2.0)
             if any(crosses(grown, p, q) for j, p, q in pieces.near(grown) if j != edge or reuse):
@@ -282,22 +308,38 @@ def legend(graphs: Sequence[Graph], width: float, shapes: bool = True, conflict:
     items: list[tuple[str, object]] = [(KIND_LABELS[k], ("box", *kind_colors(k))) for k in kinds]
     if any(n.is_hard_shared and n.kind != "input" for g in graphs for n in g):
         # Node.is_hard_shared: several heads depend on it by paths that pass through no other head
-        items.append(("shared: several heads use it, not only through another head's output", ("box", "#ffffff", SHARED_COLOR)))
+        items.append(
+            ("shared: several heads use it, not only through another head's output", ("box", "#ffffff", SHARED_COLOR))
+        )
     if any(n.reused_by for g in graphs for n in g):
-        items.append(("reused: another task depends on it only through a head's output", ("box", "#ffffff", REUSE_COLOR)))
+        items.append(
+            ("reused: another task depends on it only through a head's output", ("box", "#ffffff", REUSE_COLOR))
+        )
     if any(not n.trainable for g in graphs for n in g):
-        items.append(("frozen: trainable = false, no gradient updates, batch-norm statistics kept", ("box", "#ffffff", FROZEN_COLOR)))
+        items.append(
+            (
+                "frozen: trainable = false, no gradient updates, batch-norm statistics kept",
+                ("box", "#ffffff", FROZEN_COLOR),
+            )
+        )
     items.append(("tensor, labelled with its shape" if shapes else "tensor", ("line", EDGE_COLOR, False)))
     if any(g.is_reuse_edge(a.name) for g in graphs for a, _ in g.edges()):
         items.append(("reuse: a head's output fed to another task", ("line", REUSE_COLOR, True)))
     if conflict is not None:
         items += [
-            (f"grad cos {cosine:+g}: tasks' gradients {words} (lowest pair)", ("box", "#ffffff", conflict_color(cosine)))
+            (
+                f"grad cos {cosine:+g}: tasks' gradients {words} (lowest pair)",
+                ("box", "#ffffff", conflict_color(cosine)),
+            )
             for cosine, words in ((-1.0, "opposed"), (0.0, "unrelated"), (1.0, "aligned"))
         ]
         if conflict.shares:
-            items.append(("reuse edge, 'TASK share N%': the reader's share of the reused branch's gradient (teal 0%, red 100%)",
-                          ("line", share_color(1.0), True)))
+            items.append(
+                (
+                    "reuse edge, 'TASK share N%': the reader's share of the reused branch's gradient (teal 0%, red 100%)",
+                    ("line", share_color(1.0), True),
+                )
+            )
     size = 8.5
     _, ascent, descent = measure("Ag", size)
     row_h = 18.0
@@ -312,12 +354,25 @@ def legend(graphs: Sequence[Graph], width: float, shapes: bool = True, conflict:
         if what == "box":
             fill, stroke = style
             marked = stroke in (SHARED_COLOR, REUSE_COLOR, FROZEN_COLOR)
-            scene.blocks.append(Block(Rect(x, y + 3, x + 20, y + 15), fill, stroke, 2.2 if marked else 1.2, radius=3,
-                                      dashed=stroke == FROZEN_COLOR))
+            scene.blocks.append(
+                Block(
+                    Rect(x, y + 3, x + 20, y + 15),
+                    fill,
+                    stroke,
+                    2.2 if marked else 1.2,
+                    radius=3,
+                    dashed=stroke == FROZEN_COLOR,
+                )
+            )
         else:
             color, dashed = style
             scene.curves.append(
-                Curve((((x, y + 9), (x + 8, y + 9), (x + 14, y + 9), (x + 22, y + 9)),), color, 1.8 if dashed else 1.2, dashed)
+                Curve(
+                    (((x, y + 9), (x + 8, y + 9), (x + 14, y + 9), (x + 22, y + 9)),),
+                    color,
+                    1.8 if dashed else 1.2,
+                    dashed,
+                )
             )
         scene.texts.append(TextRun(x + 28, y + 9 + (ascent - descent) / 2, text, size, ha="left", color="#222222"))
         x += w
@@ -339,7 +394,9 @@ def _grid(count: int, sizes: list[tuple[float, float]]) -> int:
     return best
 
 
-def page(graphs: Sequence[Graph], direction: str = "TB", shapes: bool = True, conflict: Conflict | None = None) -> Scene:
+def page(
+    graphs: Sequence[Graph], direction: str = "TB", shapes: bool = True, conflict: Conflict | None = None
+) -> Scene:
     """The whole page: one panel per graph (in a grid if several), then the legend; ``conflict``
     (one graph only): a run's gradient diagnostics drawn on it."""
     if conflict is not None and len(graphs) != 1:

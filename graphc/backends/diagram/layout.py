@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Mapping, Sequence
 
 import networkx as nx
 
@@ -63,7 +63,7 @@ class Box:
     def bottom(self) -> float:
         return self.y + self.h / 2
 
-    def transposed(self) -> "Box":
+    def transposed(self) -> Box:
         return Box(self.y, self.x, self.h, self.w)
 
 
@@ -76,7 +76,7 @@ class Route:
     index: int  # position of the edge in the input edge list
     segments: tuple[Bezier, ...]
 
-    def transposed(self) -> "Route":
+    def transposed(self) -> Route:
         flip = lambda p: (p[1], p[0])  # noqa: E731
         return Route(self.source, self.target, self.index, tuple(tuple(map(flip, s)) for s in self.segments))
 
@@ -90,7 +90,7 @@ class Layout:
     width: float
     height: float
 
-    def transposed(self) -> "Layout":
+    def transposed(self) -> Layout:
         return Layout(
             {name: box.transposed() for name, box in self.boxes.items()},
             tuple(r.transposed() for r in self.routes),
@@ -127,9 +127,7 @@ class _Dummy(tuple):
     """A waypoint of a long edge: (edge index, step). A tuple subclass so it can never equal a name."""
 
 
-def split_long_edges(
-    edges: Sequence[tuple[str, str]], rank: Mapping[str, int]
-) -> list[list[Hashable]]:
+def split_long_edges(edges: Sequence[tuple[str, str]], rank: Mapping[str, int]) -> list[list[Hashable]]:
     """For every edge, the chain of nodes it passes: source, one dummy per rank crossed, target."""
     chains = []
     for i, (source, target) in enumerate(edges):
@@ -291,7 +289,9 @@ def layout(
     right = max(x[n] + width[n] / 2 for n in x)
     x = {n: v - left for n, v in x.items()}
     boxes = {n: Box(x[n], tops[rank_of[n]] + heights[rank_of[n]] / 2, sizes[n][0], heights[rank_of[n]]) for n in nodes}
-    routes = _routes(chains, x, width, boxes, [(tops[r], tops[r] + heights[r]) for r in range(len(ranks))], rank_of, port_gap)
+    routes = _routes(
+        chains, x, width, boxes, [(tops[r], tops[r] + heights[r]) for r in range(len(ranks))], rank_of, port_gap
+    )
     return Layout(
         boxes,
         routes,
@@ -320,7 +320,7 @@ def _initial_order(nodes, chains, links, rank_of) -> list[list[Hashable]]:
         above = {n: i for i, n in enumerate(ranks[-1])} if ranks else {}
 
         def key(node):
-            first = min((above[p] for p in parents.get(node, []) if p in above), default=-1)
+            first = min((above[p] for p in parents.get(node, []) if p in above), default=-1)  # noqa: B023 (sorted within this iteration)
             source = chains[node[0]][0] if _is_dummy(node) else node  # a waypoint sorts as its edge's source
             return (first, spec_index[source], str(node))
 
@@ -417,7 +417,10 @@ def _routes(chains, x, width, boxes, bands, rank_of, port_gap: float) -> tuple[R
         segments: list[Bezier] = []
         for dummy in chain[1:-1]:
             top, bottom = bands[rank_of[dummy]]
-            segments += [_curve(start, (x[dummy], top)), ((x[dummy], top), (x[dummy], top), (x[dummy], bottom), (x[dummy], bottom))]
+            segments += [
+                _curve(start, (x[dummy], top)),
+                ((x[dummy], top), (x[dummy], top), (x[dummy], bottom), (x[dummy], bottom)),
+            ]
             start = (x[dummy], bottom)
         segments.append(_curve(start, (in_port[target][i], boxes[target].top)))
         routes.append(Route(source, target, i, tuple(segments)))

@@ -21,18 +21,36 @@ reads for it (:class:`graphc.backends.diagram.style.Conflict`).
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
+from graphc.backends.diagram.style import (
+    EDGE_COLOR,
+    REUSE_COLOR,
+    SHARED_COLOR,
+    Conflict,
+    edge_label,
+    kind_colors,
+    node_text,
+    panel_id,
+    stats_line,
+)
 from graphc.errors import RunError, UsageError, did_you_mean
 from graphc.ir.graph import Graph
-from graphc.backends.diagram.style import Conflict, SHARED_COLOR, REUSE_COLOR, EDGE_COLOR, kind_colors, node_text, edge_label, stats_line, panel_id
 
 FORMATS = ("svg", "png", "pdf", "dot", "mermaid")
 TEXT_FORMATS = ("svg", "dot", "mermaid")  # the ones ``-o -`` may print
 PICTURE_FORMATS = ("svg", "png", "pdf")
-SUFFIXES = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid"}
+SUFFIXES = {
+    ".svg": "svg",
+    ".png": "png",
+    ".pdf": "pdf",
+    ".dot": "dot",
+    ".gv": "dot",
+    ".mmd": "mermaid",
+    ".mermaid": "mermaid",
+}
 DIRECTIONS = ("TB", "LR")
 
 # --------------------------------------------------------------------------- dot
@@ -54,12 +72,12 @@ def to_dot(graphs: Sequence[Graph], direction: str = "TB", shapes: bool = True) 
     ]
     for i, graph in enumerate(graphs):
         pid = panel_id(graph, i, graphs)
-        ident = (lambda name: _dot_quote(f"{pid}.{name}")) if several else _dot_quote
+        ident = (lambda name: _dot_quote(f"{pid}.{name}")) if several else _dot_quote  # noqa: B023 (used within this iteration)
         indent = "    " if several else "  "
         title = f"{graph.name}\\n{stats_line(graph)}"
         if several:
             lines.append(f"  subgraph {_dot_quote('cluster_' + pid)} {{")
-        lines.append(f'{indent}label="{title}";' if several else f"  graph [label=\"{title}\"];")
+        lines.append(f'{indent}label="{title}";' if several else f'  graph [label="{title}"];')
         for node in graph:
             text = node_text(graph, node, shapes)
             fill, stroke = kind_colors(node.kind)
@@ -67,7 +85,8 @@ def to_dot(graphs: Sequence[Graph], direction: str = "TB", shapes: bool = True) 
             if text.shared or text.reused:
                 stroke, penwidth = (SHARED_COLOR if text.shared else REUSE_COLOR), 2.5
             label = "\\n".join(
-                _dot_escape_line(line) for line in (text.name, text.kind, *text.details, *text.shared, *text.reused, *text.frozen)
+                _dot_escape_line(line)
+                for line in (text.name, text.kind, *text.details, *text.shared, *text.reused, *text.frozen)
             )
             dashed = ', style="rounded,filled,dashed"' if text.frozen else ""  # a frozen node, as in the pictures
             lines.append(
@@ -155,8 +174,7 @@ def check_format(fmt: str) -> str:
     if value not in FORMATS:
         hint = did_you_mean(value, FORMATS)
         raise UsageError(
-            f"unknown format '{fmt}': graphc render draws {', '.join(FORMATS)}."
-            + (f" Hint: {hint}" if hint else "")
+            f"unknown format '{fmt}': graphc render draws {', '.join(FORMATS)}." + (f" Hint: {hint}" if hint else "")
         )
     return value
 
@@ -168,8 +186,14 @@ def check_direction(direction: str) -> str:
     return value
 
 
-def render(graphs: Graph | Sequence[Graph], format: str = "svg", *, direction: str = "TB", shapes: bool = True,
-           conflict: Conflict | None = None) -> bytes:
+def render(
+    graphs: Graph | Sequence[Graph],
+    format: str = "svg",
+    *,
+    direction: str = "TB",
+    shapes: bool = True,
+    conflict: Conflict | None = None,
+) -> bytes:
     """One graph, or several side by side, as the bytes of an svg, png, pdf, dot or mermaid file;
     ``conflict`` (pictures of one graph): a run's gradient diagnostics, drawn as colours."""
     graphs = [graphs] if isinstance(graphs, Graph) else list(graphs)
@@ -177,7 +201,9 @@ def render(graphs: Graph | Sequence[Graph], format: str = "svg", *, direction: s
         raise UsageError("nothing to render: give at least one spec.")
     fmt, direction = check_format(format), check_direction(direction)
     if conflict is not None and fmt not in PICTURE_FORMATS:
-        raise UsageError(f"--diagnostics colours pictures ({', '.join(PICTURE_FORMATS)}), not {fmt}. Hint: -o diagram.svg.")
+        raise UsageError(
+            f"--diagnostics colours pictures ({', '.join(PICTURE_FORMATS)}), not {fmt}. Hint: -o diagram.svg."
+        )
     if fmt == "dot":
         return to_dot(graphs, direction, shapes).encode()
     if fmt == "mermaid":
@@ -214,10 +240,14 @@ class Rendered:
 
 def _check_target(path: Path) -> None:
     if path.is_dir():
-        raise UsageError(f"cannot write '{path}': it is a directory. Hint: give a file name, e.g. -o {path / 'diagram.svg'}.")
+        raise UsageError(
+            f"cannot write '{path}': it is a directory. Hint: give a file name, e.g. -o {path / 'diagram.svg'}."
+        )
     parent = path.parent
     if not parent.exists():
-        raise UsageError(f"cannot write '{path}': the directory '{parent}' does not exist. Hint: create it, or choose another -o.")
+        raise UsageError(
+            f"cannot write '{path}': the directory '{parent}' does not exist. Hint: create it, or choose another -o."
+        )
     if not parent.is_dir():
         raise UsageError(f"cannot write '{path}': '{parent}' is not a directory. Hint: choose another -o.")
 
@@ -259,7 +289,9 @@ def render_specs(
     fmt, how = resolve_format(fmt, output)
     direction = check_direction(direction)
     if output == "-" and fmt not in TEXT_FORMATS:
-        raise UsageError(f"-o - prints text only ({', '.join(TEXT_FORMATS)}), not {fmt}. Hint: give a file name, e.g. -o diagram.{fmt}.")
+        raise UsageError(
+            f"-o - prints text only ({', '.join(TEXT_FORMATS)}), not {fmt}. Hint: give a file name, e.g. -o diagram.{fmt}."
+        )
     if output and output != "-":
         targets = [Path(output)]
     else:

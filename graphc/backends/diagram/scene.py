@@ -31,7 +31,7 @@ class Rect:
     x1: float
     y1: float
 
-    def overlaps(self, other: "Rect", margin: float = 0.0) -> bool:
+    def overlaps(self, other: Rect, margin: float = 0.0) -> bool:
         return not (
             self.x1 + margin <= other.x0
             or other.x1 + margin <= self.x0
@@ -39,10 +39,10 @@ class Rect:
             or other.y1 + margin <= self.y0
         )
 
-    def grown(self, margin: float) -> "Rect":
+    def grown(self, margin: float) -> Rect:
         return Rect(self.x0 - margin, self.y0 - margin, self.x1 + margin, self.y1 + margin)
 
-    def moved(self, dx: float, dy: float) -> "Rect":
+    def moved(self, dx: float, dy: float) -> Rect:
         return Rect(self.x0 + dx, self.y0 + dy, self.x1 + dx, self.y1 + dy)
 
 
@@ -107,7 +107,7 @@ class Scene:
     edge_curves: dict[tuple[str, str, str, int], Curve] = field(default_factory=dict)
     description: str = ""
 
-    def shifted(self, dx: float, dy: float) -> "Scene":
+    def shifted(self, dx: float, dy: float) -> Scene:
         """A copy moved by (dx, dy) (how a panel is placed on the page)."""
         move = lambda c: replace(c, segments=tuple(tuple((x + dx, y + dy) for x, y in s) for s in c.segments))  # noqa: E731
         return Scene(
@@ -123,7 +123,7 @@ class Scene:
             self.description,
         )
 
-    def extend(self, other: "Scene") -> None:
+    def extend(self, other: Scene) -> None:
         self.blocks += other.blocks
         self.curves += other.curves
         self.texts += other.texts
@@ -256,7 +256,11 @@ def figure(scene: Scene):
             tip_line = (p3[0] - ux * ARROW_LENGTH * 0.8, p3[1] - uy * ARROW_LENGTH * 0.8)
             segments[-1] = (p0, p1, p2, tip_line)
             head = Polygon(
-                [p3, (base[0] - uy * ARROW_WIDTH, base[1] + ux * ARROW_WIDTH), (base[0] + uy * ARROW_WIDTH, base[1] - ux * ARROW_WIDTH)],
+                [
+                    p3,
+                    (base[0] - uy * ARROW_WIDTH, base[1] + ux * ARROW_WIDTH),
+                    (base[0] + uy * ARROW_WIDTH, base[1] - ux * ARROW_WIDTH),
+                ],
                 closed=True,
                 facecolor=curve.color,
                 edgecolor=curve.color,

@@ -4,8 +4,8 @@ the text of a node's box, an edge's label, a panel's title line, and the palette
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Mapping, Sequence
 
 from graphc.ir.graph import Graph, Node, Shape
 from graphc.ir.metrics import DIAGNOSTIC_PREFIX
@@ -129,7 +129,9 @@ def node_text(graph: Graph, node: Node, shapes: bool = True) -> NodeText:
     reused = (f"reused by {_tasks(graph, node.reused_by)}",) if node.reused_by else ()
     frozen = (frozen_text(node),) if not node.trainable else ()
     if members:
-        return NodeText(f"{members[0]} … {members[-1]}", node.attrs["collapsed_label"], tuple(details), shared, reused, frozen)
+        return NodeText(
+            f"{members[0]} … {members[-1]}", node.attrs["collapsed_label"], tuple(details), shared, reused, frozen
+        )
     return NodeText(node.name, node.kind, tuple(details), shared, reused, frozen)
 
 
@@ -139,7 +141,7 @@ def frozen_text(node: Node) -> str:
     return "frozen" + (f" · unfreezes after epoch {after}" if after else "")
 
 
-def edge_label(graph: Graph, source: Node, target: Node, conflict: "Conflict | None" = None) -> str:
+def edge_label(graph: Graph, source: Node, target: Node, conflict: Conflict | None = None) -> str:
     """The tensor an edge carries; for a head's output, also how it is passed on (and, with a
     run's diagnostics, the reader's share of the reused branch's gradient)."""
     text = shape_text(source.shape)
@@ -166,7 +168,7 @@ class Conflict:
     source: str  # what the numbers are, for the title: "run DIR, epoch N"
 
     @classmethod
-    def from_metrics(cls, values: Mapping[str, float], source: str) -> "Conflict":
+    def from_metrics(cls, values: Mapping[str, float], source: str) -> Conflict:
         """From a training row's ``diag/...`` values (graphc.ir.metrics.diagnostic_names); NaN or
         missing values (a zero gradient has no direction) are left out."""
         cosines: dict[str, tuple[float, str]] = {}
@@ -182,7 +184,7 @@ class Conflict:
                 shares.setdefault(node, {})[tasks] = float(value)
         return cls(cosines, shares, source)
 
-    def collapsed(self, graph: Graph) -> "Conflict":
+    def collapsed(self, graph: Graph) -> Conflict:
         """For ``graph`` drawn with ``--collapse``: a box that stands for several nodes gets the
         lowest cosine of its members (not just its first member's); reused heads never collapse."""
         cosines = {}
@@ -196,7 +198,9 @@ class Conflict:
         """(reader, share) of the task that reads ``source`` through ``target`` with the largest
         share, or None without numbers for that head."""
         readers = self.shares.get(source.name, {})
-        found = [(task, readers[task]) for task in sorted(target.heads) if task in readers and readers[task] == readers[task]]
+        found = [
+            (task, readers[task]) for task in sorted(target.heads) if task in readers and readers[task] == readers[task]
+        ]
         return max(found, key=lambda item: item[1]) if found else None
 
 
@@ -204,14 +208,18 @@ CONFLICT_NEGATIVE, CONFLICT_ZERO, CONFLICT_POSITIVE = "#c62828", "#9e9e9e", "#15
 
 
 def _mix(a: str, b: str, t: float) -> str:
-    ca, cb = (tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in (a, b))
+    ca, cb = (tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in (a, b))
     return "#" + "".join(f"{round(x + (y - x) * t):02x}" for x, y in zip(ca, cb))
 
 
 def conflict_color(cosine: float) -> str:
     """Red for opposed gradients (cos -1), grey for unrelated (0), blue for aligned (+1), linear between."""
     cosine = max(-1.0, min(1.0, cosine))
-    return _mix(CONFLICT_ZERO, CONFLICT_NEGATIVE, -cosine) if cosine < 0 else _mix(CONFLICT_ZERO, CONFLICT_POSITIVE, cosine)
+    return (
+        _mix(CONFLICT_ZERO, CONFLICT_NEGATIVE, -cosine)
+        if cosine < 0
+        else _mix(CONFLICT_ZERO, CONFLICT_POSITIVE, cosine)
+    )
 
 
 def share_color(share: float) -> str:
@@ -233,8 +241,7 @@ def stats_line(graph: Graph) -> str:
     share = graph.shared_params / total if total else 0.0
     return (
         f"{total:,} parameters · {graph.shared_params:,} ({share:.1%}) serve more than one head"
-        f" · {graph.hard_shared_params:,} hard-shared"
-        + (f" · {graph.frozen_params:,} frozen" if graph.frozen else "")
+        f" · {graph.hard_shared_params:,} hard-shared" + (f" · {graph.frozen_params:,} frozen" if graph.frozen else "")
     )
 
 

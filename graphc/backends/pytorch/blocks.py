@@ -6,7 +6,8 @@ Children get readable names so state-dict keys say what they are:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
