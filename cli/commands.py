@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 2 spec or usage error, 1 runtime failure (missing
 data, failed parity check, a diverged run, ...), 130 a training run or sweep
-interrupted (its last epoch saved). Bad input never prints a traceback.
+interrupted by Ctrl-C (its last epoch saved), 143 and 129 the same after SIGTERM
+and SIGHUP. Bad input never prints a traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.table import Table
 
 import graphc
 from graphc.errors import RunError, SpecError, UsageError, printable
+from graphc.lang.spec import MAX_BATCH_SIZE, MAX_IMAGES, MAX_SEED
 
 app = typer.Typer(
     name="graphc",
@@ -76,6 +78,18 @@ def main_options(
     ),
 ) -> None:
     """graphc: TOML graph specs -> validated IR -> PyTorch modules."""
+    _file_size_limit_is_an_error()
+
+
+def _file_size_limit_is_an_error() -> None:
+    """A write past `ulimit -f` (RLIMIT_FSIZE) fails with EFBIG, which graphc words as every failed
+    write ("File too large", what was kept, how to go on), instead of SIGXFSZ killing the process
+    with a core dump and no message."""
+    import signal
+    import threading
+
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 # --------------------------------------------------------------------------- check / show / schema
@@ -138,12 +152,16 @@ def check(
         try:
             spec = graphc.load_spec(path)
             if data:
+                from graphc.lang.load import locate
                 from graphc.runtime.data.load import probe_dataset
-                from graphc.runtime.evaluate import input_shape
+                from graphc.runtime.runs.record import input_shape
                 from graphc.runtime.train.launch import Overrides, apply_overrides
 
                 spec = apply_overrides(spec, Overrides(data_dir=data_dir))
-                probe = probe_dataset(spec.data, image_shape=input_shape(spec))
+                try:
+                    probe = probe_dataset(spec.data, image_shape=input_shape(spec))
+                except SpecError as exc:  # the data's checks name a field: say in which file and line
+                    raise locate(exc, spec) from None
                 graph = graphc.build_graph(spec, classes=probe.classes)
             else:
                 graph = graphc.build_graph(spec)
@@ -343,13 +361,17 @@ def train(
         show_default=False,
     ),
     seeds: int | None = typer.Option(
-        None, "--seeds", min=1, help="Run N seeds per spec, from the spec's train.seed up."
+        None, "--seeds", min=1, max=MAX_SEED + 1, help="Run N seeds per spec, from the spec's train.seed up."
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Run this one seed (instead of the spec's train.seed)."),
+    seed: int | None = typer.Option(
+        None, "--seed", min=0, max=MAX_SEED, help="Run this one seed (instead of the spec's train.seed)."
+    ),
     epochs: int | None = typer.Option(
         None, "--epochs", min=1, help="Override train.epochs (with --resume: the new total)."
     ),
-    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Override train.batch_size."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, max=MAX_BATCH_SIZE, help="Override train.batch_size."
+    ),
     lr: float | None = typer.Option(None, "--lr", help="Override the optimiser's learning rate."),
     device: str | None = typer.Option(
         None, "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps."
@@ -363,10 +385,18 @@ def train(
     out_dir: Path = typer.Option(
         Path("runs"), "--out", help="Root of the run directories (runs/<spec>/<seed>-<time>/)."
     ),
-    limit_train: int | None = typer.Option(None, "--limit-train", min=1, help="Train on the first N training images."),
-    limit_val: int | None = typer.Option(None, "--limit-val", min=1, help="Validate on the first N validation images."),
+    limit_train: int | None = typer.Option(
+        None, "--limit-train", min=1, max=MAX_IMAGES, help="Train on the first N training images."
+    ),
+    limit_val: int | None = typer.Option(
+        None, "--limit-val", min=1, max=MAX_IMAGES, help="Validate on the first N validation images."
+    ),
     limit_test: int | None = typer.Option(
-        None, "--limit-test", min=1, help="Test best.pt on a random N test images (the same N for every run), not all."
+        None,
+        "--limit-test",
+        min=1,
+        max=MAX_IMAGES,
+        help="Test best.pt on a random N test images (the same N for every run), not all.",
     ),
     no_test: bool = typer.Option(
         False, "--no-test", help="Skip the final test pass (summary.json then has no test metrics)."
@@ -455,16 +485,18 @@ def train(
 ) -> None:
     """Train specs: every spec x seed gets a run directory, printed on stdout as it ends.
 
-    Ctrl-C stops after the last completed epoch (exit 130) and prints how to resume.
+    Ctrl-C stops after the last completed epoch (exit 130) and prints how to resume; SIGTERM and SIGHUP
+    do the same (exit 143 and 129; a SIGHUP ignored with nohup stays ignored).
     With --jobs K the runs train K at a time as a resumable sweep (see `graphc sweep plan` for a cluster).
     """
-    from graphc.runtime.train import launch
+    from graphc.runtime.train import launch, signals
 
     if lr is not None and not lr > 0:
         raise UsageError(f"--lr must be positive, got {lr}.")
     overrides = train_overrides(locals())
     if jobs is not None or jobs_per_gpu is not None:
-        _sweep(specs or [], jobs, jobs_per_gpu, seeds, seed, overrides, out_dir, resume, quiet)
+        with signals.stop_signals():  # SIGTERM and SIGHUP stop the sweep as Ctrl-C does (exit 143, 129)
+            _sweep(specs or [], jobs, jobs_per_gpu, seeds, seed, overrides, out_dir, resume, quiet)
         return
 
     def announce(result) -> None:
@@ -484,20 +516,21 @@ def train(
         out.print(printable(str(result.run_dir)), markup=False, highlight=False)
 
     try:
-        results = launch.train_command(
-            specs or [],
-            seeds=seeds,
-            seed=seed,
-            overrides=overrides,
-            out=out_dir,
-            resume=resume,
-            quiet=quiet,
-            console=err,
-            on_result=announce,
-        )
+        with signals.stop_signals():  # SIGTERM and SIGHUP stop training as Ctrl-C does (runtime/train/signals.py)
+            results = launch.train_command(
+                specs or [],
+                seeds=seeds,
+                seed=seed,
+                overrides=overrides,
+                out=out_dir,
+                resume=resume,
+                quiet=quiet,
+                console=err,
+                on_result=announce,
+            )
     except KeyboardInterrupt:  # outside an epoch (e.g. while loading data): nothing to save
         err.print("interrupted.", markup=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(signals.exit_code()) from None
     if results and results[-1].status == "interrupted":
         last = results[-1]
         err.print(
@@ -506,7 +539,7 @@ def train(
             markup=False,
             highlight=False,
         )
-        raise typer.Exit(130)
+        raise typer.Exit(signals.exit_code())  # 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP
     diverged = [r.problem for r in results if r.status == "diverged"]
     if diverged:
         raise fail("\n".join(map(_escape, diverged)), 1)
@@ -515,7 +548,7 @@ def train(
 def _sweep(specs, jobs, jobs_per_gpu, seeds, seed, overrides, out_dir: Path, resume, quiet: bool) -> None:
     """graphc train --jobs K: the sweep, its failures, and the report table of its runs."""
     from graphc.runtime.report import build_report
-    from graphc.runtime.train import sweep
+    from graphc.runtime.train import signals, sweep
 
     if jobs is None:
         raise UsageError(f"--jobs-per-gpu {jobs_per_gpu} shares GPUs among the runs of a sweep; give --jobs K too.")
@@ -537,7 +570,7 @@ def _sweep(specs, jobs, jobs_per_gpu, seeds, seed, overrides, out_dir: Path, res
         )
     except KeyboardInterrupt:  # while planning: nothing started
         err.print("interrupted.", markup=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(signals.exit_code()) from None
     for job in result.jobs:  # every run directory of the sweep on stdout, as graphc train prints them
         if job.run_dir is not None:
             out.print(printable(str(job.run_dir)), markup=False, highlight=False)
@@ -549,10 +582,13 @@ def _sweep(specs, jobs, jobs_per_gpu, seeds, seed, overrides, out_dir: Path, res
         else:
             _print_report(report)
     done = sum(j.state in ("completed", "early_stopped") for j in result.jobs)
-    skipped = sum(j.state == "skipped" for j in result.jobs)
+    held = sum(j.state == "skipped" and j.error is not None for j in result.jobs)  # another process trains it
+    skipped = sum(j.state == "skipped" for j in result.jobs) - held
     err.print(
         f"sweep: {len(result.jobs)} run(s) in {result.wall_s:.1f} s: {done} trained, {skipped} skipped (finished before), "
-        f"{len(result.failed)} failed" + (", interrupted" if result.interrupted else ""),
+        + (f"{held} skipped (being trained by another process), " if held else "")
+        + f"{len(result.failed)} failed"
+        + (", interrupted" if result.interrupted else ""),
         markup=False,
         highlight=False,
     )
@@ -565,7 +601,7 @@ def _sweep(specs, jobs, jobs_per_gpu, seeds, seed, overrides, out_dir: Path, res
             markup=False,
             highlight=False,
         )
-        raise typer.Exit(130)
+        raise typer.Exit(signals.exit_code())
     if result.failed:
         raise fail(
             "\n".join(
@@ -591,7 +627,10 @@ app.add_typer(sweep_app, name="sweep")
 def plan(
     ctx: typer.Context,
     as_json: bool = typer.Option(
-        False, "--json", help="One JSON object per line: spec, name, seed, command, argv, state, run_dir."
+        False,
+        "--json",
+        help="JSON lines: one object per run (spec, name, seed, command, argv, state, run_dir); "
+        "argv is the command as a list, to start without a shell.",
     ),
 ) -> None:
     """Print one `graphc train` command per run: takes `graphc train`'s SPECs and options
@@ -599,6 +638,8 @@ def plan(
 
     Each command is a one-run sweep (--jobs 1): run twice, or after an interruption, it skips or resumes its run
     rather than starting another, so a job queue may retry it. `graphc report OUT` gathers the results.
+    Every argument is shell-quoted, so each line is one command for `bash -c` or `eval`; names and paths
+    with control characters (newline, carriage return, ...) are refused (exit 2). See docs/scaling-out-safe-plans.md.
     """
     from graphc.runtime.train import sweep
 
@@ -666,7 +707,14 @@ def eval_command(
     the split's majority-class and balanced (macro-averaged) accuracy to read them against."""
     from graphc.runtime.evaluate import evaluate_run, hierarchy_table, metrics_table, per_class_tables
 
-    result = evaluate_run(run_dir, split=split, checkpoint=checkpoint, device=device, data_dir=data_dir)
+    result = evaluate_run(
+        run_dir,
+        split=split,
+        checkpoint=checkpoint,
+        device=device,
+        data_dir=data_dir,
+        confusion_matrix=confusion is not None,  # per-class counts otherwise: O(classes), not classes^2
+    )
     if as_json:
         print(json.dumps(result.to_dict(per_class=per_class), indent=2))
     else:
@@ -871,7 +919,9 @@ def render(
 def bench(
     spec: Path = typer.Argument(..., help="A spec file (or built-in spec name) to measure.", show_default=False),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
-    batch_size: int | None = typer.Option(None, "--batch-size", min=2, help="Images per batch (default: the spec's)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=2, max=MAX_BATCH_SIZE, help="Images per batch (default: the spec's)."
+    ),
     precision: str = typer.Option("all", "--precision", help="fp32, bf16, auto, or all the device runs."),
     compile_model: bool = typer.Option(False, "--compile", help="Also measure training through torch.compile."),
     seconds: float = typer.Option(2.0, "--seconds", help="Seconds of work per figure and round."),

@@ -5,8 +5,8 @@ a shape that does not fit) is raised as a :class:`SpecError`. Each problem
 carries where it is (file, line, node, field), what was expected, what was
 found and a hint, so the CLI can print one clear paragraph and exit 2.
 A command called wrongly raises :class:`UsageError` (exit 2), a failure at run
-time :class:`RunError` (exit 1). :func:`printable` escapes control characters
-in strings that come from files before they reach a terminal.
+time :class:`RunError` (exit 1). :func:`printable` escapes control characters (and
+bidirectional controls) in strings that come from files before they reach a terminal.
 """
 
 from __future__ import annotations
@@ -126,13 +126,18 @@ class RunError(Exception):
 # C0 controls (ESC starts terminal sequences, CR overwrites a line, BEL rings), DEL and the
 # C1 controls (U+009B is a one-character CSI): shown as escapes, never sent to a terminal.
 _CONTROLS = [*range(0x20), 0x7F, *range(0x80, 0xA0)]
+# Bidirectional controls (embeddings, overrides, isolates, marks: they reorder what follows, so
+# "report.md\u202eexe" shows as another name) and the line and paragraph separators: as \uXXXX.
+_BIDI = [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C, 0x2028, 0x2029]
 _ESCAPES = {code: {"\t": "\\t", "\n": "\\n", "\r": "\\r"}.get(chr(code), f"\\x{code:02x}") for code in _CONTROLS}
+_ESCAPES |= {code: f"\\u{code:04x}" for code in _BIDI}
 _ESCAPES_KEEP_NEWLINES = {code: text for code, text in _ESCAPES.items() if code != ord("\n")}
 
 
 def printable(text: str, newlines: bool = False) -> str:
     """``text`` safe to print on a terminal: control characters as escapes (ESC as ``\\x1b``,
-    CR as ``\\r``...). For strings that come from files - class names, spec names and
-    descriptions, run directories, metadata - which could otherwise recolour, rewrite or
-    hide what graphc prints. ``newlines=True`` keeps line breaks (for multi-line messages)."""
+    CR as ``\\r``...), bidirectional controls too (U+202E as ``\\u202e``). For strings that
+    come from files - class names, spec names and descriptions, run directories, metadata -
+    which could otherwise recolour, rewrite, reorder or hide what graphc prints.
+    ``newlines=True`` keeps line breaks (for multi-line messages)."""
     return text.translate(_ESCAPES_KEEP_NEWLINES if newlines else _ESCAPES)

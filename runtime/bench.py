@@ -27,6 +27,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,24 @@ from graphc.errors import UsageError
 from graphc.lang.spec import Spec
 from graphc.runtime import allocator
 from graphc.runtime.data.augment import make_augment, to_float
-from graphc.runtime.device import PRECISIONS, Execution, autocast, has_convolutions, plan_execution, uses_channels_last
-from graphc.runtime.train.launch import Overrides, apply_overrides, environment, load_data
+from graphc.runtime.device import (
+    PRECISIONS,
+    Execution,
+    autocast,
+    decide_execution,
+    has_convolutions,
+    plan_execution,
+    runs_bf16_autocast,
+    uses_channels_last,
+)
+from graphc.runtime.train.launch import (
+    Overrides,
+    apply_overrides,
+    environment,
+    graph_before_data,
+    graph_of_data,
+    load_data,
+)
 from graphc.runtime.train.loop import build_run, compile_model, first_batch, steps_per_epoch, train_epoch, train_step
 from graphc.runtime.train.optim import make_optimizer, make_scheduler
 from graphc.runtime.train.progress import EpochProgress
@@ -100,8 +117,7 @@ def precisions_to_measure(device: torch.device, precision: str | None) -> list[s
         if precision not in PRECISIONS:
             raise UsageError(f"--precision: unknown precision '{precision}'; expected auto, fp32, bf16 or all.")
         return [plan_execution(precision, device).precision]
-    bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
-    return ["fp32", "bf16"] if bf16 else ["fp32"]
+    return ["fp32", "bf16"] if runs_bf16_autocast(device) else ["fp32"]
 
 
 class Bench:
@@ -110,9 +126,10 @@ class Bench:
     def __init__(self, spec: Spec, device: torch.device, batch_size: int):
         self.device, self.batch = device, batch_size
         self.spec = apply_overrides(spec, Overrides(dataset="synthetic", batch_size=batch_size, device=str(device)))
+        graph = graph_before_data(self.spec)  # built once, as a run builds it
         self.dataset = load_data(self.spec, limit_train=max(2 * batch_size, 2), limit_val=None)
-        self.graph = graphc.build_graph(self.spec, classes=self.dataset.classes)
-        self.run = build_run(Path("."), self.spec, self.graph, self.dataset, device, {})
+        self.graph = graph_of_data(self.spec, self.dataset, graph)
+        self.run = build_run(Path("."), self.spec, self.graph, self.dataset, device)  # its execution: decide_execution
         self.run.console = Console(file=io.StringIO(), width=10_000)  # compile notes go to the report, unwrapped
         self.x = first_batch(self.run)
         if len(self.x) < batch_size:  # tiny synthetic splits: repeat images to a full batch
@@ -127,12 +144,12 @@ class Bench:
         return has_convolutions(self.run.model)
 
     def use(self, precision: str, channels_last: bool, compiled: bool) -> None:
-        """Switch the model to a configuration, with a fresh optimiser (its state in the new format)."""
+        """Switch the model to a configuration (the bench measures each in turn: the run's execution
+        with another precision and memory format), with a fresh optimiser (its state in the new format)."""
         if self.current == (precision, channels_last, compiled):
             return
         run = self.run
-        run.execution = Execution(precision, channels_last, "bench")
-        run.precision = precision
+        run.execution = replace(run.execution, precision=precision, channels_last=channels_last, reason="bench")
         run.model.to(memory_format=run.execution.memory_format)
         run.optimizer = make_optimizer(run.model.parameters(), self.spec.train)
         run.scheduler = make_scheduler(run.optimizer, self.spec.train, 10**9)
@@ -325,7 +342,8 @@ def bench(
     if batch_size < 2:
         raise UsageError(f"--batch-size must be at least 2 (batch norm trains on 2 or more images), got {batch_size}.")
     bench = Bench(spec, device, batch_size)
-    auto = plan_execution("auto", device, bench.run.model)
+    # What a run of the spec would decide: with precision auto, and with --precision P.
+    auto = decide_execution(bench.spec.train.model_copy(update={"precision": "auto"}), device, bench.run.model)
     precisions = precisions_to_measure(device, precision)
     configs = []
     for p in precisions:
@@ -337,7 +355,11 @@ def bench(
         if compile:
             cl = uses_channels_last(device, p, bench.has_conv)
             configs.append({"precision": p, "memory_format": "channels_last" if cl else "contiguous", "compiled": True})
-    chosen = auto if precision in (None, "all", "auto") else plan_execution(precision, device, bench.run.model)
+    chosen = (
+        auto
+        if precision in (None, "all", "auto")
+        else decide_execution(bench.spec.train.model_copy(update={"precision": precision}), device, bench.run.model)
+    )
     return {
         "schema": SCHEMA,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -19,16 +19,27 @@ such GPUs do not have: the setting changes nothing there and only says that auto
 Memory format: channels-last where the convolution kernels are faster in it - conv models on a
 CPU with oneDNN (fp32 and bf16), and on CUDA with bf16 (tensor cores work in NHWC). Models
 without convolutions stay contiguous.
+
+A run's execution - device, processes, precision, memory format, torch.compile, CPU threads and
+host allocator - is decided once, by :func:`decide_execution`, when ``graphc train`` starts the
+run (and for each session a resume starts), recorded in the run record (config.json,
+runtime/runs/record.py) and passed down; evaluation reads it from the record
+(:func:`evaluation_execution`), and bench takes the same decision for a spec without a run.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from graphc.errors import RunError, UsageError
+from graphc.runtime import allocator
+
+if TYPE_CHECKING:
+    from graphc.lang.spec import TrainSpec
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -100,11 +111,18 @@ def bf16_native(device: torch.device) -> tuple[bool, str]:
 
 @dataclass(frozen=True)
 class Execution:
-    """How a model runs on a device: precision ('fp32' or 'bf16'), memory format and why."""
+    """How a model runs: precision ('fp32' or 'bf16'), memory format and why (``plan_execution``);
+    for a run, also where and with what (``decide_execution``, recorded in the run record)."""
 
     precision: str
     channels_last: bool
     reason: str
+    device: str | None = None  # where the run trains (rank 0's device with several processes)
+    nproc: int = 1  # processes training the run
+    requested: str | None = None  # [train] precision as asked ("auto", "fp32", "bf16"): TF32 follows it
+    compile: bool = False  # [train] compile: torch.compile asked for (checked against eager on the first batch)
+    threads: int | None = None  # torch's CPU threads in each training process
+    allocator: str | None = None  # what runtime/allocator.py did to the host allocator
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -149,6 +167,46 @@ def plan_execution(precision: str, device: torch.device, model: torch.nn.Module 
         reason = "as set"
     channels_last = uses_channels_last(device, chosen, model is not None and has_convolutions(model))
     return Execution(chosen, channels_last, reason)
+
+
+def decide_execution(
+    train: TrainSpec,
+    device: torch.device,
+    model: torch.nn.Module | None = None,
+    nproc: int = 1,
+    threads: int | None = None,
+) -> Execution:
+    """How a run executes: its one decision, taken when ``graphc train`` starts the run or a resume
+    starts a session. Precision and memory format from the device's capabilities and the model
+    (:func:`plan_execution`), the device and number of processes, torch.compile as ``[train] compile``
+    asks, the CPU threads of each training process (``threads``; default: this process's) and the
+    host allocator (runtime/allocator.py, tuned here if it was not yet). The run record keeps it."""
+    planned = plan_execution(train.precision, device, model)
+    return replace(
+        planned,
+        device=str(device),
+        nproc=nproc,
+        requested=train.precision,
+        compile=bool(train.compile),
+        threads=threads if threads is not None else torch.get_num_threads(),
+        allocator=allocator.keep_freed_memory(),
+    )
+
+
+def runs_bf16_autocast(device: torch.device) -> bool:
+    """Whether torch runs bf16 autocast on ``device`` at all, natively or not (every CPU does)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu"
+
+
+def evaluation_execution(recorded: Execution, device: torch.device) -> Execution:
+    """A run's recorded execution for evaluating its model on ``device`` (graphc eval): the run's own
+    precision and memory format, so that its numbers are the logged ones - fp32 where ``device``
+    cannot run bf16 autocast at all."""
+    if recorded.precision == "bf16" and not runs_bf16_autocast(device):
+        return replace(recorded, precision="fp32", reason=f"{device.type} cannot run bf16 autocast")
+    return recorded
 
 
 def configure_matmul(device: torch.device, precision: str, requested: str) -> None:

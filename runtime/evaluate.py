@@ -1,163 +1,41 @@
-"""Metrics of a model on a split, and ``graphc eval RUN_DIR``.
+"""``graphc eval RUN_DIR``: a run's model, scored on its data.
 
-``evaluate`` runs a model over a split in eval mode and returns a metrics dict
-with the names of a metrics row (``loss``, ``fine/acc``, ...). ``evaluate_run``
-rebuilds a finished (or interrupted) run's model from its ``spec.toml`` and
-``config.json``, loads ``best.pt`` or ``last.pt`` and evaluates it on the same
-data the run used.
+``evaluate`` (runtime/scoring.py) runs a model over a split in eval mode and returns a metrics
+dict with the names of a metrics row (``loss``, ``fine/acc``, ...). ``evaluate_run``
+rebuilds a finished (or interrupted) run's model from its ``spec.toml`` and its
+record (``config.json``, runtime/runs/record.py), loads ``best.pt`` or ``last.pt``
+and evaluates it on the same data the run used, in the run's recorded execution.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
 import graphc
 from graphc.errors import RunError, UsageError
 from graphc.ir.graph import Graph
-from graphc.lang.spec import DataSpec, InputNode, Spec, TrainSpec
 from graphc.runtime.allocator import keep_freed_memory
-from graphc.runtime.device import autocast, resolve_device, resolve_precision
+from graphc.runtime.device import evaluation_execution, resolve_device
 from graphc.runtime.metrics import (
     Confusion,
-    HeadInfo,
-    Hierarchy,
-    Meter,
-    class_accuracies,
-    compute_loss,
     heads_of,
     hierarchies_of,
     logged_weights,
+    recalls,
     reweight_loss,
 )
 from graphc.runtime.runs import rundir as runs
 from graphc.runtime.runs.checkpoint import load_checkpoint
+from graphc.runtime.runs.record import load_run_data, read_record, spec_of_run
 from graphc.runtime.runs.weights import load_trained
-
-# Evaluation batches are this many training batches: with no activations kept for a backward
-# pass they take about the memory a training batch does, and a GPU gets a few full launches
-# instead of many small ones (a smaller --batch-size shrinks both). Metrics are sums over
-# images, so the batch size changes only the order of float additions.
-EVAL_BATCH_FACTOR = 4
-
-
-def eval_batch_size(train_batch_size: int) -> int:
-    """Images per evaluation batch for a run trained in batches of ``train_batch_size``."""
-    return EVAL_BATCH_FACTOR * train_batch_size
-
-
-def input_shape(spec: Spec) -> tuple[int, int, int]:
-    """[C, H, W] of the spec's input node: the shape the data set must deliver."""
-    node = next((n for n in spec.nodes if isinstance(n, InputNode)), None)
-    if node is None:  # build_graph words this one properly
-        graphc.build_graph(spec)
-    return tuple(node.shape)  # type: ignore[union-attr]
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-@torch.inference_mode()
-def evaluate(
-    model: torch.nn.Module,
-    split,
-    heads: list[HeadInfo],
-    hierarchies: list[Hierarchy],
-    *,
-    device: torch.device,
-    precision: str = "fp32",
-    normalize=None,
-    batch_size: int = 256,
-    reduce: Callable[[Meter], None] | None = None,
-    confusion: Confusion | None = None,
-) -> dict[str, float]:
-    """Loss and metrics of ``model`` on ``split`` (a graphc.runtime.data.split.Split), in eval mode, no augmentation.
-
-    ``reduce`` adds other processes' sums to the Meter's before the means are taken
-    (each evaluated its part of a split; graphc.runtime.train.distributed). ``confusion``, when
-    given, also collects the per-head confusion matrices (of this process's images).
-    """
-    from graphc.runtime.data.augment import to_float
-    from graphc.runtime.data.batches import gather
-    from graphc.runtime.data.split import Split
-
-    was_training = model.training
-    model.eval()
-    meter = Meter(heads, hierarchies, device)
-    fields = meter.fields  # the heads' tasks and the hierarchies' parents
-    split = Split(split.images, {t: split.labels[t] for t in fields})  # no copy: only what is read travels
-    # Batches on the device: gathered there if the split is (a run's validation split), else
-    # streamed through pinned memory, the next batch's copy under way while this one is evaluated.
-    ranges = [slice(start, start + batch_size) for start in range(0, len(split), batch_size)]
-    for images, labels in gather(split, ranges, device):
-        x = to_float(images, normalize)  # (B, C, H, W)
-        with autocast(device, precision):
-            outputs = model(x)
-        total, parts = compute_loss(outputs, labels, heads)
-        meter.update(outputs, labels, total, parts)
-        if confusion is not None:
-            confusion.update(outputs, labels)
-    model.train(was_training)
-    if reduce is not None:
-        reduce(meter)
-    return meter.compute()
-
+from graphc.runtime.scoring import EVAL_BATCH_FACTOR, eval_batch_size, evaluate  # noqa: F401 (the pass; re-exported)
 
 # --------------------------------------------------------------------------- a run directory's model
-
-
-def spec_of_run(run_dir: Path, config: dict) -> Spec:
-    """The spec a run trained, with the data and train settings it resolved (CLI overrides included)."""
-    path = Path(run_dir) / runs.SPEC_COPY
-    if not path.is_file():
-        raise RunError(f"{run_dir}: not a complete run directory ({runs.SPEC_COPY} is missing).")
-    spec = graphc.parse_spec(path.read_text(encoding="utf-8"), path, name=config.get("spec"))
-    try:
-        data = DataSpec.model_validate(config["data"])
-        train = TrainSpec.model_validate(config["train"])
-    except ValidationError as exc:  # name the first wrong field, as a spec error would
-        first = exc.errors()[0]
-        table = "train" if exc.title == TrainSpec.__name__ else "data"
-        field = ".".join([table, *map(str, first["loc"])])
-        raise RunError(
-            f"{run_dir / runs.CONFIG}: field '{field}': {first['msg']} (got {str(first.get('input'))[:60]!r}). "
-            "The file is damaged, edited or from another graphc version; restore it."
-        ) from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RunError(f"{run_dir / runs.CONFIG}: damaged or from another graphc version ({exc}).") from None
-    return spec.model_copy(update={"data": data, "train": train})
-
-
-def read_config(run_dir: Path) -> dict:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: no such run directory.")
-    if not (run_dir / runs.CONFIG).is_file():
-        raise RunError(
-            f"{run_dir}: not a graphc run directory (no {runs.CONFIG}). "
-            "Run directories are made by `graphc train` under runs/<spec>/<seed>-<time>/."
-        )
-    return runs.check_config(runs.read_json(run_dir / runs.CONFIG), run_dir / runs.CONFIG)
-
-
-def load_run_data(spec: Spec, config: dict, data_dir: str | Path | None = None):
-    """The data set exactly as the run loaded it (same split seed, limits and image shape)."""
-    from graphc.runtime.data.load import load_dataset
-
-    root = data_dir if data_dir is not None else config.get("data_root")
-    return load_dataset(
-        spec.data,
-        root=root,
-        limit_train=config.get("limit_train"),
-        limit_val=config.get("limit_val"),
-        image_shape=input_shape(spec),
-    )
 
 
 @dataclass
@@ -169,23 +47,21 @@ class RunEvaluation:
     device: str
     graph: Graph
     metrics: dict[str, float]  # a metrics row's names, plus TASK/majority_acc and TASK/balanced_acc
-    confusion: dict[str, torch.Tensor] = field(default_factory=dict)  # task -> int64 (true, predicted)
+    # task -> int64 (true, predicted): with --confusion only
+    confusion: dict[str, torch.Tensor] = field(default_factory=dict)
+    # task -> (images, correct answers) of each true class, int64 (classes,) each: O(classes), always there
+    class_counts: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     class_names: dict[str, list[str]] = field(default_factory=dict)  # label field -> class names
-    precision: str = "fp32"  # what the model ran in: the run's own where the device can (run_precision)
+    precision: str = "fp32"  # what the model ran in: the run's own where the device can (evaluation_execution)
 
     def per_class(self, task: str) -> list[dict[str, Any]]:
         """One entry per class of a head: its images in the split, how many the head got right, and
         the accuracy on them (None for a class the split lacks)."""
-        matrix = self.confusion[task]
-        names = self.class_names.get(task) or [str(i) for i in range(len(matrix))]
+        support, correct = self.class_counts[task]
+        names = self.class_names.get(task) or [str(i) for i in range(len(support))]
         return [
-            {
-                "class": name,
-                "images": int(matrix[c].sum()),
-                "correct": int(matrix[c, c]),
-                "acc": None if math.isnan(acc) else acc,
-            }
-            for c, (name, acc) in enumerate(zip(names, class_accuracies(matrix)))
+            {"class": name, "images": images, "correct": right, "acc": None if math.isnan(acc) else acc}
+            for name, images, right, acc in zip(names, support.tolist(), correct.tolist(), recalls(support, correct))
         ]
 
     def to_dict(self, per_class: bool = False) -> dict[str, Any]:
@@ -201,7 +77,7 @@ class RunEvaluation:
             "metrics": self.metrics,
         }
         if per_class:
-            result["per_class"] = {task: self.per_class(task) for task in self.confusion}
+            result["per_class"] = {task: self.per_class(task) for task in self.class_counts}
         return result
 
 
@@ -211,24 +87,27 @@ def evaluate_run(
     checkpoint: str = "best",
     device: str = "auto",
     data_dir: str | Path | None = None,
+    confusion_matrix: bool = False,
 ) -> RunEvaluation:
-    """Rebuild a run's model, load its ``best.pt``/``last.pt`` and evaluate it on ``split``."""
+    """Rebuild a run's model, load its ``best.pt``/``last.pt`` and evaluate it on ``split``. Per-class
+    counts are always kept (O(classes)); ``confusion_matrix`` (graphc eval --confusion) also builds each
+    head's classes x classes matrix, refused (UsageError) for a head past CONFUSION_MAX_CLASSES."""
     if split not in ("val", "test"):
         raise UsageError(f"unknown split '{split}'; expected 'val' or 'test'.")
     if checkpoint not in ("best", "last"):
         raise UsageError(f"unknown checkpoint '{checkpoint}'; expected 'best' or 'last'.")
     keep_freed_memory()  # large evaluation batches reuse the last one's pages (runtime/allocator.py)
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
+    record = read_record(run_dir)
     path = run_dir / (runs.BEST if checkpoint == "best" else runs.LAST)
     if not path.is_file():
         other = runs.LAST if checkpoint == "best" else runs.BEST
         hint = f" Try --checkpoint {'last' if checkpoint == 'best' else 'best'}." if (run_dir / other).is_file() else ""
         raise RunError(f"{path}: no such checkpoint; the run has not completed an epoch yet.{hint}")
     state = load_checkpoint(path)
-    spec = spec_of_run(run_dir, config)
+    spec = spec_of_run(run_dir, record)
     target = resolve_device(device)
-    dataset = load_run_data(spec, config, data_dir)
+    dataset = load_run_data(spec, record, data_dir)
     graph = graphc.build_graph(spec, classes=dataset.classes)
     model, _ = load_trained(graph, path, state)  # names the node whose weights do not fit
     heads = heads_of(graph)
@@ -237,13 +116,14 @@ def evaluate_run(
         raise RunError(
             f"{run_dir}: the run's data has no {split} images (data.val_fraction = {spec.data.val_fraction})."
         )
-    precision = run_precision(config, spec, target)
+    execution = evaluation_execution(record.execution, target)  # as the run's logged rows were computed
+    precision = execution.precision
     batch_size = eval_batch_size(spec.train.batch_size)
     try:
         model.to(target)
-        if config.get("memory_format") == "channels_last":  # as the run's logged rows were computed
+        if execution.channels_last:
             model.to(memory_format=torch.channels_last)
-        confusion = Confusion(heads, target)
+        confusion = Confusion(heads, target, matrix=confusion_matrix)
         metrics = evaluate(
             model,
             data_split,
@@ -274,25 +154,10 @@ def evaluate_run(
         graph,
         metrics,
         confusion=confusion.matrices(),
+        class_counts=confusion.class_counts(),
         class_names=dict(dataset.class_names),
         precision=precision,
     )
-
-
-def run_precision(config: dict, spec: Spec, device: torch.device) -> str:
-    """The precision a run trained and validated in (config.json), so that its numbers are the
-    logged ones; fp32 where ``device`` cannot run bf16 autocast at all."""
-    precision = config.get("precision") or resolve_precision(spec.train.precision, device)
-    if precision == "bf16" and not runs_bf16(device):
-        return "fp32"
-    return precision
-
-
-def runs_bf16(device: torch.device) -> bool:
-    """Whether torch runs bf16 autocast on ``device``, natively or not (every CPU does)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu"
 
 
 BASELINES = ("majority_acc", "balanced_acc")  # per head: what its accuracy should be read against
@@ -372,7 +237,7 @@ def per_class_tables(evaluation: RunEvaluation) -> list:
     from graphc.errors import printable
 
     tables = []
-    for task in evaluation.confusion:
+    for task in evaluation.class_counts:
         m = evaluation.metrics
         table = Table(
             title=escape(

@@ -7,7 +7,6 @@ images for the parity check; :mod:`graphc.backends.onnx` does the export itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,10 @@ from graphc.backends.onnx import (
     require,
 )
 from graphc.ir.graph import Graph
-from graphc.lang.spec import DataSpec, Spec
+from graphc.lang.spec import Spec
 from graphc.runtime.data.augment import to_float  # pixels / 255: the same scaling as training and eval
 from graphc.runtime.data.load import load_dataset
+from graphc.runtime.runs.record import RunRecord
 from graphc.runtime.runs.weights import Weights, graph_for, load_trained, normalize_of, read_checkpoint
 
 REAL_IMAGES = 64  # data-set images used for parity when a checkpoint and its data are available
@@ -93,18 +93,19 @@ def verification_inputs(shape: tuple[int, ...], weights: Weights) -> tuple[dict[
     """Random [0, 1] images at batch 1 and 7; plus data-set images when the checkpoint's data is at hand."""
     inputs = random_inputs(shape)
     note = None
-    if weights.data is not None:
+    if weights.record is not None:
         try:
-            images, split = _real_images(weights.data, shape)
-            inputs[f"{weights.data['dataset']} {split}, batch {len(images)}"] = to_float(images, None)
+            images, split = _real_images(weights.record, shape)
+            inputs[f"{weights.record.dataset} {split}, batch {len(images)}"] = to_float(images, None)
         except Exception as exc:  # the data is optional here: say why it was skipped, never fail the export on it
             note = f"data-set images skipped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     return inputs, note
 
 
-def _real_images(data: Mapping[str, Any], shape: tuple[int, ...]) -> tuple[torch.Tensor, str]:
-    spec = DataSpec.model_validate(data["spec"])
-    dataset = load_dataset(spec, dataset=data["dataset"], root=data["root"], image_shape=tuple(shape), download=False)
+def _real_images(record: RunRecord, shape: tuple[int, ...]) -> tuple[torch.Tensor, str]:
+    dataset = load_dataset(
+        record.data, dataset=record.dataset, root=record.data_root, image_shape=tuple(shape), download=False
+    )
     split, name = (dataset.test, "test") if len(dataset.test) else (dataset.val, "val")
     return split.images[:REAL_IMAGES], name
 

@@ -14,9 +14,11 @@ PARENT head too, ``CHILD/consistency_with_PARENT``; then ``mean_acc`` and
 ``weighted_acc``.
 
 :class:`Confusion` adds, for the final test pass and ``graphc eval``, per-head
-confusion matrices and the baselines read off them: ``TASK/majority_acc`` (always
-answering the split's most frequent class) and ``TASK/balanced_acc`` (the mean
-of the per-class accuracies, i.e. macro-averaged recall).
+per-class counts (images and correct answers of each true class: O(classes) memory,
+never classes x classes unless ``graphc eval --confusion`` asks for the matrix) and the
+baselines read off them: ``TASK/majority_acc`` (always answering the split's most
+frequent class) and ``TASK/balanced_acc`` (the mean of the per-class accuracies, i.e.
+macro-averaged recall).
 """
 
 from __future__ import annotations
@@ -206,45 +208,92 @@ class Meter:
 
 def majority_accuracy(matrix: torch.Tensor) -> float:
     """Accuracy of always answering the split's most frequent class (``matrix[true, predicted]``)."""
-    per_class = matrix.sum(dim=1)  # images of each true class
-    total = int(per_class.sum())
-    return int(per_class.max()) / total if total else math.nan
+    return majority_from_support(matrix.sum(dim=1))
 
 
 def class_accuracies(matrix: torch.Tensor) -> list[float]:
     """Per true class, the fraction of its images predicted right (recall); NaN for a class the split lacks."""
-    support = matrix.sum(dim=1).tolist()
-    return [int(matrix[c, c]) / n if n else math.nan for c, n in enumerate(support)]
+    return recalls(matrix.sum(dim=1), matrix.diagonal())
 
 
 def balanced_accuracy(matrix: torch.Tensor) -> float:
     """Mean of the per-class accuracies over the classes present in the split (macro-averaged
     recall, as sklearn's balanced_accuracy_score): 1/classes for a constant answer, whatever the imbalance."""
-    present = [a for a in class_accuracies(matrix) if not math.isnan(a)]
+    return balanced_from_counts(matrix.sum(dim=1), matrix.diagonal())
+
+
+def majority_from_support(support: torch.Tensor) -> float:
+    """:func:`majority_accuracy` from the images of each true class (``support``, (classes,))."""
+    total = int(support.sum())
+    return int(support.max()) / total if total else math.nan
+
+
+def recalls(support: torch.Tensor, correct: torch.Tensor) -> list[float]:
+    """:func:`class_accuracies` from each true class's images and correct answers ((classes,) each)."""
+    return [c / n if n else math.nan for n, c in zip(support.tolist(), correct.tolist())]
+
+
+def balanced_from_counts(support: torch.Tensor, correct: torch.Tensor) -> float:
+    """:func:`balanced_accuracy` from each true class's images and correct answers ((classes,) each)."""
+    present = [a for a in recalls(support, correct) if not math.isnan(a)]
     return sum(present) / len(present) if present else math.nan
 
 
-class Confusion:
-    """Per-head confusion matrices of a split, ``counts[task][true, predicted]``, summed on the device."""
+# Largest head graphc eval --confusion draws: its matrix is classes x classes int64 (8 MB at 1,000), and
+# the picture (at most 24 inches, 150 dpi: about 3,600 pixels a side) has under 4 pixels per class
+# past it. Per-class accuracy (--per-class) needs no matrix, at any number of classes.
+CONFUSION_MAX_CLASSES = 1000
 
-    def __init__(self, heads: list[HeadInfo], device: torch.device):
+
+class Confusion:
+    """Per-head counts of a split, summed on the device: each true class's images and correct answers
+    (``support`` and ``correct``, (classes,) int64: memory O(classes), what the baselines and per-class
+    accuracies need), and only with ``matrix=True`` (graphc eval --confusion) the full confusion
+    matrix ``counts[task][true, predicted]``, O(classes^2): refused past CONFUSION_MAX_CLASSES."""
+
+    def __init__(self, heads: list[HeadInfo], device: torch.device, matrix: bool = False):
         self.heads = heads
-        self.counts = {h.task: torch.zeros(h.classes * h.classes, dtype=torch.int64, device=device) for h in heads}
+        self.matrix = matrix
+        self.support = {h.task: torch.zeros(h.classes, dtype=torch.int64, device=device) for h in heads}
+        self.correct = {h.task: torch.zeros(h.classes, dtype=torch.int64, device=device) for h in heads}
+        self.counts = {}
+        if matrix:
+            too_many = [h for h in heads if h.classes > CONFUSION_MAX_CLASSES]
+            if too_many:
+                from graphc.errors import UsageError
+
+                head = too_many[0]
+                raise UsageError(
+                    f"--confusion draws a classes x classes matrix per head, but head '{head.task}' has "
+                    f"{head.classes:,} classes (at most {CONFUSION_MAX_CLASSES:,} are drawn: the matrix takes "
+                    f"classes^2 x 8 bytes, and past that a class gets under 4 pixels of the picture). "
+                    "--per-class gives each class's accuracy at any number of classes."
+                )
+            self.counts = {h.task: torch.zeros(h.classes * h.classes, dtype=torch.int64, device=device) for h in heads}
 
     @torch.no_grad()
     def update(self, outputs: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]) -> None:
         for head in self.heads:
-            cell = labels[head.task] * head.classes + outputs[head.task].argmax(dim=1)  # (B,) true * C + predicted
-            self.counts[head.task] += torch.bincount(cell, minlength=head.classes * head.classes)
+            target, predicted = labels[head.task], outputs[head.task].argmax(dim=1)  # (B,), (B,)
+            self.support[head.task] += torch.bincount(target, minlength=head.classes)
+            self.correct[head.task] += torch.bincount(target[predicted == target], minlength=head.classes)
+            if self.matrix:
+                cell = target * head.classes + predicted  # (B,) true * C + predicted
+                self.counts[head.task] += torch.bincount(cell, minlength=head.classes * head.classes)
+
+    def class_counts(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{task: (support, correct)}`` on the CPU: each true class's images and correct answers."""
+        return {h.task: (self.support[h.task].cpu(), self.correct[h.task].cpu()) for h in self.heads}
 
     def matrices(self) -> dict[str, torch.Tensor]:
-        """``{task: int64 (classes, classes)}`` on the CPU, rows the true classes, columns the predictions."""
-        return {h.task: self.counts[h.task].cpu().view(h.classes, h.classes) for h in self.heads}
+        """``{task: int64 (classes, classes)}`` on the CPU, rows the true classes, columns the predictions;
+        empty unless built with ``matrix=True``."""
+        return {h.task: self.counts[h.task].cpu().view(h.classes, h.classes) for h in self.heads if self.matrix}
 
     def baselines(self) -> dict[str, float]:
-        """``TASK/majority_acc`` and ``TASK/balanced_acc`` per head."""
+        """``TASK/majority_acc`` and ``TASK/balanced_acc`` per head (from the per-class counts)."""
         result = {}
-        for task, matrix in self.matrices().items():
-            result[f"{task}/majority_acc"] = majority_accuracy(matrix)
-            result[f"{task}/balanced_acc"] = balanced_accuracy(matrix)
+        for task, (support, correct) in self.class_counts().items():
+            result[f"{task}/majority_acc"] = majority_from_support(support)
+            result[f"{task}/balanced_acc"] = balanced_from_counts(support, correct)
         return result

@@ -8,7 +8,8 @@ self-describing. Given a run directory it compiles the run's spec, loads
 needed), through the same ``DeployedModel`` wrapper the export uses, so both
 paths take the same [0, 1] input and apply the same normalisation.
 
-Images are decoded with Pillow (PNG, JPEG, ...), converted to the model's
+Images are read as image folders are (runtime/data/image_files.py: regular files only, no
+decompression bombs), decoded with Pillow (PNG, JPEG, ...), converted to the model's
 channels (L, RGB or RGBA), and resized (bilinear, to exactly H x W, aspect ratio
 not kept) when their size differs from the input's - or rejected with
 ``resize=False``.
@@ -16,6 +17,7 @@ not kept) when their size differs from the input's - or rejected with
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +130,8 @@ def load_images(
     """Decode images to uint8 (N, C, H, W) at the model's input shape."""
     from PIL import Image, UnidentifiedImageError
 
+    from graphc.runtime.data.image_files import read_image_file
+
     channels, height, width = shape
     if channels not in MODES:
         raise RunError(
@@ -136,7 +140,10 @@ def load_images(
     arrays, loaded = [], []
     for path in map(Path, paths):
         try:
-            with Image.open(path) as image:
+            # as image folders are read: a regular file only (a FIFO named x.png never blocks), and a
+            # decompression bomb refused from its header (runtime/data/image_files.py)
+            data = read_image_file(path)
+            with Image.open(io.BytesIO(data)) as image:
                 image = image.convert(MODES[channels])
                 found = (image.height, image.width)
                 if found != (height, width):
@@ -151,7 +158,7 @@ def load_images(
             raise RunError(f"{path}: no such image file.") from None
         except IsADirectoryError:
             raise RunError(f"{path}: is a directory, not an image file.") from None
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
             raise RunError(f"{path}: cannot be read as an image ({exc}); give PNG or JPEG files.") from None
         arrays.append(array.reshape(height, width, channels).transpose(2, 0, 1))  # (H, W, C) -> (C, H, W)
         loaded.append(LoadedImage(str(path), found, found != (height, width)))

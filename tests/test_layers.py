@@ -32,6 +32,7 @@ LAYERS = {
     "graphc.runtime.data": 5,
     "graphc.runtime.runs": 6,
     "graphc.runtime.metrics": 6,
+    "graphc.runtime.scoring": 6,  # the evaluation pass (a model's loss and metrics on a split)
     "graphc.runtime.evaluate": 7,
     "graphc.runtime.report": 7,
     "graphc.runtime.train": 8,
@@ -112,6 +113,19 @@ def test_imports_go_down_the_layers(graph):
         if lb > la:
             offenders.append(f"{a} (layer {la}, {unit_a}) imports {b} (layer {lb}, {unit_b})")
     assert not offenders, "\n".join(offenders)
+
+
+def test_training_never_imports_graphc_eval(graph):
+    """Training scores its model with the evaluation pass (graphc.runtime.scoring) and reads run
+    directories through graphc.runtime.runs; graphc eval (graphc.runtime.evaluate) is a command of
+    its own, on the same layer as the report, which training does not need, directly or not."""
+    train = [name for name in graph if name == "graphc.runtime.train" or name.startswith("graphc.runtime.train.")]
+    offenders = [
+        f"{name} reaches graphc.runtime.evaluate"
+        for name in train
+        if nx.has_path(graph, name, "graphc.runtime.evaluate")
+    ]
+    assert not offenders, offenders
 
 
 def test_backends_do_not_import_each_other(graph):

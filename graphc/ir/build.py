@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import os
+import tomllib
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -21,6 +22,7 @@ import networkx as nx
 from graphc.errors import Problem, SpecError, did_you_mean
 from graphc.ir.gradients import reused_branches, shared_nodes
 from graphc.ir.graph import Graph, Node
+from graphc.ir.kinds import Context, Seen, layer_outputs, rules
 from graphc.ir.metrics import (
     WEIGHT_PREFIX,
     diagnostic_names,
@@ -30,27 +32,11 @@ from graphc.ir.metrics import (
     watchable_metrics,
     weight_metrics,
 )
-from graphc.ir.shapes import (
-    ShapeProblem,
-    concat_shape,
-    conv_block_params,
-    conv_block_shape,
-    fc_block_params,
-    features,
-    layer_outputs,
-    same_padding,
-)
+from graphc.ir.shapes import ShapeProblem
 from graphc.ir.weighting import gradnorm_node
 from graphc.lang.hierarchy import hierarchy_paths, listed_twice
 from graphc.lang.load import source_map
-from graphc.lang.spec import (
-    ConcatNode,
-    ConvBlockNode,
-    FCBlockNode,
-    HeadNode,
-    InputNode,
-    Spec,
-)
+from graphc.lang.spec import HeadNode, InputNode, Spec
 
 # The largest model graphc builds: a guard against nonsense such as channels = [1000000000],
 # a 10^20-pixel input or padding = 100000, caught before anything allocates. Generous on
@@ -58,7 +44,15 @@ from graphc.lang.spec import (
 # at 224x224 (tests/test_safety_spec.py) has 25.2 M and 0.04 GiB of layer outputs. Environment variables of the same name with a
 # GRAPHC_ prefix (GRAPHC_MAX_PARAMS=5e9) raise them for a model that really is that large.
 MAX_PARAMS = 2_000_000_000  # all parameters, frozen or not (8 GB as fp32, before optimiser state)
-MAX_ACTIVATION_BYTES = 16 * 2**30  # fp32 layer outputs of one image (shapes.layer_outputs)
+MAX_ACTIVATION_BYTES = 16 * 2**30  # fp32 layer outputs of one image (kinds.layer_outputs), and the test pass's
+# memory at batch 1 (the largest node's outputs beside every head's per-class counts, check_memory)
+# What one batch, and a synthetic data set being generated, may take: the guard behind the bounds of
+# batch_size and synthetic train_size / test_size (graphc.lang.spec's MAX_BATCH_SIZE and MAX_IMAGES
+# bound the numbers themselves). GRAPHC_MAX_BATCH_BYTES and GRAPHC_MAX_DATA_BYTES raise them.
+MAX_BATCH_BYTES = 2**40  # fp32 layer outputs of one evaluation batch (EVAL_BATCH_FACTOR x batch_size images)
+MAX_DATA_BYTES = 16 * 2**30  # a synthetic data set while it is generated (check_memory's estimate)
+EVAL_BATCH_FACTOR = 4  # evaluation batches are this many training batches (graphc.runtime.evaluate's constant)
+COUNT_BYTES = 16  # per class of a head: the test pass's images and correct answers, one int64 each
 
 
 class ModelTooLarge(SpecError):
@@ -90,16 +84,7 @@ def _size(n: int) -> str:
 
 
 def _inputs_of(node) -> tuple[str, ...]:
-    if isinstance(node, ConcatNode):
-        return tuple(node.inputs)
-    if isinstance(node, InputNode):
-        return ()
-    return (node.input,)
-
-
-def _training(node) -> dict[str, Any]:
-    """Whether a node with parameters trains from the start, and after how many epochs a frozen one joins."""
-    return {"trainable": node.trainable, "unfreeze_after": node.unfreeze_after}
+    return node.reads
 
 
 class _Builder:
@@ -111,6 +96,9 @@ class _Builder:
         self.data_classes: Mapping[str, int | None] = (
             dict(classes) if classes is not None else spec.data.known_classes()
         )
+        self.seen: dict[str, Seen] = {}  # the nodes resolved so far
+        self.raw_nodes: list | None = None  # the [[nodes]] tables as written (template_of reads them)
+        self.context = Context(self.seen, self.head_classes, self.template_of)
 
     def problem(
         self, message: str, node: str | None = None, field: str | None = None, hint: str | None = None
@@ -147,17 +135,22 @@ class _Builder:
 
     def check_references(self) -> None:
         names = list(self.index)
+        heads = {n.task_name: n.name for n in self.spec.nodes if isinstance(n, HeadNode)}
         problems = []
         for node in self.spec.nodes:
-            field = "inputs" if isinstance(node, ConcatNode) else "input"
+            field = node.reference_field()
             for ref in _inputs_of(node):
                 if ref not in self.index:
+                    # a task's name where its head's is meant: point to the head, not to a node spelt alike
+                    hint = (
+                        f"'{ref}' is the task of head '{heads[ref]}'; a node reads a task's predictions through "
+                        f"its head (cross-task reuse): write '{heads[ref]}'."
+                        if ref in heads and heads[ref] != node.name
+                        else did_you_mean(ref, [n for n in names if n != node.name])
+                    )
                     problems.append(
                         self.problem(
-                            f"reads '{ref}', but there is no node of that name.",
-                            node=node.name,
-                            field=field,
-                            hint=did_you_mean(ref, [n for n in names if n != node.name]),
+                            f"reads '{ref}', but there is no node of that name.", node=node.name, field=field, hint=hint
                         )
                     )
         if problems:
@@ -197,6 +190,7 @@ class _Builder:
     def check_recipe(self) -> None:
         """The parts of [data] and [train] that refer to the graph: watched tasks, normalisation channels."""
         tasks = [n.task_name for n in self.spec.nodes if isinstance(n, HeadNode)]
+        task_of = {n.name: n.task_name for n in self.spec.nodes if isinstance(n, HeadNode)}
         train = self.spec.train
         monitors = [("select", train.select)] + (
             [("early_stopping", train.early_stopping)] if train.early_stopping else []
@@ -218,7 +212,11 @@ class _Builder:
                         file=self.file,
                         line=self.where.line("train", name),
                         field=f"train.{name}.metric",
-                        hint=did_you_mean(parts[1], tasks)
+                        # a head's name where its task's is meant: name the task
+                        hint=f"'{parts[1]}' is a head; metrics are named by the task it predicts: "
+                        f"'{parts[0]}/{task_of[parts[1]]}/{parts[2]}'."
+                        if parts[1] in task_of
+                        else did_you_mean(parts[1], tasks)
                         or "name one of the heads' tasks, or a total such as 'val/loss'.",
                     )
                 )
@@ -243,9 +241,10 @@ class _Builder:
         by_name: Mapping[str, Any],
         resolved: Mapping[str, tuple],
         shapes: Mapping[str, tuple[int, ...]],
-    ) -> None:
+    ) -> tuple[int, int]:
         """Refuse a model too large to build (MAX_PARAMS, MAX_ACTIVATION_BYTES) before anything
-        allocates, naming its size at batch 1 and the nodes that contribute most."""
+        allocates, naming its size at batch 1 and the nodes that contribute most. Returns the bytes
+        of its layer outputs at batch 1, all of them and the largest node's."""
         params = {name: resolved[name][2] for name in order}
         outputs = {
             name: 4
@@ -260,7 +259,7 @@ class _Builder:
         total, memory = sum(params.values()), sum(outputs.values())
         max_params, max_bytes = _limit("MAX_PARAMS", MAX_PARAMS), _limit("MAX_ACTIVATION_BYTES", MAX_ACTIVATION_BYTES)
         if total <= max_params and memory <= max_bytes:
-            return
+            return memory, max(outputs.values(), default=0)
         biggest, widest = max(params, key=params.get), max(outputs, key=outputs.get)
         raise ModelTooLarge(
             self.problem(
@@ -273,6 +272,76 @@ class _Builder:
                 "really is this large, raise the limits with the environment variables GRAPHC_MAX_PARAMS and GRAPHC_MAX_ACTIVATION_BYTES.",
             )
         )
+
+    def check_memory(self, memory: tuple[int, int], heads: Mapping[str, int]) -> None:
+        """Refuse what would not fit where ``check_size`` looks at one image, against the same limits:
+        the test pass at batch 1 against MAX_ACTIVATION_BYTES - it runs without autograd, so it holds
+        about one node's outputs at a time (``memory[1]``, the largest) beside COUNT_BYTES per class of
+        each head in ``heads`` (``{node: classes}``: the per-class counts it keeps, never a classes x
+        classes matrix), where training holds every node's (``memory[0]``); one evaluation batch
+        (EVAL_BATCH_FACTOR x batch_size images, counted at a training batch's outputs, an upper bound)
+        against MAX_BATCH_BYTES; and a synthetic data set being generated against MAX_DATA_BYTES. So a
+        batch size or data-set size `graphc check` accepts is one `graphc train` can allocate, and each
+        message says which values would fit."""
+        memory, largest = memory
+        max_bytes = _limit("MAX_ACTIVATION_BYTES", MAX_ACTIVATION_BYTES)
+        counts = {name: COUNT_BYTES * classes for name, classes in heads.items()}
+        test_pass = largest + sum(counts.values())
+        if test_pass > max_bytes:
+            widest = max(counts, key=counts.get)
+            raise ModelTooLarge(
+                self.problem(
+                    f"the test pass would need {_size(test_pass)} at batch 1 (the largest node's outputs for one image, "
+                    f"{_size(largest)}, and {COUNT_BYTES} bytes of counts per class of each head), more "
+                    f"than the limit {_size(max_bytes)}; head '{widest}' has {heads[widest]:,} classes.",
+                    node=widest,
+                    field="classes",
+                    hint="fewer classes, or raise the limit with the environment variable GRAPHC_MAX_ACTIVATION_BYTES.",
+                )
+            )
+        train, per_batch = self.spec.train, EVAL_BATCH_FACTOR * max(memory, 1)
+        max_batch = _limit("MAX_BATCH_BYTES", MAX_BATCH_BYTES)
+        if train.batch_size * per_batch > max_batch:
+            raise ModelTooLarge(
+                Problem(
+                    f"batch_size = {train.batch_size:,}: an evaluation batch ({EVAL_BATCH_FACTOR} x batch_size images) "
+                    f"would take {_size(train.batch_size * per_batch)} of layer outputs ({_size(memory)} per image), "
+                    f"more than the limit {_size(max_batch)}; batch_size can be 1 to {max(1, max_batch // per_batch):,} "
+                    "for this model.",
+                    file=self.file,
+                    line=self.where.line("train", "batch_size"),
+                    field="train.batch_size",
+                    hint="give a smaller batch_size (or --batch-size); if the machine really has that much memory, "
+                    "raise the limit with the environment variable GRAPHC_MAX_BATCH_BYTES.",
+                )
+            )
+        data = self.spec.data
+        if data.dataset != "synthetic":
+            return
+        c, h, w = next(n.shape for n in self.spec.nodes if isinstance(n, InputNode))
+        options, values = data.synthetic, c * h * w
+        # graphc.runtime.data.synthetic: uint8 images of both splits, while the larger split is drawn
+        # in float32 (the gathered pattern and the noise), and about five float32 copies of the
+        # classes' patterns, each MAX_SHIFT (3) pixels larger on every side.
+        patterns = 20 * (options.classes + options.coarse_classes) * c * (h + 6) * (w + 6)
+        need = values * (options.train_size + options.test_size + 8 * max(options.train_size, options.test_size))
+        max_data = _limit("MAX_DATA_BYTES", MAX_DATA_BYTES)
+        if need + patterns > max_data:
+            field = "train_size" if options.train_size >= options.test_size else "test_size"
+            most = max(0, max_data - patterns) // (10 * values)  # images per split that fit, both splits that size
+            raise ModelTooLarge(
+                Problem(
+                    f"synthetic.{field} = {getattr(options, field):,}: generating the synthetic data set "
+                    f"({options.train_size:,} + {options.test_size:,} images of {c}x{h}x{w}, {options.classes:,} "
+                    f"classes) would take about {_size(need + patterns)}, more than the limit {_size(max_data)}; "
+                    f"train_size and test_size can be 1 to {most:,} each at this input shape.",
+                    file=self.file,
+                    line=self.where.line("data", "synthetic"),
+                    field=f"data.synthetic.{field}",
+                    hint="give fewer images (or a smaller input shape); if the machine really has that much memory, "
+                    "raise the limit with the environment variable GRAPHC_MAX_DATA_BYTES.",
+                )
+            )
 
     def check_hierarchy(self) -> None:
         """A class listed in two groups of one [data.hierarchy] table (or twice in one group) would
@@ -358,7 +427,7 @@ class _Builder:
         self.fail(
             "the graph has a cycle: " + " -> ".join(path) + ".",
             node=cycle[-1][1],
-            field="inputs" if isinstance(self.spec.nodes[self.index[cycle[-1][1]]], ConcatNode) else "input",
+            field=self.spec.nodes[self.index[cycle[-1][1]]].reference_field(),
             hint="a spec is a DAG: data flows from the input to the heads; "
             "break the cycle by changing one of these inputs.",
         )
@@ -419,64 +488,29 @@ class _Builder:
     # ------------------------------------------------------------------ shapes
 
     def resolve(self, node, shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, Any], tuple[int, ...], int]:
-        """Resolved attributes, output shape and parameter count of one node."""
-        if isinstance(node, InputNode):
-            return {"shape": tuple(node.shape)}, tuple(node.shape), 0
-        if isinstance(node, ConvBlockNode):
-            in_shape = shapes[node.input]
-            kernels, strides = node.per_layer("kernel"), node.per_layer("stride")
-            paddings = [
-                same_padding(k, s) if p == "same" else 0 if p == "valid" else p
-                for k, s, p in zip(kernels, strides, node.per_layer("padding"))
-            ]
-            attrs = {
-                "in_channels": in_shape[0],
-                "channels": tuple(node.channels),
-                "kernel": tuple(kernels),
-                "stride": tuple(strides),
-                "padding": tuple(paddings),
-                "activation": node.activation,
-                "bias": node.bias,
-                "pool": node.pool,
-                "pool_size": node.pool_size,
-                "pool_stride": node.pool_stride or node.pool_size,
-                "norm": node.norm,
-                "groups": node.groups if node.norm == "group" else 1 if node.norm == "layer" else None,
-                "norm_position": node.norm_position,
-                "dropout": node.dropout,
-                "dropout_kind": node.dropout_kind,
-                **_training(node),
-            }
-            shape = conv_block_shape(attrs, in_shape)
-            return attrs, shape, conv_block_params(attrs)
-        if isinstance(node, FCBlockNode):
-            attrs = {
-                "in_features": features(shapes[node.input]),
-                "units": tuple(node.units),
-                "activation": node.activation,
-                "dropout": node.dropout,
-                "norm": node.norm,
-                **_training(node),
-            }
-            return attrs, (node.units[-1],), fc_block_params(attrs)
-        if isinstance(node, ConcatNode):
-            shape = concat_shape(node.mode, [(name, shapes[name]) for name in node.inputs])
-            return {"mode": node.mode}, shape, 0
-        if isinstance(node, HeadNode):
-            classes = self.head_classes(node)
-            in_features = features(shapes[node.input])
-            attrs = {
-                "in_features": in_features,
-                "task": node.task_name,
-                "classes": classes,
-                "loss_weight": node.loss_weight,
-                "label_smoothing": node.label_smoothing,
-                "reuse_as": node.reuse_as,
-                "reuse_gradient": node.reuse_gradient,
-                **_training(node),
-            }
-            return attrs, (classes,), in_features * classes + classes
-        raise AssertionError(f"unknown node class {type(node).__name__}")
+        """Resolved attributes, output shape and parameter count of one node, by its kind's rules
+        (graphc.ir.kinds)."""
+        kind = rules(node.kind)
+        inputs = [(name, shapes[name]) for name in node.reads]
+        attrs = kind.resolve(node, inputs, self.context)
+        shape = kind.shape(attrs, inputs, self.context)
+        self.seen[node.name] = Seen(node.kind, node.reads, attrs, shape)
+        return attrs, shape, kind.params(attrs)
+
+    def template_of(self, name: str, field: str) -> str | None:
+        """The template that gave node ``name`` its ``field`` (None: the node's own table, or the default)."""
+        if self.raw_nodes is None:
+            try:
+                nodes = tomllib.loads(self.spec.text).get("nodes") if self.spec.text else None
+            except tomllib.TOMLDecodeError:
+                nodes = None
+            self.raw_nodes = nodes if isinstance(nodes, list) else []
+        origin = self.spec.origin(self.index[name]) if name in self.index else len(self.raw_nodes)
+        table = self.raw_nodes[origin] if origin < len(self.raw_nodes) else None
+        if not isinstance(table, dict) or field in table or not isinstance(table.get("use"), str):
+            return None
+        template = self.spec.templates.get(table["use"])
+        return table["use"] if isinstance(template, dict) and field in template else None
 
     def check_frozen(self, order: list[str], resolved: Mapping[str, tuple]) -> None:
         """trainable = false must freeze something, and leave something to train in the first epoch
@@ -541,7 +575,7 @@ class _Builder:
                     field="classes",
                     hint="write the class count, or list every class in [data.hierarchy].",
                 )
-            return known
+            return self.two_classes(head, known)
         if known is not None and head.classes != known:
             self.fail(
                 f"declares {head.classes} classes for task '{task}', but the {data.dataset} data set has {known}.",
@@ -549,7 +583,39 @@ class _Builder:
                 field="classes",
                 hint=f'set classes = {known}, or classes = "auto" to take it from the data set.',
             )
-        return head.classes
+        return self.two_classes(head, head.classes)
+
+    def two_classes(self, head: HeadNode, classes: int) -> int:
+        """``classes``, when a head can learn something from it: with one class (or none) its loss is
+        0 and its accuracy 100% whatever the model does, so such a head is refused, with the fix
+        that fits where the count came from (the same in `graphc check` and `graphc train`)."""
+        if classes >= 2:
+            return classes
+        task, data = head.task_name, self.spec.data
+        hint = "remove the head, or give the task at least two classes"
+        if head.classes != "auto":
+            where = f"classes = {head.classes}"
+            hint = 'set classes = "auto" (or the data set\'s count, at least 2), or remove the head'
+        elif data.dataset == "synthetic":
+            option = "classes" if task == "fine" else "coarse_classes"
+            where = f"[data] synthetic.{option} = {classes}"
+            hint = f"set synthetic.{option} to 2 or more" + (
+                " (it must divide classes)" if option == "coarse_classes" else ""
+            )
+            hint += ", or remove the head"
+        elif task in data.hierarchy:
+            where = f"[data.hierarchy] table '{task}' has {classes} group"
+            hint = f"give the '{task}' table at least two groups, or remove the head"
+        else:
+            where = f"the {data.dataset} data set has {classes} '{task}' class{'' if classes == 1 else 'es'}"
+            hint = "add a class folder (at least two), or remove the head"
+        self.fail(
+            f"predicts task '{task}', which has {classes} class{'' if classes == 1 else 'es'} ({where}): "
+            "a classifier needs at least two (with one, its loss is 0 and its accuracy 100% whatever it learns).",
+            node=head.name,
+            field="classes",
+            hint=hint + ".",
+        )
 
     # ------------------------------------------------------------------ assembly
 
@@ -572,7 +638,8 @@ class _Builder:
                 self.fail(str(exc), node=name, field=exc.field, hint=exc.hint)
             shapes[name] = shape
             resolved[name] = (attrs, shape, params)
-        self.check_size(order, by_name, resolved, shapes)
+        memory = self.check_size(order, by_name, resolved, shapes)
+        self.check_memory(memory, {name: r[0]["classes"] for name, r in resolved.items() if "classes" in r[0]})
         self.check_frozen(order, resolved)
         nodes = tuple(
             Node(

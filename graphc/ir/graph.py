@@ -24,19 +24,11 @@ class Node:
     """One node of the graph.
 
     ``attrs`` holds the resolved parameters of the node's kind (per-layer
-    lists expanded, paddings in pixels, head class counts filled in):
-
-    - input: ``shape``
-    - conv_block: ``in_channels, channels, kernel, stride, padding`` (tuples,
-      one per layer; empty for a block of no convolutions), ``activation, bias,
-      pool, pool_size, pool_stride, norm, groups`` (group norm's groups; 1 for
-      layer norm; else None), ``norm_position, dropout, dropout_kind``
-    - fc_block: ``in_features, units`` (tuple), ``activation, dropout, norm``
-    - concat: ``mode`` (features, channels or sum)
-    - head: ``in_features, task, classes, loss_weight, label_smoothing,
-      reuse_as, reuse_gradient``
-    - conv_block, fc_block and head also: ``trainable`` (False: frozen) and
-      ``unfreeze_after`` (epochs after which a frozen node joins training, or None)
+    lists expanded, paddings in pixels, head class counts filled in). Each
+    kind's entry in ``graphc.ir.kinds.KINDS`` makes them: its ``resolve``
+    function's docstring lists them. Kinds with parameters also have
+    ``trainable`` (False: frozen) and ``unfreeze_after`` (epochs after which a
+    frozen node joins training, or None).
     """
 
     name: str

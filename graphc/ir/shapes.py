@@ -1,9 +1,9 @@
-"""Output shapes and parameter counts of each node kind, worked out by arithmetic.
+"""The arithmetic of shapes and parameter counts: convolutions, pooling, joins.
 
-Pure functions of resolved attributes and input shapes; no torch. ``build``
-calls them to fill in the IR, and the tests check them against real forward
-passes and ``sum(p.numel())``. A shape that cannot be formed raises
-:class:`ShapeProblem`, which ``build`` turns into a SpecError naming the node.
+Pure functions of resolved attributes and input shapes; no torch. The node kinds'
+table (``graphc.ir.kinds``) calls them to fill in the IR, and the tests check them
+against real forward passes and ``sum(p.numel())``. A shape that cannot be formed
+raises :class:`ShapeProblem`, which ``build`` turns into a SpecError naming the node.
 """
 
 from __future__ import annotations
@@ -65,6 +65,13 @@ def conv_block_shape(attrs: Mapping[str, Any], shape: Shape) -> Shape:
             )
         channels, height, width = out_channels, new_h, new_w
     _check_norm_groups(attrs)
+    return pool_shape(attrs, (channels, height, width))
+
+
+def pool_shape(attrs: Mapping[str, Any], shape: Shape) -> Shape:
+    """A map [C, H, W] after pooling (``attrs``: ``pool``, ``pool_size``, ``pool_stride``, as a
+    conv_block's): 'global_avg' / 'global_max' give C x 1 x 1, 'max' / 'avg' a window, 'none' nothing."""
+    channels, height, width = shape
     if attrs["pool"] in ("global_avg", "global_max"):
         return (channels, 1, 1)  # a C x 1 x 1 map: readers that flatten see C features
     if attrs["pool"] != "none":
@@ -107,22 +114,13 @@ def _check_norm_groups(attrs: Mapping[str, Any]) -> None:
             )
 
 
-def layer_outputs(kind: str, attrs: Mapping[str, Any], in_shape: Shape | None, out_shape: Shape) -> int:
-    """Values one node's forward pass produces per image: every convolution's or dense layer's
-    output, plus the node's own output where that is another tensor (after pooling, a join,
-    the input image). Activations, norms and dropout are not counted again. Autograd keeps
-    about this much for the backward pass, so it sizes a model's memory at batch 1."""
-    if kind == "conv_block":
-        total, (channels, height, width) = 0, in_shape
-        for channels, kernel, stride, padding in zip(
-            attrs["channels"], attrs["kernel"], attrs["stride"], attrs["padding"]
-        ):
-            height, width = conv_output(height, kernel, stride, padding), conv_output(width, kernel, stride, padding)
-            total += channels * height * width
-        return total + (prod(out_shape) if out_shape != (channels, height, width) else 0)
-    if kind == "fc_block":
-        return sum(attrs["units"])
-    return prod(out_shape)
+def conv_block_outputs(attrs: Mapping[str, Any], in_shape: Shape, out_shape: Shape) -> int:
+    """Values a conv block produces per image: every convolution's output, plus the pooled map."""
+    total, (channels, height, width) = 0, in_shape
+    for channels, kernel, stride, padding in zip(attrs["channels"], attrs["kernel"], attrs["stride"], attrs["padding"]):
+        height, width = conv_output(height, kernel, stride, padding), conv_output(width, kernel, stride, padding)
+        total += channels * height * width
+    return total + (prod(out_shape) if out_shape != (channels, height, width) else 0)
 
 
 def conv_block_params(attrs: Mapping[str, Any]) -> int:
@@ -154,10 +152,10 @@ def concat_shape(mode: str, shapes: list[tuple[str, Shape]]) -> Shape:
         for name, shape in shapes[1:]:
             if shape != first:
                 raise ShapeProblem(
-                    f"mode 'sum' adds inputs of one shape, but '{first_name}' gives {_shape_text(first)} "
-                    f"and '{name}' gives {_shape_text(shape)}.",
+                    f"mode 'sum' adds inputs of one shape, but '{first_name}' gives {shape_text(first)} "
+                    f"and '{name}' gives {shape_text(shape)}.",
                     field="inputs",
-                    hint=_projection_hint((first_name, first), (name, shape)),
+                    hint=projection_hint((first_name, first), (name, shape)),
                 )
         return first
     vectors = [name for name, s in shapes if len(s) != 3]
@@ -179,11 +177,11 @@ def concat_shape(mode: str, shapes: list[tuple[str, Shape]]) -> Shape:
     return (sum(s[0] for _, s in shapes), height, width)
 
 
-def _shape_text(shape: Shape) -> str:
+def shape_text(shape: Shape) -> str:
     return "x".join(map(str, shape))
 
 
-def _projection_hint(a: tuple[str, Shape], b: tuple[str, Shape]) -> str:
+def projection_hint(a: tuple[str, Shape], b: tuple[str, Shape]) -> str:
     """How to make two summed inputs agree: a 1x1 conv_block projecting the larger map."""
     if len(a[1]) != 3 or len(b[1]) != 3:
         return 'sum feature maps with feature maps, and vectors with vectors of one size; or join them with mode = "features".'

@@ -5,30 +5,28 @@ A new user writes what they know - ``kind = "add"``, ``dilation = 2``, ``pool = 
 then misleads. :func:`hint_for` looks the word up here first; ``graphc.lang.load``
 falls back to the nearest spelling only when the word is not in the table.
 
-One table for node kinds, fields and values alike: each entry says what graphc
-offers instead, or that it is not supported and what comes closest.
+One table for fields and values, and for constructs graphc has no node kind for: each
+entry says what graphc offers instead, or that it is not supported and what comes closest.
+The words for what a node kind does (``conv2d``, ``maxpool``, ``add``) come with the kind,
+from ``graphc.lang.spec.NODE_KINDS``; the kind lists below are read from it too.
 """
 
 from __future__ import annotations
 
-_RESIDUAL = (
-    'a residual (skip) connection is a concat node with mode = "sum" and inputs = ["<shortcut>", "<block>"] '
-    "(element-wise sum of inputs of one shape); a 1x1 conv_block projects a shortcut whose shape differs."
-)
-_GLOBAL_AVG = (
-    'global average pooling is pool = "global_avg" on the conv_block before it (output C x 1 x 1, read as C features).'
-)
-_GLOBAL_MAX = (
-    'global max pooling is pool = "global_max" on the conv_block before it (output C x 1 x 1, read as C features).'
-)
-_CONV = 'convolutions are written as kind = "conv_block" with channels = [...] (one entry per convolution), kernel, stride and padding.'
-_DENSE = 'dense (linear) layers are written as kind = "fc_block" with units = [...] (one entry per layer); a head is the final linear layer.'
-_POOL = 'pooling is a setting of the conv_block it follows: pool = "max" | "avg" | "global_avg" | "global_max", with pool_size and pool_stride.'
+from graphc.lang.spec import NODE_CLASSES, NODE_KINDS
+
+
+def _listed(words: list[str], last: str = "and") -> str:
+    """``a, b and c``."""
+    return ", ".join(words[:-1]) + f" {last} " + words[-1] if len(words) > 1 else "".join(words)
+
+
+_KINDS = [kind for kind in NODE_KINDS if kind != "input"]  # what a user writes between input and heads
+
 _NORM = (
     'normalisation is a setting of a block: norm = "batch" | "group" | "layer" on a conv_block '
     '(with norm_position and groups), norm = "batch" on an fc_block.'
 )
-_DROPOUT = 'dropout is a setting of a block: dropout = 0.25 on a conv_block (dropout_kind = "channel" for Dropout2d) or an fc_block.'
 _ACTIVATION = 'activations are a setting of a block: activation = "relu" | "gelu" | "silu" | "tanh" | "sigmoid" | "leaky_relu" | "elu" | "none".'
 _FLATTEN = (
     'no flatten node is needed: fc_block, head and a concat with mode = "features" flatten a feature map themselves.'
@@ -37,17 +35,13 @@ _SOFTMAX = (
     "heads output logits and their loss applies the softmax; a node that reads a head gets probabilities "
     'with reuse_as = "probabilities" on that head.'
 )
-_CONCAT = 'joins are kind = "concat": mode = "features" (flatten and join), "channels" (join maps) or "sum" (residual).'
-_HEAD = (
-    'outputs are kind = "head" nodes: a linear layer to one task\'s logits (task = "<label field>", classes = "auto").'
-)
 _LOSS = (
     "every head is trained with cross-entropy; set its weight in the total with loss_weight and "
     "smoothing with label_smoothing on the head."
 )
 _ATTENTION = (
     "not supported: graphc builds convolutional and dense networks; attention, recurrent and embedding "
-    "layers have no node kind. Use conv_block, fc_block, concat and head."
+    f"layers have no node kind. Use {_listed(_KINDS)}."
 )
 _CROSS_STITCH = (
     "not supported: cross-stitch units and other learned mixing between task branches have no node kind. "
@@ -67,78 +61,22 @@ _INIT = "initialisation is set for every layer in [layers]: init and bias_init."
 
 
 def _trainable() -> str:
-    from graphc.lang.spec import NODE_CLASSES
-
     kinds = [kind for kind, model in NODE_CLASSES.items() if "trainable" in model.model_fields]
     if kinds:
         return f"trainable = false freezes a node with parameters ({', '.join(kinds)}): write it in that node's [[nodes]] table."
     return "not supported: every parameter of the model trains; there is no per-node freezing."
 
 
-# word (lower case) -> what to use instead. Keys cover node kinds, fields and values.
-HINTS: dict[str, str] = {
-    **dict.fromkeys(
-        (
-            "add",
-            "residual",
-            "skip",
-            "sum",
-            "shortcut",
-            "skip_connection",
-            "residual_add",
-            "elementwise_add",
-            "plus",
-            "identity_shortcut",
-        ),
-        _RESIDUAL,
-    ),
-    **dict.fromkeys(
-        ("resblock", "residual_block", "basic_block", "bottleneck"),
-        'a residual block is a conv_block (norm_position = "pre" for pre-activation) plus a concat with mode = "sum" reading the block and its input.',
-    ),
-    **dict.fromkeys(
-        (
-            "global_avg",
-            "gap",
-            "global_avg_pool",
-            "global_average_pooling",
-            "globalaveragepooling2d",
-            "global_average",
-            "adaptive_avg_pool",
-            "adaptiveavgpool2d",
-            "mean_pool",
-        ),
-        _GLOBAL_AVG,
-    ),
-    **dict.fromkeys(
-        (
-            "global_max",
-            "gmp",
-            "global_max_pool",
-            "global_max_pooling",
-            "globalmaxpooling2d",
-            "adaptive_max_pool",
-            "adaptivemaxpool2d",
-        ),
-        _GLOBAL_MAX,
-    ),
-    **dict.fromkeys(("conv", "conv2d", "convolution", "conv_layer", "convolution2d"), _CONV),
-    **dict.fromkeys(("dense", "linear", "fc", "fully_connected", "mlp", "perceptron"), _DENSE),
-    **dict.fromkeys(
-        (
-            "pool",
-            "pooling",
-            "maxpool",
-            "max_pool",
-            "maxpool2d",
-            "maxpooling2d",
-            "avgpool",
-            "avg_pool",
-            "avgpool2d",
-            "averagepooling2d",
-        ),
-        _POOL,
-    ),
+def _repeat() -> str:
+    chains = [kind for kind, model in NODE_CLASSES.items() if model.repeats == "chain"]
+    return (
+        f"repeat = N is written on a {_listed(chains, 'or')} (a chain of N copies, NAME_1 .. NAME_N), or on a "
+        'concat with mode = "sum" (N copies of the residual unit it closes).'
+    )
+
+
+# word (lower case) -> what to use instead: fields, values and constructs without a node kind.
+GENERAL_HINTS: dict[str, str] = {
     **dict.fromkeys(
         (
             "batchnorm",
@@ -157,12 +95,9 @@ HINTS: dict[str, str] = {
         ),
         _NORM,
     ),
-    **dict.fromkeys(("dropout", "dropout2d", "spatial_dropout", "spatialdropout2d"), _DROPOUT),
     **dict.fromkeys(("relu", "activation_layer", "gelu", "silu"), _ACTIVATION),
     **dict.fromkeys(("flatten", "globalflatten"), _FLATTEN),
     **dict.fromkeys(("softmax", "log_softmax", "logsoftmax"), _SOFTMAX),
-    **dict.fromkeys(("concatenate", "cat", "merge", "join", "stack"), _CONCAT),
-    **dict.fromkeys(("output", "classifier", "logits", "prediction", "task_head"), _HEAD),
     **dict.fromkeys(("loss", "criterion", "loss_fn", "objective", "cross_entropy"), _LOSS),
     **dict.fromkeys(
         ("attention", "self_attention", "multihead_attention", "mha", "transformer", "lstm", "gru", "rnn", "embedding"),
@@ -183,10 +118,7 @@ HINTS: dict[str, str] = {
     ),
     **dict.fromkeys(("momentum", "bn_momentum", "epsilon", "eps", "bn_eps"), _BN_CONSTANTS),
     **dict.fromkeys(("kernel_initializer", "initializer", "init", "weight_init", "bias_initializer"), _INIT),
-    "repeat": (
-        "repeat = N is written on a conv_block or fc_block (a chain of N copies, NAME_1 .. NAME_N), or on a "
-        'concat with mode = "sum" (N copies of the residual unit it closes).'
-    ),
+    "repeat": _repeat(),
     # fields under the names other frameworks give them
     "filters": "the output channels of a conv_block are channels = [...], one entry per convolution.",
     "out_channels": "the output channels of a conv_block are channels = [...], one entry per convolution.",
@@ -200,6 +132,10 @@ HINTS: dict[str, str] = {
     "swish": 'SiLU (swish) is activation = "silu".',
     "linear_activation": 'no activation is activation = "none".',
 }
+# The words of each node kind's own job, from the kind's entry in NODE_KINDS (a word is one kind's
+# or the table's above, never both: tests/test_kinds.py checks).
+KIND_WORDS: dict[str, str] = {word: text for form in NODE_KINDS.values() for word, text in form.words.items()}
+HINTS: dict[str, str] = {**GENERAL_HINTS, **KIND_WORDS}
 
 
 # (field, value) -> what to write instead, where a value means something else than the bare word.

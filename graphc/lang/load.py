@@ -173,19 +173,15 @@ def _merge_templates(raw: dict, path: Path | None, where: SourceMap) -> dict:
 
 def _renamed(node, names: dict[str, str], **update):
     """A copy of ``node`` with its references renamed by ``names`` (and ``update`` applied)."""
-    if isinstance(getattr(node, "inputs", None), list):
-        update.setdefault("inputs", [names.get(name, name) for name in node.inputs])
-    elif isinstance(getattr(node, "input", None), str):
-        update.setdefault("input", names.get(node.input, node.input))
+    field = node.reference_field()
+    if field is not None:
+        renamed = [names.get(name, name) for name in node.reads]
+        update.setdefault(field, renamed[0] if isinstance(getattr(node, field), str) else renamed)
     return node.model_copy(update=update) if update else node
 
 
 def _references(node) -> list[str]:
-    return (
-        list(node.inputs)
-        if isinstance(getattr(node, "inputs", None), list)
-        else ([node.input] if isinstance(getattr(node, "input", None), str) else [])
-    )
+    return list(node.reads)
 
 
 def _residual_unit(total, by_name: dict, readers: dict[str, list[str]]) -> tuple[str, list[str]] | str:
@@ -270,7 +266,7 @@ def _expand_repeats(spec: Spec, path: Path | None, where: SourceMap) -> Spec:
     dropped: set[str] = set()  # unit members, emitted with their sum
     for index, node in enumerate(spec.nodes):
         count = getattr(node, "repeat", 1)
-        if count == 1 or node.kind != "concat" or any(ref not in by_name for ref in node.inputs):
+        if count == 1 or node.repeats != "unit" or any(ref not in by_name for ref in node.reads):
             continue  # (a reference to no node is build's to report, by name)
         found = _residual_unit(node, by_name, readers)
         if isinstance(found, str):
@@ -293,14 +289,14 @@ def _expand_repeats(spec: Spec, path: Path | None, where: SourceMap) -> Spec:
         last[node.name] = entry
     for index, node in enumerate(spec.nodes):
         count = getattr(node, "repeat", 1)
-        if count == 1 or node.kind == "concat":
+        if count == 1 or node.repeats != "chain":
             continue
         names = [f"{node.name}_{k}" for k in range(1, count + 1)]
         check_free(index, names, count)
-        previous = node.input
-        copies[index] = []
+        (source,) = node.reads  # a chain's kinds read one node: the first copy reads it, each next the one before
+        copies[index], previous = [], source
         for name in names:
-            copies[index].append((index, node.model_copy(update={"name": name, "input": previous, "repeat": 1})))
+            copies[index].append((index, _renamed(node, {source: previous}, name=name, repeat=1)))
             previous = name
         last[node.name] = names[-1]
 
@@ -455,7 +451,39 @@ def _problem_from_pydantic(error: dict, raw: dict, path: Path | None, where: Sou
             info = owner.model_fields.get(name) if owner is not None and name else None
             if info is not None and info.description:
                 hint = f"'{name}' is: {info.description}"
+    reads_one = model is not None and model is not Spec and model.reference_field() == "input"
+    if reads_one and (rest == ["inputs"] or (rest == ["input"] and isinstance(found, list))):
+        # inputs = [...] on a kind that reads one node, or input = [...]: say that reading several
+        # needs a concat (not "did you mean 'input'?", which then fails as "a valid string")
+        names = table.get(rest[0]) if isinstance(table, dict) else None
+        message, hint = _several_inputs(kind_tag or "node", rest[0], names)
     return Problem(message, file=path, line=line, node=node_name, field=field, hint=hint)
+
+
+def _input_missing_beside_inputs(error: dict, raw: dict) -> bool:
+    """A node that reads one node but was given `inputs`: its missing `input` is the same mistake,
+    which the `inputs` problem explains (one message, not two)."""
+    loc = error["loc"]
+    if error["type"] != "missing" or len(loc) < 3 or loc[0] != "nodes" or loc[-1] != "input":
+        return False
+    nodes = raw.get("nodes")
+    node = nodes[loc[1]] if isinstance(nodes, list) and isinstance(loc[1], int) and loc[1] < len(nodes) else None
+    return isinstance(node, dict) and "inputs" in node
+
+
+def _several_inputs(kind: str, field: str, names: Any) -> tuple[str, str]:
+    """Message and hint for a list of nodes given to a kind that reads one (``field``: inputs or input)."""
+    names = [name for name in names if isinstance(name, str)] if isinstance(names, list) else []
+    what = "unknown field 'inputs'" if field == "inputs" else f"'input' names one node, but found a list {names}"
+    if len(names) == 1:
+        return f'{what}: this {kind} reads one node, written input = "NAME".', f'write input = "{names[0]}".'
+    listed = ", ".join(f'"{name}"' for name in names or ["a", "b"])
+    return (
+        f'{what}: this {kind} reads one node (input = "NAME"); reading several needs a concat node that joins '
+        "them first.",
+        f'add [[nodes]] name = "joined", kind = "concat", inputs = [{listed}] (mode = "features" flattens and joins, '
+        '"channels" stacks feature maps, "sum" adds maps of one shape), then write input = "joined" here.',
+    )
 
 
 # Tags of discriminated unions and names of union members that pydantic puts in an
@@ -569,7 +597,8 @@ def parse_spec(text: str, path: Path | None = None, name: str | None = None) -> 
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
-        problems = [_problem_from_pydantic(e, raw, path, where) for e in _merge_union_errors(exc.errors())]
+        errors = [e for e in _merge_union_errors(exc.errors()) if not _input_missing_beside_inputs(e, raw)]
+        problems = [_problem_from_pydantic(e, raw, path, where) for e in errors]
         if not named:  # the name came from the file: say so, or the user looks for a line that is not there
             hint = 'the spec has no `name`, so it is named after its file; add name = "..." or rename the file.'
             problems = [replace(p, hint=hint) if p.field == "name" and p.node is None else p for p in problems]
@@ -584,6 +613,29 @@ def parse_spec(text: str, path: Path | None = None, name: str | None = None) -> 
         raise SpecError(problems)
     spec = _expand_repeats(spec, path, where)
     return spec.model_copy(update={"source": path, "text": text})
+
+
+def locate(error: SpecError, spec: Spec) -> SpecError:
+    """``error`` with the spec's file, and the line of each problem's field, filled in where a problem
+    has none: for the checks that read the data set (``graphc check --data``, ``graphc train``),
+    which name a field of [data] (``resize``, ``hierarchy.coarse``, ``normalize.mean``) or the input
+    node's ``shape`` without knowing the file."""
+    where = source_map(spec.text)
+    problems = []
+    for problem in error.problems:
+        if problem.file is not None or spec.source is None:
+            problems.append(problem)
+            continue
+        line = problem.line
+        if line is None and problem.field:
+            parts = problem.field.removeprefix("data.").split(".")
+            inputs = [i for i, node in enumerate(spec.nodes) if node.kind == "input"]
+            if parts == ["shape"] and inputs:
+                line = where.line("nodes", spec.origin(inputs[0]), "shape")
+            else:
+                line = where.line("data", *parts)  # the field's key, else the nearest table that holds it
+        problems.append(replace(problem, file=spec.source, line=line))
+    return SpecError(problems)
 
 
 def load_spec(path: str | Path) -> Spec:

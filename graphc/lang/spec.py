@@ -17,11 +17,15 @@ A spec is a TOML file::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import keyword
+import operator
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -142,6 +146,10 @@ class _Strict(BaseModel):
 
 
 class _NodeBase(_Strict):
+    # How `repeat` copies a node of this kind (graphc.lang.load): "chain" (NAME_1 -> ... -> NAME_N),
+    # "unit" (the residual unit a sum closes) or None (the kind has no repeat).
+    repeats: ClassVar[str | None] = None
+
     name: NodeName
     use: str | None = Field(
         default=None,
@@ -153,6 +161,18 @@ class _NodeBase(_Strict):
     @classmethod
     def _not_reserved(cls, value: str) -> str:
         return _check_name(value)
+
+    @classmethod
+    def reference_field(cls) -> str | None:
+        """The field that names the nodes this kind reads: 'inputs' (a list), 'input' (one name) or None."""
+        return next((f for f in ("inputs", "input") if f in cls.model_fields), None)
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Names of the nodes this node reads, in order."""
+        field = self.reference_field()
+        value = getattr(self, field) if field else ()
+        return (value,) if isinstance(value, str) else tuple(value)
 
 
 class InputNode(_NodeBase):
@@ -197,6 +217,8 @@ MAX_REPEAT = 1000  # copies one table may make: past it, a slip (repeat = 100000
 
 
 class _Repeatable(_Weighted):
+    repeats: ClassVar[str | None] = "chain"
+
     repeat: PositiveInt = Field(
         default=1,
         le=MAX_REPEAT,
@@ -288,6 +310,22 @@ class ConvBlockNode(_Repeatable):
         return list(value) if isinstance(value, list) else [value] * len(self.channels)
 
 
+class PoolNode(_NodeBase):
+    """Pooling on its own, with a conv_block's pooling settings: what a conv_block's `pool` does,
+    between any two nodes that give and take feature maps (no parameters)."""
+
+    kind: Literal["pool"] = Field(description="Node kind tag.")
+    input: str = Field(description="Name of the node this pooling reads (a feature map).")
+    pool: Literal["max", "avg", "global_avg", "global_max"] = Field(
+        default="max",
+        description="'max' or 'avg' pool windows of pool_size; 'global_avg' / 'global_max' pool each channel's "
+        "whole map to one value: the output is C x 1 x 1, which fc_block, head and a features concat read as "
+        "a vector of C.",
+    )
+    pool_size: PositiveInt = Field(default=2, description="Pooling window (square); not used by global pooling.")
+    pool_stride: PositiveInt | None = Field(default=None, description="Pooling stride; defaults to pool_size.")
+
+
 class FCBlockNode(_Repeatable):
     """A stack of dense layers, each Linear -> activation -> dropout -> BatchNorm1d
     (the reference order). Flattens a feature-map input itself."""
@@ -300,8 +338,24 @@ class FCBlockNode(_Repeatable):
     norm: Literal["batch", "none"] = Field(default="none", description="BatchNorm1d after every dropout.")
 
 
+class DropoutNode(_NodeBase):
+    """Dropout on its own, with a block's dropout settings: between any two nodes, on a feature map
+    or a vector (no parameters; active in training only)."""
+
+    kind: Literal["dropout"] = Field(description="Node kind tag.")
+    input: str = Field(description="Name of the node this dropout reads (a feature map or a vector).")
+    dropout: float = Field(gt=0.0, lt=1.0, description="Dropout rate: the fraction of values zeroed in training.")
+    dropout_kind: Literal["element", "channel"] = Field(
+        default="element",
+        description="'element' drops single values (Dropout); 'channel' drops whole feature maps (Dropout2d), "
+        "for a feature-map input only.",
+    )
+
+
 class ConcatNode(_NodeBase):
     """Concatenates its inputs, in the order listed."""
+
+    repeats: ClassVar[str | None] = "unit"
 
     kind: Literal["concat"] = Field(description="Node kind tag.")
     inputs: list[str] = Field(min_length=2, description="Names of the nodes to join, in tensor order.")
@@ -358,17 +412,159 @@ class HeadNode(_Weighted):
         return self.task or self.name
 
 
-NodeSpec = Annotated[
-    InputNode | ConvBlockNode | FCBlockNode | ConcatNode | HeadNode,
-    Field(discriminator="kind"),
-]
-NODE_CLASSES: dict[str, type[_NodeBase]] = {
-    "input": InputNode,
-    "conv_block": ConvBlockNode,
-    "fc_block": FCBlockNode,
-    "concat": ConcatNode,
-    "head": HeadNode,
+# --------------------------------------------------------------------------- the kinds
+
+
+def _words(words: tuple[str, ...], text: str) -> dict[str, str]:
+    return dict.fromkeys(words, text)
+
+
+@dataclass(frozen=True)
+class NodeForm:
+    """The spec language's side of one node kind: its pydantic model, and the words other frameworks
+    use for what it does (lower case), each with what to write in graphc instead
+    (``graphc.lang.hints`` looks them up before guessing a spelling)."""
+
+    model: type[_NodeBase]
+    words: Mapping[str, str]
+
+
+_RESIDUAL = (
+    'a residual (skip) connection is a concat node with mode = "sum" and inputs = ["<shortcut>", "<block>"] '
+    "(element-wise sum of inputs of one shape); a 1x1 conv_block projects a shortcut whose shape differs."
+)
+_GLOBAL_POOL = (
+    'global {} pooling is pool = "global_{}", on the conv_block before it or on a node of kind = "pool" '
+    "(output C x 1 x 1, read as C features)."
+)
+
+# The node kinds, one entry each, in the order messages list them. Every layer has a table keyed
+# by these names (graphc.ir.kinds, graphc.backends.pytorch.compile, graphc.backends.diagram.style;
+# tests/test_kinds.py checks that none is missing); ARCHITECTURE.md says how to add one.
+NODE_KINDS: dict[str, NodeForm] = {
+    "input": NodeForm(InputNode, {}),
+    "conv_block": NodeForm(
+        ConvBlockNode,
+        {
+            **_words(
+                ("conv", "conv2d", "convolution", "conv_layer", "convolution2d"),
+                'convolutions are written as kind = "conv_block" with channels = [...] (one entry per convolution), '
+                "kernel, stride and padding.",
+            ),
+        },
+    ),
+    "pool": NodeForm(
+        PoolNode,
+        {
+            **_words(
+                (
+                    "global_avg",
+                    "gap",
+                    "global_avg_pool",
+                    "global_average_pooling",
+                    "globalaveragepooling2d",
+                    "global_average",
+                    "adaptive_avg_pool",
+                    "adaptiveavgpool2d",
+                    "mean_pool",
+                ),
+                _GLOBAL_POOL.format("average", "avg"),
+            ),
+            **_words(
+                (
+                    "global_max",
+                    "gmp",
+                    "global_max_pool",
+                    "global_max_pooling",
+                    "globalmaxpooling2d",
+                    "adaptive_max_pool",
+                    "adaptivemaxpool2d",
+                ),
+                _GLOBAL_POOL.format("max", "max"),
+            ),
+            **_words(
+                (
+                    "pool",
+                    "pooling",
+                    "maxpool",
+                    "max_pool",
+                    "maxpool2d",
+                    "maxpooling2d",
+                    "avgpool",
+                    "avg_pool",
+                    "avgpool2d",
+                    "averagepooling2d",
+                ),
+                'pooling is kind = "pool" with pool = "max" | "avg" | "global_avg" | "global_max", pool_size '
+                "and pool_stride; a conv_block takes the same settings for the pooling after its convolutions.",
+            ),
+        },
+    ),
+    "fc_block": NodeForm(
+        FCBlockNode,
+        _words(
+            ("dense", "linear", "fc", "fully_connected", "mlp", "perceptron"),
+            'dense (linear) layers are written as kind = "fc_block" with units = [...] (one entry per layer); '
+            "a head is the final linear layer.",
+        ),
+    ),
+    "dropout": NodeForm(
+        DropoutNode,
+        {
+            **_words(
+                ("dropout", "dropout2d", "spatial_dropout", "spatialdropout2d"),
+                'dropout is kind = "dropout" with dropout = 0.25 (dropout_kind = "channel" for Dropout2d on feature '
+                "maps), or the same settings on a conv_block (fc_block: dropout only) for dropout inside the block.",
+            ),
+            **_words(
+                ("rate", "drop_rate", "dropout_rate", "drop_prob"),
+                "a dropout rate is dropout = 0.25 (the fraction of values zeroed in training), on a dropout node "
+                "or a block.",
+            ),
+        },
+    ),
+    "concat": NodeForm(
+        ConcatNode,
+        {
+            **_words(
+                (
+                    "add",
+                    "residual",
+                    "skip",
+                    "sum",
+                    "shortcut",
+                    "skip_connection",
+                    "residual_add",
+                    "elementwise_add",
+                    "plus",
+                    "identity_shortcut",
+                ),
+                _RESIDUAL,
+            ),
+            **_words(
+                ("resblock", "residual_block", "basic_block", "bottleneck"),
+                'a residual block is a conv_block (norm_position = "pre" for pre-activation) plus a concat with '
+                'mode = "sum" reading the block and its input.',
+            ),
+            **_words(
+                ("concatenate", "cat", "merge", "join", "stack"),
+                'joins are kind = "concat": mode = "features" (flatten and join), "channels" (join maps) or '
+                '"sum" (residual).',
+            ),
+        },
+    ),
+    "head": NodeForm(
+        HeadNode,
+        _words(
+            ("output", "classifier", "logits", "prediction", "task_head"),
+            'outputs are kind = "head" nodes: a linear layer to one task\'s logits (task = "<label field>", '
+            'classes = "auto").',
+        ),
+    ),
 }
+NODE_CLASSES: dict[str, type[_NodeBase]] = {kind: form.model for kind, form in NODE_KINDS.items()}
+# The discriminated union of the kinds' models: pydantic picks the model by `kind`.
+NodeSpec = Annotated[functools.reduce(operator.or_, NODE_CLASSES.values()), Field(discriminator="kind")]
 
 
 # --------------------------------------------------------------------------- layer defaults
@@ -407,6 +603,13 @@ class KerasAffineAugment(_Strict):
     shear: float = Field(default=0.3, ge=0.0, lt=90.0, description="Max shear angle, degrees (+/-).")
     fill: Literal["reflect", "zeros", "border"] = Field(default="reflect", description="How the border is filled.")
     flip: bool = Field(default=False, description="Also flip horizontally at random.")
+    convention: Literal["keras2", "keras3"] = Field(
+        default="keras2",
+        description="Whose ImageDataGenerator the parameters follow, image for image: 'keras2' = "
+        "keras-preprocessing 1.1.2 (TensorFlow 2.0-2.8; the reference specs' choice): tx and zx act on the rows, about "
+        "(H/2 + 0.5, W/2 + 0.5); 'keras3' = Keras 3 (and tf.keras 2.9-2.15), which swaps the axes: tx and "
+        "zx act on the columns and the rotation turns the other way. See docs/augmentation.md.",
+    )
 
     @field_validator("zoom")
     @classmethod
@@ -441,6 +644,14 @@ class Normalize(_Strict):
     std: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, description="Per-channel standard deviation.")
 
 
+# Bounds of the numbers that size or seed a run, checked where they are read (spec fields here, the CLI's
+# --seed, --batch-size and --limit-* with the same values): a value `graphc check` accepts never overflows
+# in training. Seeds: numpy takes 0 to 2**32 - 1 (torch 64 bits; graphc also seeds with seed + 1).
+MAX_SEED = 2**32 - 1
+MAX_BATCH_SIZE = 2**20  # images per batch
+MAX_IMAGES = 100_000_000  # images of a data-set size (synthetic train_size, test_size) or a --limit-*
+
+
 class SyntheticData(_Strict):
     """Learnable generated images: each fine class has its own pattern, classes of one
     coarse group share structure, plus noise."""
@@ -449,8 +660,15 @@ class SyntheticData(_Strict):
     coarse_classes: PositiveInt = Field(
         default=20, description="Number of coarse classes (label field 'coarse'); must divide classes."
     )
-    train_size: PositiveInt = Field(default=5000, description="Images in the training pool (before the split).")
-    test_size: PositiveInt = Field(default=1000, description="Images in the test split.")
+    train_size: PositiveInt = Field(
+        default=5000,
+        le=MAX_IMAGES,
+        description="Images in the training pool (before the split); at most 100,000,000, and no more than the "
+        "memory limit of graphc check allows at the input shape (GRAPHC_MAX_DATA_BYTES).",
+    )
+    test_size: PositiveInt = Field(
+        default=1000, le=MAX_IMAGES, description="Images in the test split; bounded as train_size."
+    )
     noise: float = Field(default=0.25, ge=0.0, description="Standard deviation of the pixel noise.")
 
     @model_validator(mode="after")
@@ -475,7 +693,12 @@ class DataSpec(_Strict):
     val_fraction: float = Field(
         default=0.2, ge=0.0, lt=1.0, description="Fraction of the training images held out for validation."
     )
-    split_seed: int = Field(default=0, description="Seed of the train/validation split (fixed across training seeds).")
+    split_seed: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of the train/validation split (fixed across training seeds), 0 to 2**32 - 1.",
+    )
     augment: AugmentSpec = Field(default_factory=lambda: NoAugment(preset="none"), description="Training augmentation.")
     normalize: Normalize | None = Field(default=None, description="Optional mean/std normalisation.")
     label: str = Field(
@@ -635,8 +858,17 @@ class TrainSpec(_Strict):
     """How to train. CLI flags (--epochs, --batch-size, --lr, --seed, --device) override these."""
 
     epochs: PositiveInt = Field(default=100, description="Maximum number of epochs.")
-    batch_size: PositiveInt = Field(default=100, description="Images per batch.")
-    seed: int = Field(default=0, description="Seed of initialisation, augmentation and batch order.")
+    batch_size: PositiveInt = Field(
+        default=100,
+        le=MAX_BATCH_SIZE,
+        description="Images per batch, 1 to 2**20 (and no more than graphc check's memory estimate allows).",
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of initialisation, augmentation and batch order, 0 to 2**32 - 1 (numpy's range).",
+    )
     optimizer: OptimizerSpec = Field(default_factory=lambda: AdamOptimizer(name="adam"), description="Optimiser.")
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec, description="Learning-rate schedule.")
     grad_clip: float | None = Field(default=None, gt=0, description="Clip the global gradient norm to this value.")

@@ -15,40 +15,54 @@
   dropped, palette images are expanded. They must all have the input node's
   height and width (or, without one, the first image's), unless ``data.resize =
   [H, W]`` is set: then every image is resized to it (bilinear, antialiased).
-- Files with other suffixes and hidden folders are ignored; a single class, an empty class folder,
-  or a test class that has no training folder, is an error.
+- Files with other suffixes and hidden folders are ignored; a single class (a SpecError, exit 2, as
+  every head of fewer than two classes is), an empty class folder, a test class that has no training
+  folder, two class folders that are one folder (a symbolic link to another class folder, in either
+  split: its images would carry two labels, or be both trained and tested on), and a folder or image
+  that cannot be read, are errors naming the folders or file.
 - The folder is untrusted input. Symbolic links are followed only within ROOT: a
   link (split, class folder or image) that leads outside ROOT, dangles or loops is
   an error naming it, never silently skipped (skipping would change the data set
   without a word). ROOT itself may be a link. An image larger than PIL's
   ``Image.MAX_IMAGE_PIXELS`` (89.5 million pixels) is refused from its header
-  before it is decoded: a few-kilobyte PNG can claim gigabytes (a decompression bomb).
+  before it is decoded: a few-kilobyte PNG can claim gigabytes (a decompression bomb);
+  only regular files are read (runtime/data/image_files.py, shared with graphc predict).
 
 Decoding happens once: the uint8 tensors go to a cache file in
 ``default_data_dir()/imagefolder-cache/`` (not ROOT, which may be read-only or
 shared, and so that one folder holds every cache and can be deleted as one).
 The cache is keyed by ROOT's absolute path and the decoding options (file name)
-and by every image's relative path, size and modification time (stored inside),
-so adding, removing or editing a file re-decodes; it is written to a temporary
-file and renamed into place, so an interrupted run never leaves a torn cache.
+and by every image's relative path, size, modification time, inode and status-change
+time (``st_size``, ``st_mtime_ns``, ``st_ino``, ``st_ctime_ns``; stored inside), so
+adding, removing, editing or replacing a file re-decodes - even a replacement of the
+same size whose modification time was set back (``touch -r``, ``os.utime``, ``cp -p``,
+``rsync -t``): a new file has a new inode, and any write, rename or ``utime`` sets the
+ctime to now, which no user-space call can set back. The file's bytes are not hashed:
+that would read every image on every load, most of the cost the cache saves, while the
+stat is already made for the listing. (On a file system without real inodes or ctimes
+- some FUSE and network mounts - delete the cache folder after replacing images.)
+It is written to a temporary file and renamed into place, so an interrupted run never
+leaves a torn cache; a cache that cannot be written (full disk, file too large,
+read-only file system) is skipped with one warning and the data set is used as decoded.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import os
 import re
+import unicodedata
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-from graphc.errors import Problem, RunError, SpecError, did_you_mean
-from graphc.files import atomic_write
+from graphc.errors import Problem, RunError, SpecError, did_you_mean, printable
+from graphc.files import atomic_write, nfc_names
 from graphc.lang.hierarchy import hierarchy_paths, listed_twice, named_after_label, table_children
+from graphc.runtime.data.image_files import read_image_file
 from graphc.runtime.data.split import Split, compose, default_data_dir
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -77,9 +91,37 @@ def _follow(path: Path | str, root: Path) -> None:
         )
 
 
+def _unreadable(path: Path | str, exc: OSError) -> RunError:
+    return RunError(
+        f"{path} cannot be read ({exc.strerror or exc}); make it readable (or remove it from the image folder)."
+    )
+
+
+def _one_folder_per_class(root: Path) -> None:
+    """Refuse two class folders (in train/ and test/) that are one folder, through a symbolic link:
+    its images would be two classes at once, or both training and test images."""
+    seen: dict[Path, Path] = {}
+    for split in ("train", "test"):
+        for name in _class_folders(root / split, root):
+            folder = root / split / name
+            target = folder.resolve()  # _class_folders checked the links: they stay inside root
+            first = seen.setdefault(target, folder)
+            if first != folder:
+                link = folder if folder.is_symlink() else first
+                same = "carry two labels" if first.parent == folder.parent else "be both trained and tested on"
+                raise RunError(
+                    f"the class folders {first} and {folder} are one folder ({link} is a symbolic link to {target}): "
+                    f"its images would {same}. Give each class its own folder of images."
+                )
+
+
 def _class_folders(split_dir: Path, root: Path) -> list[str]:
     names = []
-    for p in split_dir.iterdir():
+    try:
+        listing = list(split_dir.iterdir())
+    except OSError as exc:  # no permission, an I/O error: never a traceback, never a silently smaller set
+        raise _unreadable(split_dir, exc) from None
+    for p in listing:
         if p.name.startswith("."):
             continue
         if p.is_symlink():
@@ -91,13 +133,32 @@ def _class_folders(split_dir: Path, root: Path) -> list[str]:
 
 def _image_files(class_dir: Path, root: Path) -> list[os.DirEntry]:
     entries = []
-    for e in os.scandir(class_dir):
+    try:
+        listing = list(os.scandir(class_dir))
+    except OSError as exc:
+        raise _unreadable(class_dir, exc) from None
+    for e in listing:
         if e.name.lower().endswith(SUFFIXES):
             if e.is_symlink():
                 _follow(e.path, root)
             if e.is_file():
                 entries.append(e)
     return sorted(entries, key=lambda e: e.name)
+
+
+def class_labels(folders: list[str], where: Path) -> list[str]:
+    """The class names of these folder names: in Unicode normal form NFC (macOS writes folder names
+    in NFD, a spec's TOML is usually NFC), sorted. Folders whose names differ only in normal form look
+    the same and are one class, with a warning naming them."""
+    normal, groups = nfc_names(folders)
+    for group in groups:
+        warnings.warn(
+            f"{where}: the class folders {' and '.join(ascii(name) for name in group)} differ only in Unicode "
+            f"normal form (they look the same); their images are one class, {printable(normal[folders.index(group[0])])}. "
+            "Merge the folders to silence this.",
+            stacklevel=3,
+        )
+    return sorted(set(normal))
 
 
 def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]], str]:
@@ -111,23 +172,28 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]], str]:
             _follow(root / split, root)
         if not (root / split).is_dir():
             raise RunError(f"the image folder {root} has no {split}/ directory; expected {LAYOUT}.")
-    classes = _class_folders(root / "train", root)
-    if not classes:
+    folders = _class_folders(root / "train", root)
+    if not folders:
         raise RunError(f"{root / 'train'} has no class folders; expected {LAYOUT}.")
+    classes = class_labels(folders, root / "train")
     if len(classes) == 1:  # one class: the loss is 0 and the accuracy 100% whatever the model does
-        raise RunError(
-            f"{root / 'train'} has a single class folder ({classes[0]}); a classifier needs at least two. "
-            "Add a folder per class."
+        raise SpecError(  # as every head of fewer than two classes is (graphc.ir.build): exit 2
+            Problem(
+                f"{root / 'train'} has a single class folder ({classes[0]}); a classifier needs at least two.",
+                field="data.root",
+                hint="add a folder per class (at least two).",
+            )
         )
     if not _class_folders(root / "test", root):
         raise RunError(f"{root / 'test'} has no class folders; expected {LAYOUT}.")
+    _one_folder_per_class(root)
     index = {name: i for i, name in enumerate(classes)}
     files: dict[str, list[tuple[str, int]]] = {}
     fingerprint = hashlib.sha256()
     for split in ("train", "test"):
         files[split] = []
         for name in _class_folders(root / split, root):
-            if name not in index:
+            if unicodedata.normalize("NFC", name) not in index:
                 raise RunError(
                     f"{root / split / name} is a class with no training folder ({root / 'train' / name} is missing); "
                     "every test class must also be a training class. Add the training images or remove the folder."
@@ -139,9 +205,17 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]], str]:
                     "add images or remove the folder."
                 )
             for entry in entries:
-                stat = entry.stat()
-                fingerprint.update(f"{split}/{name}/{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-                files[split].append((entry.path, index[name]))
+                try:
+                    stat = entry.stat()
+                except OSError as exc:
+                    raise _unreadable(entry.path, exc) from None
+                # Size, mtime, inode and ctime: a replaced file differs in one of them even when its size
+                # and mtime were kept (the module's docstring says why this and not a hash of the bytes).
+                fingerprint.update(
+                    f"{split}/{name}/{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
+                    f"\0{stat.st_ctime_ns}\n".encode()
+                )
+                files[split].append((entry.path, index[unicodedata.normalize("NFC", name)]))
     return classes, files, fingerprint.hexdigest()
 
 
@@ -151,7 +225,12 @@ def derive_labels(
     """Class names per label field and, per hierarchy table, its child class -> group index map,
     keyed ``(child field, table field)``. The child is the folder label, or for a nested table the
     table whose groups it lists (graphc.lang.hierarchy.table_children)."""
-    tables = {field: dict(sorted(groups.items())) for field, groups in hierarchy.items() if field != label}
+    nfc = lambda name: unicodedata.normalize("NFC", name) if isinstance(name, str) else name  # as class_labels
+    tables = {
+        field: dict(sorted((nfc(group), [nfc(m) for m in members]) for group, members in groups.items()))
+        for field, groups in hierarchy.items()
+        if field != label
+    }
     # groups in name order, the order the loop below assigns classes in
     problems = named_after_label(label, hierarchy, where="hierarchy")
     problems += [problem for _, _, problem in listed_twice(tables, where="hierarchy")]
@@ -210,38 +289,13 @@ def derive_labels(
 # --------------------------------------------------------------------------- decoding
 
 
-def _refuse_bombs(path: str, data: bytes) -> None:
-    """Read the image's size from its header (PIL opens lazily) and refuse one over
-    ``Image.MAX_IMAGE_PIXELS`` before anything is decoded."""
-    from PIL import Image
-
-    limit = Image.MAX_IMAGE_PIXELS
-    try:
-        width, height = Image.open(io.BytesIO(data)).size
-    except Image.DecompressionBombError as exc:  # PIL refuses twice the limit itself
-        found = str(exc).split("(", 1)[-1].split(")", 1)[0]
-    except Exception:  # not an image PIL knows, or a torn header: the decoder says why
-        return
-    else:
-        if limit is None or width * height <= limit:
-            return
-        found = f"{width}x{height} = {width * height:,} pixels"
-    raise RunError(
-        f"{path} claims {found}, more than the {limit:,} pixels graphc decodes (PIL's Image.MAX_IMAGE_PIXELS): "
-        "it is too large to load, or a decompression bomb (a small file that expands to gigabytes). "
-        "Replace it with a smaller image or delete it."
-    )
-
-
 def _decode(path: str, channels: int, size: tuple[int, int] | None, resize: bool) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2.functional import resize as resize_image
 
     mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        _refuse_bombs(path, raw)
+        raw = read_image_file(path)  # a regular file only (never blocks on a FIFO), no decompression bomb
         data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         image = decode_image(data, mode=mode)
     except (RuntimeError, ValueError, OSError) as exc:
@@ -264,7 +318,7 @@ def _decode(path: str, channels: int, size: tuple[int, int] | None, resize: bool
 def decode_all(paths: list[str], channels: int, size: tuple[int, int] | None, resize: bool) -> torch.Tensor:
     """Decode ``paths`` into one uint8 (N, C, H, W) tensor, on a few threads (file reads and
     torch ops release the GIL, so this gains a little even on small machines)."""
-    from PIL.Image import DecompressionBombWarning  # _refuse_bombs raises instead
+    from PIL.Image import DecompressionBombWarning  # read_image_file raises instead
 
     if size is None:  # no input shape and no resize: the first image sets the size
         with warnings.catch_warnings():

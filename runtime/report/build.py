@@ -56,8 +56,9 @@ import csv
 import json
 import math
 import re
+import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ from typing import Any
 import numpy as np
 
 from graphc.errors import RunError, UsageError, did_you_mean
+from graphc.files import nfc_names
+from graphc.ir.metrics import DIAGNOSTIC_PREFIX, WEIGHT_PREFIX
 from graphc.lang.builtin import specs_dir
 from graphc.runtime.runs.rundir import CONFIG, METRICS_JSONL, SUMMARY, find_runs, read_json, read_metrics
 
@@ -229,6 +232,8 @@ class Run:
     rows: list[dict]  # metrics.jsonl, in file order (0.1.0 metric names read as today's)
     summary: dict | None  # None while the run is in progress (or was killed)
     variant: Variant | None = None
+    warnings: list[str] = field(default_factory=list)  # what was read but is odd (graphc report prints them)
+    stored_tag: str | None = None  # config.json's tag as written (variant.tag is it in NFC)
 
     @property
     def in_progress(self) -> bool:
@@ -275,8 +280,23 @@ def current_names(metrics: dict) -> dict:
     return renamed
 
 
+def _read(file: Path, read: Callable[[], Any]) -> Any:
+    """``read()`` of ``file``, with an unreadable file (no permission, a directory) or one that is
+    not UTF-8 text as a RunError naming it: the report skips the run with a warning."""
+    try:
+        return read()
+    except UnicodeDecodeError as exc:
+        raise RunError(
+            f"{file}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start : exc.start + 1]!r}); the file is "
+            "damaged or was not written by graphc train."
+        ) from None
+    except OSError as exc:
+        raise RunError(f"{file}: cannot be read ({exc.strerror or exc}).") from None
+
+
 def load_run(path: Path) -> Run:
-    """Read one run directory; RunError naming the file (and line) if anything is damaged."""
+    """Read one run directory; RunError naming the file (and line) if anything is damaged, unreadable
+    or out of range (an accuracy outside [0, 1], an epoch logged twice with different numbers)."""
     path = Path(path)
     config_path = path / CONFIG
     if not config_path.is_file():
@@ -284,7 +304,7 @@ def load_run(path: Path) -> Run:
             f"{config_path}: missing, so the run's spec and seed are unknown. "
             "The run was probably killed before it started; delete the directory."
         )
-    config = read_json(config_path)
+    config = _read(config_path, lambda: read_json(config_path))
     if not isinstance(config, dict):
         raise RunError(f"{config_path}: expected a JSON object, found {type(config).__name__}.")
     for key, kind in (("spec", str), ("seed", int), ("tasks", list)):
@@ -296,13 +316,19 @@ def load_run(path: Path) -> Run:
     tag = config.get("tag")
     if tag is not None and not isinstance(tag, str):
         raise RunError(f"{config_path}: expected 'tag' (a string or null), found {tag!r}. The file is damaged.")
-    rows = read_metrics(path)
-    _check_metric_values(path / METRICS_JSONL, rows)
+    metrics_path = path / METRICS_JSONL
+    rows = _read(metrics_path, lambda: read_metrics(path))
+    lines = _read(metrics_path, lambda: _check_metric_values(metrics_path, rows))
+    rows, warnings = _one_row_per_epoch(metrics_path, rows, lines)
     summary = None
     if (path / SUMMARY).is_file():
-        summary = read_json(path / SUMMARY)
+        summary = _read(path / SUMMARY, lambda: read_json(path / SUMMARY))
         if not isinstance(summary, dict):
             raise RunError(f"{path / SUMMARY}: expected a JSON object, found {type(summary).__name__}.")
+        for block in ("best", "last", "test"):
+            if isinstance(summary.get(block), dict):
+                for key, value in summary[block].items():
+                    _check_range(f"{path / SUMMARY}: '{block}'", key, value)
         summary = {
             k: current_names(v) if k in ("best", "last", "test") and isinstance(v, dict) else v
             for k, v in summary.items()
@@ -317,14 +343,80 @@ def load_run(path: Path) -> Run:
         started=str(config.get("started", "")),
         rows=[current_names(row) for row in rows],
         summary=summary,
-        variant=Variant(config["spec"], sha if isinstance(sha, str) else None, tag, variant_settings(config)),
+        variant=Variant(
+            config["spec"],
+            sha if isinstance(sha, str) else None,
+            None if tag is None else unicodedata.normalize("NFC", tag),  # one tag however it was typed
+            variant_settings(config),
+        ),
+        warnings=warnings,
+        stored_tag=tag,
     )
 
 
-def _check_metric_values(path: Path, rows: list[dict]) -> None:
-    """read_metrics checks the JSON; this checks the values, naming the line."""
+# Metrics that are fractions in [0, 1] (rundir.py: "Accuracies are fractions"), by their last part.
+FRACTIONS = ("acc", "top5", "balanced_acc", "majority_acc", "consistency", "mean_acc", "weighted_acc")
+FRACTION_PREFIXES = ("acc_from_", "consistency_with_")
+
+
+def is_fraction(key: str) -> bool:
+    """Whether metric ``key`` (``fine/acc``, ``val/coarse/acc_from_fine``, ``mean_acc``) is an
+    accuracy or agreement, stored as a fraction in [0, 1]; diagnostics and loss weights are not."""
+    parts = key.split("/")
+    if parts[0] in ("train", "val", "test") and len(parts) > 1:
+        parts = parts[1:]
+    if f"{parts[0]}/" in (DIAGNOSTIC_PREFIX, WEIGHT_PREFIX):
+        return False
+    return parts[-1] in FRACTIONS or parts[-1].startswith(FRACTION_PREFIXES)
+
+
+def _check_range(where: str, key: str, value: Any) -> None:
+    """An accuracy outside [0, 1] (a tampered or hand-edited file: 57.0 would print as 5700 %)."""
+    if (
+        is_fraction(key)
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and not -1e-9 <= value <= 1 + 1e-9
+    ):
+        raise RunError(
+            f"{where}: '{key}' is {value!r}, outside [0, 1] (graphc stores accuracies as fractions). The file was "
+            "edited or is damaged; the run is left out rather than reported wrong."
+        )
+
+
+def _one_row_per_epoch(path: Path, rows: list[dict], lines: list[int]) -> tuple[list[dict], list[str]]:
+    """Rows with each (epoch, split) once. The same row logged twice is read once, with a warning;
+    an epoch logged twice with different numbers is a RunError (which numbers happened is unknown:
+    graphc train replaces the rows of redone epochs, so the file was edited or is damaged)."""
+    seen: dict[tuple, tuple[int, dict]] = {}
+    kept, repeated = [], []
+    for line, row in zip(lines, rows):
+        key = (row["epoch"], row["split"])
+        if key not in seen:
+            seen[key] = (line, row)
+            kept.append(row)
+        elif row == seen[key][1]:
+            repeated.append(line)
+        else:
+            raise RunError(
+                f"{path}:{line}: epoch {row['epoch']} ({row['split']}) is logged again with other numbers than on "
+                f"line {seen[key][0]}; which are the run's is unknown, so the run is left out. The file was edited "
+                "or is damaged."
+            )
+    warnings = []
+    if repeated:
+        warnings.append(
+            f"{path}: lines {', '.join(map(str, repeated))} repeat earlier rows exactly (same epoch, split and "
+            "numbers); each is counted once."
+        )
+    return kept, warnings
+
+
+def _check_metric_values(path: Path, rows: list[dict]) -> list[int]:
+    """read_metrics checks the JSON; this checks the values, naming the line. Returns the rows' line numbers."""
     if not rows:
-        return
+        return []
     lines = [n for n, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if text.strip()]
     for line, row in zip(lines, rows):
         if not isinstance(row["epoch"], int) or row["split"] not in ("train", "val"):
@@ -339,6 +431,8 @@ def _check_metric_values(path: Path, rows: list[dict]) -> None:
                 and (isinstance(value, bool) or not isinstance(value, (int, float)))
             ):
                 raise RunError(f"{path}:{line}: '{key}' should be a number, found {value!r}. The file is damaged.")
+            _check_range(f"{path}:{line}", key, value)
+    return lines
 
 
 def collect_runs(paths: Iterable[Path]) -> tuple[dict[Variant, list[Run]], dict[Variant, str], list[str]]:
@@ -362,6 +456,9 @@ def collect_runs(paths: Iterable[Path]) -> tuple[dict[Variant, list[Run]], dict[
             runs.append(load_run(path))
         except RunError as exc:
             warnings.append(f"skipped {path}: {exc}")
+        else:
+            warnings += runs[-1].warnings
+    warnings += _nfc_tags(runs)
     if not runs:
         raise RunError(f"none of the {len(found)} runs found could be read:\n" + "\n".join(warnings))
     groups: dict[Variant, list[Run]] = {}
@@ -382,6 +479,18 @@ def collect_runs(paths: Iterable[Path]) -> tuple[dict[Variant, list[Run]], dict[
                 "they are kept apart. Give each variant its own tag."
             )
     return groups, labels, warnings
+
+
+def _nfc_tags(runs: list[Run]) -> list[str]:
+    """A warning for each set of tags that differ only in Unicode normal form: they look the same, and
+    load_run reads each in NFC, so they name one row (a tag typed on macOS and on Linux)."""
+    tags = [r.stored_tag for r in runs if r.stored_tag is not None]
+    normal, groups = nfc_names(tags)
+    return [
+        f"the tags {' and '.join(ascii(t) for t in group)} differ only in Unicode normal form (they look the "
+        f"same); they are read as one tag, {normal[tags.index(group[0])]!r}."
+        for group in groups
+    ]
 
 
 def _same_heads(label: str, runs: list[Run], warnings: list[str]) -> list[Run]:

@@ -26,6 +26,8 @@ def plot_confusion(matrix, class_names: Sequence[str], title: str, stem: Path) -
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from graphc.runtime.report.plots import save_figure
+
     counts = np.asarray(matrix, dtype=np.int64)
     n = counts.shape[0]
     support = counts.sum(axis=1, keepdims=True)
@@ -61,15 +63,17 @@ def plot_confusion(matrix, class_names: Sequence[str], title: str, stem: Path) -
                             fontsize=8,
                             color="white" if dark else "black",
                         )
-        for suffix in ("png", "svg"):
+        for suffix in ("png", "svg"):  # through graphc's one writer: a planted link is replaced, not followed
             path = Path(f"{stem}.{suffix}")
-            fig.savefig(path, format=suffix, metadata={"Date": None} if suffix == "svg" else None)
+            save_figure(fig, path, suffix)
             written.append(path)
     return written
 
 
 def write_confusion(evaluation, out_dir: Path) -> list[Path]:
     """One picture per head of a graphc.runtime.evaluate.RunEvaluation, ``OUT/<task>_confusion.{png,svg}``."""
+    from graphc.runtime.report.plots import file_stem
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -81,5 +85,5 @@ def write_confusion(evaluation, out_dir: Path) -> list[Path]:
             f"accuracy {m[f'{task}/acc']:.1%}, balanced {m[f'{task}/balanced_acc']:.1%}, "
             f"majority baseline {m[f'{task}/majority_acc']:.1%}"
         )
-        written += plot_confusion(matrix.numpy(), names, title, out_dir / f"{task}_confusion")
+        written += plot_confusion(matrix.numpy(), names, title, out_dir / f"{file_stem(task)}_confusion")
     return written

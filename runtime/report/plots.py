@@ -20,11 +20,16 @@ changes and it works without a display.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 
+from graphc.errors import printable
+from graphc.files import atomic_write_bytes
 from graphc.ir.metrics import DIAGNOSTIC_PREFIX, WEIGHT_PREFIX
 from graphc.runtime.report.build import Run, lower_is_better
 
@@ -166,11 +171,11 @@ def metric_figure(groups: dict[str, list[Run]], key: str, colours: dict[str, tup
                     linewidth=0,
                 )
         running = sum(r.in_progress for r in runs)
-        text = f"{label} (n={len(runs)}" + (f", {running} in progress)" if running else ")")
+        text = f"{printable(label)} (n={len(runs)}" + (f", {running} in progress)" if running else ")")
         row_handles.append(Line2D([], [], color=colour, linewidth=2.5, label=text))
     if not all_epochs:
         return None
-    title, ylabel = describe(key)
+    title, ylabel = map(printable, describe(key))  # task names come from run folders
     ax.set_title(f"{title}; mean ± 1 sd over seeds")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
@@ -266,7 +271,9 @@ def diagnostic_figure(
         for k, key in enumerate(keys):
             style, marker = KEY_STYLES[k % len(KEY_STYLES)]
             key_handles.append(
-                Line2D([], [], color="0.3", linestyle=style, marker=marker, label="/".join(key.split("/")[2:]))
+                Line2D(
+                    [], [], color="0.3", linestyle=style, marker=marker, label=printable("/".join(key.split("/")[2:]))
+                )
             )
             for label, runs in groups.items():
                 epochs, mean, _ = curve(runs, "train", key)
@@ -300,18 +307,36 @@ def diagnostic_figure(
     if not drawn:
         return None
     fig.suptitle(
-        ("gradient diagnostics: " + name[len("diag_") :])
+        ("gradient diagnostics: " + printable(name[len("diag_") :]))
         if name != "diag_share"
         else "gradient diagnostics: reuse shares"
     )
     fig.legend(
-        handles=[Line2D([], [], color=c, linewidth=2.5, label=l) for l, c in rows_seen.items()],
+        handles=[Line2D([], [], color=c, linewidth=2.5, label=printable(l)) for l, c in rows_seen.items()],
         loc="outside lower center",
         ncols=min(4, len(rows_seen)),
         fontsize=8,
         frameon=False,
     )
     return fig
+
+
+def save_figure(fig, path: Path, suffix: str) -> None:
+    """``fig`` as ``suffix`` (png, svg) to ``path`` through graphc's one writer (graphc.files): drawn
+    in memory first, so a link planted at ``path`` is replaced, never followed, and nothing is torn."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=suffix, metadata={"Date": None} if suffix == "svg" else None)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def file_stem(name: str) -> str:
+    """A file name (without suffix) for a figure named after metric keys, which come from run folders:
+    kept as it is when it is plain (``fine_acc``, ``coarse_acc_from_fine``), else its unsafe characters
+    (separators, controls, ...) as ``_`` with a short hash, so no key can name a path elsewhere."""
+    if re.fullmatch(r"[A-Za-z0-9_.+=@-]{1,120}", name) and not name.startswith("."):
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_.+=@-]', '_', name)[:100].lstrip('.')}-{digest}"
 
 
 def plot_curves(groups: dict[str, list[Run]], out_dir: Path) -> list[Path]:
@@ -327,12 +352,13 @@ def plot_curves(groups: dict[str, list[Run]], out_dir: Path) -> list[Path]:
         if fig is None:
             return
         for suffix in ("png", "svg"):
-            path = Path(out_dir) / f"{stem}.{suffix}"
-            fig.savefig(path, format=suffix, metadata={"Date": None} if suffix == "svg" else None)
+            path = Path(out_dir) / f"{file_stem(stem)}.{suffix}"
+            save_figure(fig, path, suffix)
             written.append(path)
 
-    # Fixed hash salt and no date: the same runs give byte-identical SVGs.
-    with matplotlib.rc_context({"svg.hashsalt": "graphc", "font.size": 10}):
+    # Fixed hash salt and no date: the same runs give byte-identical SVGs. Labels (tags, spec names,
+    # metric names) are text from run folders, never TeX: a '$' in one must not start mathtext.
+    with matplotlib.rc_context({"svg.hashsalt": "graphc", "font.size": 10, "text.parse_math": False}):
         for key in plotted_metrics(groups):
             save(metric_figure(groups, key, colours), key.replace("/", "_"))
         for name, panels in diagnostic_figures(groups).items():

@@ -195,7 +195,24 @@ def _num(value: float) -> float | str:
 
 
 def _json_num(value: float) -> float | None:
-    return None if math.isnan(value) else value
+    return None if not math.isfinite(value) else value
+
+
+NULL_NOTE = (
+    "null in place of a number: not a number (e.g. the sd of a single seed, or a metric of a diverged run) "
+    "or infinite; JSON has neither."
+)
+
+
+def _finite(value):
+    """``value`` with every NaN or infinity (anywhere: settings, reported numbers) as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def report_dict(report: Report) -> dict:
@@ -261,11 +278,13 @@ def report_dict(report: Report) -> dict:
         "caption": caption(report),
         "notes": report.notes,
         "warnings": report.warnings,
+        "note": NULL_NOTE,
     }
 
 
 def render_json(report: Report) -> str:
-    return json.dumps(report_dict(report), indent=2)
+    """Valid JSON (RFC 8259): NaN and infinity written as null (the "note" field says so)."""
+    return json.dumps(_finite(report_dict(report)), indent=2, allow_nan=False)
 
 
 def head_of(key: str, report: Report) -> str:

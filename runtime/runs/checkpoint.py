@@ -105,10 +105,10 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     metrics = checkpoint.get("metrics") or {}
     if not all(isinstance(v, (int, float)) or v is None for v in metrics.values()):
         raise RunError(f"{path}: damaged checkpoint: its 'metrics' are not all numbers.")
-    if checkpoint.get("config") is not None:
-        from graphc.runtime.runs.rundir import check_config
+    if checkpoint.get("config") is not None:  # the run record, checked as config.json is
+        from graphc.runtime.runs.record import checkpoint_record
 
-        check_config(checkpoint["config"], Path(f"{path} (the run's config inside it)"))
+        checkpoint_record(checkpoint, path)
     return checkpoint
 
 

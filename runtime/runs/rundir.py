@@ -3,7 +3,8 @@
 Layout of ``runs/<spec>/<seed>-<timestamp>/``::
 
     spec.toml       the spec text the run was started from
-    config.json     the fully resolved config (spec name and sha256, data, train, overrides)
+    config.json     the run record: the fully resolved config (spec name and sha256, data, train,
+                    overrides, the execution; runtime/runs/record.py)
     env.json        versions and device
     metrics.jsonl   one JSON object per epoch per split (see below); appended as epochs end
     metrics.csv     the same rows as a table (rewritten each epoch)
@@ -22,7 +23,7 @@ last.pt and best.pt keep the last epoch with a finite loss.
 
 One process trains a run at a time: ``training_lock`` holds an OS file lock on train.lock,
 released by the OS however the process ends, so a crash leaves no stale lock. config.json is
-read back through ``check_config``, which names a field of the wrong type.
+the run record (runtime/runs/record.py: read and written there only, checked once on load).
 
 A metrics row is ``{"epoch": 3, "split": "val", "loss": 2.1, "fine/loss": ..., "fine/acc": ...}``:
 ``loss`` is the weighted total sum_t w_t * TASK/loss (w_t: the heads' loss_weight; with a
@@ -100,12 +101,28 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, default=str) + "\n")
 
 
-def read_json(path: Path) -> Any:
+def read_text(path: Path, what: str = "text") -> str:
+    """A run file's text (UTF-8); a RunError naming the file when it is missing, cannot be read (no
+    permission, an I/O error, a folder at its name) or is not UTF-8 text (damaged, or another file
+    copied over it) - for train --resume, eval, report: never a traceback."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RunError(f"{path}: no such file.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise RunError(
+            f"{path}: not UTF-8 {what} (byte {exc.start} is 0x{exc.object[exc.start]:02x}). The file is damaged "
+            "or was replaced; restore it, or delete the run."
+        ) from None
+    except OSError as exc:
+        raise RunError(f"{path}: cannot be read ({exc.strerror or exc}); make it readable.") from None
+
+
+def read_json(path: Path) -> Any:
+    text = read_text(path, "JSON")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
         raise RunError(f"{path}: not valid JSON ({exc}). The file is damaged; delete it or the run.") from None
 
 
@@ -172,7 +189,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "metrics rows").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -191,66 +208,6 @@ def truncate_metrics(run_dir: Path, epochs: int) -> None:
     rows = [r for r in read_metrics(run_dir) if r["epoch"] <= epochs]
     atomic_write_text(run_dir / METRICS_JSONL, "".join(json.dumps(r) + "\n" for r in rows))
     write_metrics_csv(run_dir / METRICS_CSV, rows)
-
-
-# --------------------------------------------------------------------------- config.json
-
-# The fields of config.json graphc reads back, and their JSON types (None: may be null).
-# "data" and "train" are checked field by field as the spec's tables (evaluate.spec_of_run).
-_CONFIG_TYPES: dict[str, tuple] = {
-    "spec": (str,),
-    "spec_sha256": (str,),
-    "seed": (int,),
-    "tasks": (list,),
-    "classes": (dict, None),
-    "dataset": (str,),
-    "data_root": (str, None),
-    "data": (dict,),
-    "train": (dict,),
-    "overrides": (dict,),
-    "limit_train": (int, None),
-    "limit_val": (int, None),
-    "device": (str,),
-    "nproc": (int,),
-    "precision": (str,),
-    "resumed": (list,),
-}
-
-
-def check_config(config: Any, path: Path) -> dict:
-    """``config`` (config.json's content) if every field graphc reads has its type; else a RunError
-    naming the field (a damaged or hand-edited file must not surface as a traceback later)."""
-    if not isinstance(config, dict):
-        raise RunError(f"{path}: not a graphc run config (a JSON object with 'data' and 'train' tables).")
-    for name in ("data", "train"):
-        if name not in config:
-            raise RunError(f"{path}: not a graphc run config (no '{name}' table).")
-
-    def wrong(field: str, value: Any, expected: str) -> RunError:
-        return RunError(
-            f"{path}: field '{field}' is {json.dumps(value)[:60]}, expected {expected}. "
-            "The file is damaged or was edited; restore it (graphc writes it when a run starts)."
-        )
-
-    for name, types in _CONFIG_TYPES.items():
-        value = config.get(name)
-        if name not in config or (value is None and None in types):
-            continue
-        allowed = tuple(t for t in types if t is not None)
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            names = {str: "a string", int: "an integer", list: "a list", dict: "a table (JSON object)"}
-            raise wrong(name, value, " or ".join(names[t] for t in allowed) + (" or null" if None in types else ""))
-    for name in ("limit_train", "limit_val", "nproc"):
-        if isinstance(config.get(name), int) and config[name] < 1:
-            raise wrong(name, config[name], "a positive integer")
-    if not all(isinstance(t, str) for t in config.get("tasks", [])):
-        raise wrong("tasks", config["tasks"], "a list of task names")
-    for task, count in (config.get("classes") or {}).items():
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise wrong(f"classes.{task}", count, "a positive number of classes")
-    if not all(isinstance(r, dict) for r in config.get("resumed", [])):
-        raise wrong("resumed", config["resumed"], "a list of tables")
-    return config
 
 
 # --------------------------------------------------------------------------- writing and locking a run
@@ -289,11 +246,19 @@ def check_output_root(root: Path) -> None:
 
 
 def write_error(run_dir: Path, exc: OSError) -> RunError:
-    """A failed write in a run directory (disk full, read-only file system) as a RunError."""
+    """A failed write in a run directory (disk full, file too large, read-only file system) as a
+    RunError: the same paragraph for the run's first files (spec.toml, config.json, the epoch-0
+    last.pt) as for every later one; resuming is offered only where there is a last.pt to resume."""
+    then = (
+        f"then resume with `graphc train --resume {run_dir}`"
+        if (Path(run_dir) / LAST).is_file()
+        else f"then train again (the run has no checkpoint to resume from yet; delete {run_dir})"
+    )
     return RunError(
         f"cannot write the files of run {run_dir} ({_reason(exc)}{f': {exc.filename}' if exc.filename else ''}). "
-        "Each file is written atomically, so every file keeps its last complete version. Free some space or "
-        f"make the directory writable, then resume with `graphc train --resume {run_dir}`."
+        "Each file is written atomically, so every file keeps its last complete version. Free some space "
+        f"(no space left, or a file larger than the file system or `ulimit -f` allows) or make the directory "
+        f"writable, {then}."
     )
 
 
@@ -310,9 +275,14 @@ def training_lock(run_dir: Path) -> Iterator[None]:
     if not is_run_dir(run_dir):
         yield
         return
+    if (run_dir / LOCK).is_symlink():  # never followed: the pid written there would overwrite its target
+        raise RunError(
+            f"cannot train run {run_dir}: its {LOCK} is a symbolic link, which graphc never makes. Nothing was "
+            f"changed; delete {run_dir / LOCK} and resume again."
+        )
     try:
         check_writable(run_dir)
-        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as exc:
         raise RunError(
             f"cannot train run {run_dir}: its directory is not writable ({_reason(exc)}). Nothing was changed; "

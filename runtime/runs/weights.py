@@ -20,6 +20,7 @@ import graphc
 from graphc.errors import RunError
 from graphc.ir.graph import Graph
 from graphc.runtime.runs.checkpoint import load_checkpoint
+from graphc.runtime.runs.record import RunRecord, checkpoint_record
 from graphc.runtime.runs.rundir import BEST, is_run_dir
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class Weights:
     metrics: dict[str, float] = field(default_factory=dict)  # validation metrics of that epoch
     class_names: dict[str, list[str]] = field(default_factory=dict)
     normalize: dict | None = None  # the normalisation the run trained with
-    data: dict | None = None  # the run's data config (dataset, root, DataSpec), for real-image parity
+    record: RunRecord | None = None  # the run's record (its data, for real-image parity)
     note: str | None = None
     seed: int | None = None
 
@@ -67,7 +68,8 @@ def graph_for(spec: Spec, checkpoint: Mapping[str, Any] | None = None) -> Graph:
     """
     classes = None
     if checkpoint is not None:
-        classes = (checkpoint.get("config") or {}).get("classes")
+        record = checkpoint_record(checkpoint)
+        classes = record.classes if record is not None else None
         name = checkpoint.get("spec_name")
         if name and spec.name != name and spec.sha256 == checkpoint.get("spec_sha256"):
             spec = spec.model_copy(update={"name": name})
@@ -105,18 +107,17 @@ def load_trained(graph: Graph, file: Path, checkpoint: Mapping[str, Any]) -> tup
             )
         note = "the spec text differs from the checkpoint's, but not in anything inference uses"
     model.load_state_dict(state)
-    config = checkpoint.get("config") or {}
-    data = config.get("data") or {}
+    record = checkpoint_record(checkpoint, file)
     metrics = {k: v for k, v in (checkpoint.get("metrics") or {}).items() if k.startswith("val/")}
     weights = Weights(
         source=str(file),
         epoch=checkpoint.get("epoch"),
         metrics=metrics,
         class_names={k: list(v) for k, v in (checkpoint.get("class_names") or {}).items()},
-        normalize=data.get("normalize") if "normalize" in data else normalize_of(graph),
-        data={"dataset": config.get("dataset"), "root": config.get("data_root"), "spec": data} if data else None,
+        normalize=normalize_json(record.data.normalize) if record is not None else normalize_of(graph),
+        record=record,
         note=note,
-        seed=config.get("seed"),
+        seed=record.seed if record is not None else None,
     )
     return model, weights
 
@@ -172,7 +173,8 @@ def _inference_changes(graph: Graph, checkpoint: Mapping[str, Any]) -> list[str]
     if not text:
         return ["the checkpoint holds no spec text to compare with"]
     try:
-        classes = (checkpoint.get("config") or {}).get("classes")
+        record = checkpoint_record(checkpoint)
+        classes = record.classes if record is not None else None
         trained = graphc.build_graph(graphc.parse_spec(text, name=graph.name), classes=classes)
     except graphc.SpecError as exc:
         return [f"the checkpoint's spec no longer builds ({exc.first})"]
@@ -198,5 +200,9 @@ def _inference_changes(graph: Graph, checkpoint: Mapping[str, Any]) -> list[str]
 
 
 def normalize_of(graph: Graph) -> dict | None:
-    normalize = graph.data.normalize
+    return normalize_json(graph.data.normalize)
+
+
+def normalize_json(normalize) -> dict | None:
+    """A [data] normalize table as the exported model's metadata holds it (None: no normalisation)."""
     return normalize.model_dump(mode="json") if normalize is not None else None

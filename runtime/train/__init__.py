@@ -7,7 +7,8 @@ reductions), ``optim`` (optimisers and schedules), ``weighting`` (``[train] loss
 runs K at a time in child processes, skipped or resumed by their identity, ``graphc sweep plan``).
 
 May import: graphc, ``graphc.runtime.data``, ``graphc.runtime.runs``, ``graphc.runtime.device``,
-``graphc.runtime.metrics``, ``graphc.runtime.evaluate``, ``graphc.runtime.report`` (a sweep's run identity is the
-report's variant). Nothing imports ``graphc.runtime.train`` but the
-command line.
+``graphc.runtime.metrics``, ``graphc.runtime.scoring`` (the evaluation pass), ``graphc.runtime.report`` (a sweep's run
+identity is the report's variant) - not ``graphc.runtime.evaluate`` (graphc eval). Nothing imports
+``graphc.runtime.train`` but the command line. ``features`` holds the loop's optional parts (weighting,
+diagnostics, freezing, TensorBoard) behind one interface.
 """

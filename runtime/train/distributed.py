@@ -68,6 +68,7 @@ import torch
 import torch.distributed as dist
 
 from graphc.errors import Problem, RunError, SpecError, UsageError
+from graphc.runtime.train.signals import STOP_SIGNALS
 
 GRACE_S = 1.0  # once rank 0 has ended or a process has failed, the others get this long to end on their own
 POLL_S = 0.5  # how often the launcher looks for a failed process's report while all still run
@@ -241,16 +242,27 @@ class Outcome:
     when: float = 0.0  # time.time() at the end: the earliest error is the cause, later ones its echoes
 
 
-def spawn(fn: Callable[..., Any], nproc: int, device: torch.device, args: tuple = ()) -> Any:
+def threads_per_process(nproc: int) -> int:
+    """The CPU threads each of ``nproc`` processes training a run uses: --nproc's share the
+    launcher's (``spawn``); torchrun's, and a single process, keep their own."""
+    if nproc == 1 or current_job() is not None:
+        return torch.get_num_threads()
+    return max(1, torch.get_num_threads() // nproc)
+
+
+def spawn(
+    fn: Callable[..., Any], nproc: int, device: torch.device, args: tuple = (), threads: int | None = None
+) -> Any:
     """Run ``fn(world, *args)`` on ``nproc`` new processes joined in a process group; return rank 0's result.
 
     ``fn`` must be a module-level function and its result picklable; as with any spawned
     process, a script that calls this needs the ``if __name__ == "__main__":`` guard. Rank r
     runs on ``cuda:(i + r)`` when ``device`` is ``cuda:i``, else on ``device``; the processes
-    share the launcher's CPU threads. Raises KeyboardInterrupt when rank 0 was interrupted
-    before it could return, and the earliest error of any process (see the module's docstring).
+    share the launcher's CPU threads (``threads`` each: the run's execution; default
+    ``threads_per_process``). Raises KeyboardInterrupt when rank 0 was interrupted before it
+    could return, and the earliest error of any process (see the module's docstring).
     """
-    threads = max(1, torch.get_num_threads() // nproc)
+    threads = threads or threads_per_process(nproc)
     with tempfile.TemporaryDirectory(prefix="graphc-processes-") as outbox:
         context = torch.multiprocessing.start_processes(
             _process,
@@ -605,8 +617,9 @@ def join(launched: Launched) -> Job:
             f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within {wait_for.total_seconds():g} s ({what}). "
             "Check that every node's torchrun has the same --rdzv-endpoint and --nnodes, and that the nodes can reach it."
         ) from None
-    if launched.rank > 0:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if launched.rank > 0:  # (SIGTERM and SIGHUP too: graphc train turns them into Ctrl-C, runtime/train/signals.py)
+        for signum in (signal.SIGINT, *STOP_SIGNALS):
+            signal.signal(signum, signal.SIG_DFL)
     _JOB = Job(launched)
     return _JOB
 

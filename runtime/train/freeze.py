@@ -17,7 +17,6 @@ so a resume re-creates them (:func:`unfreeze_due` with E - 1) before it loads th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import nn
@@ -36,7 +35,8 @@ def freeze_plan(graph: Graph) -> dict[str, int | None]:
 
 def apply_freeze(spec: Spec, nodes: Mapping[str, int | None], what: str = "--freeze") -> Spec:
     """``spec`` with ``nodes`` (name -> unfreeze_after) set trainable = false; the spec's text (and
-    sha256) stay the user's: config.json records the plan (``frozen``) so a resume applies it again."""
+    sha256) stay the user's: the run record keeps the plan (``frozen``, checked when it is read) so a
+    resume applies it again."""
     by_name = {node.name: node for node in spec.nodes}
     weighted = [node.name for node in spec.nodes if hasattr(node, "trainable")]
     for name in nodes:
@@ -56,20 +56,6 @@ def apply_freeze(spec: Spec, nodes: Mapping[str, int | None], what: str = "--fre
         for node in spec.nodes
     ]
     return spec.model_copy(update={"nodes": changed})
-
-
-def plan_from_config(config: Mapping[str, Any], where: str) -> dict[str, int | None]:
-    """config.json's ``frozen`` table (untrusted: a file), checked."""
-    plan = config.get("frozen") or {}
-    if not isinstance(plan, dict) or not all(
-        isinstance(k, str) and (v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0))
-        for k, v in plan.items()
-    ):
-        raise UsageError(
-            f"{where}: field 'frozen' should map node names to a positive number of epochs or null; "
-            "the file is damaged or was edited."
-        )
-    return dict(plan)
 
 
 def _parameters(model: nn.Module, names) -> list[nn.Parameter]:

@@ -31,17 +31,28 @@ import graphc
 from graphc.errors import RunError, SpecError, UsageError, did_you_mean
 from graphc.files import atomic_write_bytes, atomic_write_text
 from graphc.ir.build import check_model_size
-from graphc.lang.spec import DATASETS, DataSpec, Spec, TrainSpec
+from graphc.ir.graph import Graph
+from graphc.lang.spec import DATASETS, MAX_SEED, DataSpec, Spec, TrainSpec
 from graphc.runtime import allocator
-from graphc.runtime.device import Execution, plan_execution, resolve_device, resolve_precision
-from graphc.runtime.evaluate import input_shape, load_run_data, read_config, spec_of_run
+from graphc.runtime.device import Execution, decide_execution, resolve_device
 from graphc.runtime.runs import rundir as runs
 from graphc.runtime.runs.checkpoint import load_checkpoint, save_checkpoint
+from graphc.runtime.runs.record import (
+    Resume,
+    RunRecord,
+    input_shape,
+    load_run_data,
+    memory_format_name,
+    read_record,
+    spec_of_run,
+    write_record,
+)
 from graphc.runtime.runs.weights import resolve_checkpoint
 from graphc.runtime.train import distributed, tensorboard
 from graphc.runtime.train.distributed import World
-from graphc.runtime.train.freeze import apply_freeze, plan_from_config
+from graphc.runtime.train.freeze import apply_freeze
 from graphc.runtime.train.loop import Run, build_run, check_run, finish, fit, make_checkpoint, restore_checkpoint
+from graphc.runtime.train.run_lock import identity_lock, run_variant
 from graphc.runtime.train.transfer import init_from, transfer_table
 
 # --------------------------------------------------------------------------- options
@@ -189,6 +200,12 @@ def seeds_to_run(spec: Spec, seeds: int | None, seed: int | None) -> list[int]:
     if seeds is not None:
         if seeds < 1:
             raise UsageError(f"--seeds must be at least 1, got {seeds}.")
+        if spec.train.seed + seeds - 1 > MAX_SEED:  # every seed in the range the spec's own seed has
+            raise UsageError(
+                f"--seeds {seeds} counts up from spec '{spec.name}''s train.seed {spec.train.seed} to "
+                f"{spec.train.seed + seeds - 1}, past the largest seed {MAX_SEED:,} (seeds are 0 to 2**32 - 1); "
+                "give fewer seeds or a lower train.seed."
+            )
         return [spec.train.seed + i for i in range(seeds)]
     return [spec.train.seed]
 
@@ -262,15 +279,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _describe(
-    run: Run, verb: str, nproc: int = 1, device: torch.device | None = None, execution: Execution | None = None
-) -> str:
-    """The run's header line; ``device`` and ``execution``: the training processes' (see home_device)."""
-    data = run.dataset
-    device, execution = device or run.device, execution or run.execution
-    where = str(device) if nproc == 1 else f"{nproc} processes ({device.type})"
-    how = execution.describe() if execution is not None else run.precision
-    if run.spec.train.compile:
+def _describe(run: Run, verb: str) -> str:
+    """The run's header line: where and how it trains (its execution: the training processes',
+    see home_device), on which data, into which directory."""
+    data, execution = run.dataset, run.execution
+    device = torch.device(execution.device) if execution.device else run.device
+    where = str(device) if execution.nproc == 1 else f"{execution.nproc} processes ({device.type})"
+    how = execution.describe()
+    if execution.compile:
         how += ", torch.compile"
     return (
         f"{verb} {run.graph.name} seed {run.spec.train.seed} on {where} in {how}: "
@@ -281,13 +297,16 @@ def _describe(
 
 def load_data(spec: Spec, limit_train: int | None, limit_val: int | None, cache: dict | None = None):
     """The spec's data set at its input shape (cached per command: seeds of one spec share it)."""
+    from graphc.lang.load import locate
     from graphc.runtime.data.load import load_dataset
 
     key = (spec.data.model_dump_json(), limit_train, limit_val, input_shape(spec))
     if cache is not None and key in cache:
         return cache[key]
-    check_model_size(spec)  # the loader allocates images of the input's shape: refuse absurd sizes first
-    dataset = load_dataset(spec.data, limit_train=limit_train, limit_val=limit_val, image_shape=input_shape(spec))
+    try:
+        dataset = load_dataset(spec.data, limit_train=limit_train, limit_val=limit_val, image_shape=input_shape(spec))
+    except SpecError as exc:  # the data's checks name a field: say in which file and line
+        raise locate(exc, spec) from None
     if len(dataset.train) < 2:
         raise UsageError(
             f"the {dataset.name} training split has {len(dataset.train)} image(s); training needs at least 2."
@@ -295,6 +314,29 @@ def load_data(spec: Spec, limit_train: int | None, limit_val: int | None, cache:
     if cache is not None:
         cache[key] = dataset
     return dataset
+
+
+def graph_before_data(spec: Spec, checked: Graph | None = None) -> Graph | None:
+    """A run's graph, built before its data loads - so that the loader never allocates images for
+    a model too large to build - where the spec's [data] table knows every class count (the data
+    then confirms them: graph_of_data); ``checked``: this spec's graph as train_command built it,
+    taken when the run's tables are its (the first seed). Else None, after a size check that
+    stops at the first count only the data knows (an image folder's)."""
+    if checked is not None and checked.train == spec.train and checked.data == spec.data:
+        return checked
+    if None not in spec.data.known_classes().values():
+        return graphc.build_graph(spec)
+    check_model_size(spec)
+    return None
+
+
+def graph_of_data(spec: Spec, dataset, graph: Graph | None) -> Graph:
+    """A run's graph against its data's label fields (a head the data cannot serve is a SpecError
+    before any training): ``graph`` (graph_before_data's) when the data has the class counts it was
+    built with, else built now - the one build of a run on an image folder."""
+    if graph is not None and dict(dataset.classes) == spec.data.known_classes():
+        return graph
+    return graphc.build_graph(spec, classes=dataset.classes)
 
 
 def train_run(
@@ -305,8 +347,27 @@ def train_run(
     console: Console | None = None,
     quiet: bool = False,
     data_cache: dict | None = None,
+    checked: Graph | None = None,
 ) -> RunResult:
-    """Train one spec with one seed into a new run directory under ``out``."""
+    """Train one spec with one seed into a new run directory under ``out``, holding the run identity's
+    lock from right before the directory is made to the run's end (runtime/train/run_lock.py: one
+    trainer per spec, seed and variant at a time; another process training it is a RunError).
+    ``checked``: the spec's graph as train_command built it, overrides applied (graph_before_data)."""
+    with contextlib.ExitStack() as held:
+        return _train_run(spec, seed, overrides, out, console, quiet, data_cache, held, checked)
+
+
+def _train_run(
+    spec: Spec,
+    seed: int,
+    overrides: Overrides,
+    out: Path,
+    console: Console | None,
+    quiet: bool,
+    data_cache: dict | None,
+    held: contextlib.ExitStack,
+    checked: Graph | None = None,
+) -> RunResult:
     console = console or Console(stderr=True)
     nproc = processes(overrides.nproc, 1)
     check_overrides(overrides)
@@ -314,52 +375,62 @@ def train_run(
     device = resolve_device(spec.train.device)  # before the data: a bad device fails fast
     if spec.train.tensorboard:
         tensorboard.check_available()
+    graph = graph_before_data(spec, checked)  # the run's one IR build, before its data where it can be
     dataset = load_data(spec, overrides.limit_train, overrides.limit_val, data_cache)
-    graph = graphc.build_graph(spec, classes=dataset.classes)  # heads vs the data's label fields
-    config = {
-        "spec": graph.name,
-        "spec_sha256": graph.sha256,
-        "seed": seed,
-        "tasks": list(graph.tasks),
-        "classes": {h.attrs["task"]: h.attrs["classes"] for h in graph.heads},
-        "dataset": spec.data.dataset,
-        "data_root": spec.data.root,
-        "data": spec.data.model_dump(mode="json"),
-        "train": spec.train.model_dump(mode="json"),
-        "overrides": overrides.flags(),
-        "limit_train": overrides.limit_train,
-        "limit_val": overrides.limit_val,
-        # The final test pass (loop.finish): a random limit_test images, or none with no_test.
-        "limit_test": overrides.limit_test,
-        "no_test": bool(overrides.no_test),
-        "tag": overrides.tag,  # the variant's name in graphc report (None: labelled by its settings)
-        "device": str(device),
-        "nproc": nproc,  # extension of the run contract: processes that trained it (rank 0 on "device")
-        "precision": resolve_precision(spec.train.precision, device),
-        "graphc_version": graphc.__version__,
-        "started": _now(),
-    }
-    run = build_run(Path("."), spec, graph, dataset, home_device(device, nproc), config)
-    execution = run.execution if nproc == 1 else plan_execution(spec.train.precision, device, run.model)
-    config["memory_format"] = "channels_last" if execution.channels_last else "contiguous"
-    if run.frozen:  # extension of the run contract: frozen nodes -> unfreeze_after (a resume applies it again)
-        config["frozen"] = dict(run.frozen)
-    if (
-        spec.train.init_from
-    ):  # transfer: weights from another run, before the epoch-0 last.pt (runtime/train/transfer.py)
+    graph = graph_of_data(spec, dataset, graph)  # heads vs the data's label fields
+    started = _now()
+    model = graphc.compile_graph(graph, seed=spec.train.seed)
+    # How the run executes, decided once: recorded below, the training processes are given it.
+    execution = decide_execution(spec.train, device, model, nproc, distributed.threads_per_process(nproc))
+    run = build_run(Path("."), spec, graph, dataset, home_device(device, nproc), execution=execution, model=model)
+    provenance = None
+    # Transfer: weights from another run, before the epoch-0 last.pt (runtime/train/transfer.py).
+    if spec.train.init_from:
         transfer = init_from(run.model, graph, Path(spec.train.init_from), spec.train.init_map)
         console.print(transfer_table(transfer))
-        config["init_from"] = transfer.to_config()  # the run's provenance; a resume never reads the source again
+        provenance = transfer.to_config()  # the run's provenance; a resume never reads the source again
+    run.record = RunRecord(
+        spec=graph.name,
+        spec_sha256=graph.sha256,
+        seed=seed,
+        tasks=list(graph.tasks),
+        classes={h.attrs["task"]: h.attrs["classes"] for h in graph.heads},
+        dataset=spec.data.dataset,
+        data_root=spec.data.root,
+        data=spec.data,
+        train=spec.train,
+        overrides=overrides.flags(),
+        limit_train=overrides.limit_train,
+        limit_val=overrides.limit_val,
+        limit_test=overrides.limit_test,  # the final test pass (loop.finish): a random limit_test images,
+        no_test=bool(overrides.no_test),  # or none
+        tag=overrides.tag,  # the variant's name in graphc report (None: labelled by its settings)
+        graphc_version=graphc.__version__,
+        started=started,
+        **RunRecord.execution_fields(execution),
+        frozen=dict(run.frozen),  # frozen nodes -> unfreeze_after (a resume applies it again)
+        init_from=provenance,
+    )
     check_run(run)
     distributed.check(nproc, device, spec.train.batch_size, run.model, spec.train.sync_batchnorm)
-    run.run_dir = runs.new_run_dir(out, graph.name, seed)
-    atomic_write_text(run.run_dir / runs.SPEC_COPY, graph.spec_text)
-    runs.write_json(run.run_dir / runs.CONFIG, config)
-    runs.write_json(run.run_dir / "env.json", environment(device))
+    held.enter_context(identity_lock(out, graph.name, run_variant(spec, overrides), seed))  # until the run ends
+    try:
+        run.run_dir = runs.new_run_dir(out, graph.name, seed)
+    except OSError as exc:
+        raise runs.write_error(Path(out) / graph.name, exc) from None
+    try:  # the first files get the paragraph later ones get (disk full, file too large, read-only)
+        atomic_write_text(run.run_dir / runs.SPEC_COPY, graph.spec_text)
+        write_record(run.run_dir, run.record)
+        runs.write_json(run.run_dir / "env.json", environment(device))
+    except OSError as exc:
+        raise runs.write_error(run.run_dir, exc) from None
     with runs.training_lock(run.run_dir):  # a --resume of this run while it trains is refused
         # An epoch-0 last.pt: even a run stopped in its first epoch can be resumed.
-        save_checkpoint(run.run_dir / runs.LAST, make_checkpoint(run, {}))
-        console.print(_describe(run, "training", nproc, device, execution), markup=False, highlight=False)
+        try:
+            save_checkpoint(run.run_dir / runs.LAST, make_checkpoint(run, {}))
+        except OSError as exc:
+            raise runs.write_error(run.run_dir, exc) from None
+        console.print(_describe(run, "training"), markup=False, highlight=False)
         return train_prepared(run, console, quiet, nproc, device)
 
 
@@ -405,14 +476,14 @@ def _resume_run(run_dir: Path, overrides: Overrides, console: Console, quiet: bo
             "may be given with --resume; "
             "start a new run for other settings."
         )
-    config = read_config(run_dir)
+    record = read_record(run_dir)
     last = run_dir / runs.LAST
     if not last.is_file():
         raise RunError(
             f"{run_dir}: has no {runs.LAST}, so there is nothing to resume from. Start a new run with `graphc train SPEC`."
         )
     checkpoint = load_checkpoint(last)
-    spec = spec_of_run(run_dir, config)
+    spec = spec_of_run(run_dir, record)
     if checkpoint.get("spec_sha256") != spec.sha256:
         raise RunError(
             f"{run_dir / runs.SPEC_COPY} differs from the spec {last} was trained with; "
@@ -440,27 +511,30 @@ def _resume_run(run_dir: Path, overrides: Overrides, console: Console, quiet: bo
             diagnostics=overrides.diagnostics,
         ),
     )
-    spec = apply_freeze(spec, plan_from_config(config, str(run_dir / runs.CONFIG)))  # --freeze of the run's start
+    spec = apply_freeze(spec, record.frozen)  # --freeze of the run's start
     device = resolve_device(spec.train.device)
     if spec.train.tensorboard:
         tensorboard.check_available()
-    nproc = processes(overrides.nproc, config.get("nproc", 1))
+    nproc = processes(overrides.nproc, record.nproc)
     data_root = str(Path(overrides.data_dir).expanduser().resolve()) if overrides.data_dir else None
-    dataset = load_run_data(spec, config, data_root)
-    graph = graphc.build_graph(spec, classes=dataset.classes)
+    dataset = load_run_data(spec, record, data_root)
+    graph = graphc.build_graph(spec, classes=dataset.classes)  # the session's one IR build
+    model = graphc.compile_graph(graph, seed=spec.train.seed)
+    # The session's execution, decided once (the device may have changed): in its resume entry.
+    execution = decide_execution(spec.train, device, model, nproc, distributed.threads_per_process(nproc))
+    # Each resume is recorded: when, from which epoch, with which flags, where and how.
+    session = Resume(
+        at=_now(),
+        from_epoch=done,
+        overrides=overrides.flags(),
+        device=str(device),
+        nproc=nproc,
+        precision=execution.precision,
+        memory_format=memory_format_name(execution),
+    )
+    record = record.resumed_with(session, spec.data, spec.train, data_root)
 
-    config = dict(config)
-    config["train"] = spec.train.model_dump(mode="json")
-    config["data"] = spec.data.model_dump(mode="json")
-    if data_root:
-        config["data_root"] = data_root
-    # Extension of the run contract: each resume is recorded (when, from which epoch, with which flags).
-    config["resumed"] = [
-        *config.get("resumed", []),
-        {"at": _now(), "from_epoch": done, "overrides": overrides.flags(), "device": str(device), "nproc": nproc},
-    ]
-
-    run = build_run(run_dir, spec, graph, dataset, home_device(device, nproc), config)
+    run = build_run(run_dir, spec, graph, dataset, home_device(device, nproc), record, execution=execution, model=model)
     restore_checkpoint(run, checkpoint, last)  # with several processes: into the CPU (the workers load their own)
     if overrides.epochs is not None and overrides.epochs > done and run.monitor["stopped"]:
         # Asked explicitly for more epochs after early stopping: give patience a fresh start,
@@ -468,17 +542,17 @@ def _resume_run(run_dir: Path, overrides: Overrides, console: Console, quiet: bo
         run.monitor["stopped"], run.monitor["stop_wait"] = False, 0
     check_run(run)
     distributed.check(nproc, device, spec.train.batch_size, run.model, spec.train.sync_batchnorm)
-    if done and run.monitor["best_epoch"] == done:
-        # last.pt is written before best.pt: a run killed between the two writes of its best
-        # epoch has a stale (or no) best.pt, while last.pt holds exactly that best epoch.
-        atomic_write_bytes(run_dir / runs.BEST, last.read_bytes())
-    runs.truncate_metrics(run_dir, done)  # rows of an epoch that never reached last.pt
-    (run_dir / runs.SUMMARY).unlink(missing_ok=True)  # in progress again
-    runs.write_json(run_dir / runs.CONFIG, config)
-    execution = run.execution if nproc == 1 else plan_execution(spec.train.precision, device, run.model)
-    console.print(
-        _describe(run, f"resuming after epoch {done}:", nproc, device, execution), markup=False, highlight=False
-    )
+    try:  # a failed write here is worded as every run file's is (disk full, file too large, read-only)
+        if done and run.monitor["best_epoch"] == done:
+            # last.pt is written before best.pt: a run killed between the two writes of its best
+            # epoch has a stale (or no) best.pt, while last.pt holds exactly that best epoch.
+            atomic_write_bytes(run_dir / runs.BEST, last.read_bytes())
+        runs.truncate_metrics(run_dir, done)  # rows of an epoch that never reached last.pt
+        (run_dir / runs.SUMMARY).unlink(missing_ok=True)  # in progress again
+        write_record(run_dir, record)
+    except OSError as exc:
+        raise runs.write_error(run_dir, exc) from None
+    console.print(_describe(run, f"resuming after epoch {done}:"), markup=False, highlight=False)
     return train_prepared(run, console, quiet, nproc, device)
 
 
@@ -507,31 +581,52 @@ def train_prepared(
         job = distributed.current_job()
         if job is not None:  # torchrun's processes: every rank trains the run with this one (rank 0)
             try:
-                return job.step(train_process, device or run.device, (run.run_dir, run.monitor, quiet))
+                return job.step(train_process, device or run.device, _process_args(run, quiet))
             except distributed.LostPeers as exc:
                 resume = RunResult(run.run_dir, "failed", {}).resume_command
                 raise RunError(
                     f"{exc} {run.run_dir / runs.LAST} holds the last completed epoch; resume with:\n  {resume}"
                 ) from None
-        return distributed.spawn(train_process, nproc, device or run.device, args=(run.run_dir, run.monitor, quiet))
+        return distributed.spawn(
+            train_process, nproc, device or run.device, args=_process_args(run, quiet), threads=run.execution.threads
+        )
     status = fit(run, console, quiet)
-    return RunResult(run.run_dir, status, finish(run, status))
+    return RunResult(run.run_dir, status, finish_run(run, status))
 
 
-def train_process(world: World, run_dir: Path, monitor: dict, quiet: bool) -> RunResult | None:
+def _process_args(run: Run, quiet: bool) -> tuple:
+    """What the training processes are given (train_process): the run's directory, its monitor and
+    the execution the launcher decided. (Each rebuilds the spec and graph from the directory: an IR
+    holds read-only mappings, which do not cross to another process.)"""
+    return (run.run_dir, run.monitor, quiet, run.execution)
+
+
+def train_process(
+    world: World, run_dir: Path, monitor: dict, quiet: bool, execution: Execution | None = None
+) -> RunResult | None:
     """One of the processes training a run: rebuild the run from its directory and last.pt, as a
     resume does, and train its share. Rank 0 writes the files and prints, and at the end evaluates
-    best.pt on the test split (alone: the others have ended) and returns the result."""
-    config = read_config(run_dir)
-    spec = apply_freeze(spec_of_run(run_dir, config), plan_from_config(config, str(run_dir / runs.CONFIG)))
-    dataset = load_run_data(spec, config)
-    graph = graphc.build_graph(spec, classes=dataset.classes)
-    run = build_run(run_dir, spec, graph, dataset, world.device, config, world)
+    best.pt on the test split (alone: the others have ended) and returns the result.
+
+    ``execution``: how the run executes, as the launcher decided it (default: as its record says)."""
+    record = read_record(run_dir)
+    spec = apply_freeze(spec_of_run(run_dir, record), record.frozen)
+    dataset = load_run_data(spec, record)
+    graph = graphc.build_graph(spec, classes=dataset.classes)  # this process's one IR build
+    run = build_run(run_dir, spec, graph, dataset, world.device, record, world, execution=execution or record.execution)
     restore_checkpoint(run, load_checkpoint(run_dir / runs.LAST), run_dir / runs.LAST)
     run.monitor = monitor  # as the launching process left it (a resume may have given patience a fresh start)
     console = Console(stderr=True, highlight=False, soft_wrap=True, quiet=not world.is_main)
     status = fit(run, console, quiet or not world.is_main)
-    return RunResult(run_dir, status, finish(run, status)) if world.is_main else None
+    return RunResult(run_dir, status, finish_run(run, status)) if world.is_main else None
+
+
+def finish_run(run: Run, status: str) -> dict:
+    """loop.finish (the test pass, summary.json), a failed write worded as every run file's is."""
+    try:
+        return finish(run, status)
+    except OSError as exc:
+        raise runs.write_error(run.run_dir, exc) from None
 
 
 def train_command(
@@ -589,19 +684,20 @@ def train_command(
         raise UsageError("give at least one SPEC file to train (e.g. specs/shared_conv.toml), or --resume RUN_DIR.")
     runs.check_output_root(out)  # before any data loads
     specs = [graphc.load_spec(path) for path in spec_paths]  # every spec's form is checked before any training
+    checked: list[Graph | None] = []
     for spec in specs:  # and its meaning (graph, class counts, watched metrics) where that needs no data, as check does
         resolved = apply_overrides(spec, overrides)
-        if None not in resolved.data.known_classes().values():
-            graphc.build_graph(resolved)
+        # The graph a run of the spec's own seed builds (train_run takes it rather than build it again).
+        checked.append(graphc.build_graph(resolved) if None not in resolved.data.known_classes().values() else None)
         if resolved.train.init_from:  # a missing source fails before any data loads (transfer.py reads it later)
             resolve_checkpoint(Path(resolved.train.init_from))
-    plan = [(spec, s) for spec in specs for s in seeds_to_run(spec, seeds, seed)]
+    plan = [(spec, graph, s) for spec, graph in zip(specs, checked) for s in seeds_to_run(spec, seeds, seed)]
     if overrides.device is not None:
         resolve_device(overrides.device)  # fail before loading data
     cache: dict = {}
     results = []
-    for spec, run_seed in plan:
-        result = train_run(spec, run_seed, overrides, out, console, quiet, cache)
+    for spec, graph, run_seed in plan:
+        result = train_run(spec, run_seed, overrides, out, console, quiet, cache, graph)
         results.append(result)
         if on_result:
             on_result(result)

@@ -5,13 +5,18 @@ contract is in runtime/runs/rundir.py; starting and resuming runs is runtime/tra
 The loop is plain PyTorch::
 
     for epoch:                                      # fit
-        unfreeze the nodes due                      # runtime/train/freeze.py
+        [features: unfreeze the nodes due]          # runtime/train/features.py
         for batch in a seeded permutation:          # train_epoch
             x = normalize(augment(to_float(uint8 batch on device)))
             loss = sum_t w_t * CE_t(model(x)[t])    # train_step (w_t: runtime/train/weighting.py)
             backward, clip, step, schedule step
-        evaluate on val; [diagnostics]; append metrics; write last.pt (and best.pt)
+        evaluate on val; [features: loss weights, diagnostics]; append metrics; write last.pt (and best.pt)
     evaluate best.pt once on test; write summary.json  # finish
+
+The optional parts - loss weighting, gradient diagnostics, frozen nodes, TensorBoard - are
+``run.features`` (runtime/train/features.py): the loop calls each at fixed points and never asks
+which there are. How the run executes (device, precision, memory format, ...) is decided once per
+run (runtime/device.py's ``decide_execution``) and handed to ``build_run``.
 
 Every source of randomness is seeded from the run's seed and saved in each
 checkpoint, so resuming from ``last.pt`` continues bit for bit on CPU.
@@ -27,11 +32,8 @@ added up over the processes, and rank 0 alone writes the files.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,11 +47,10 @@ from rich.console import Console
 import graphc
 from graphc.errors import Problem, RunError, SpecError
 from graphc.ir.graph import Graph
-from graphc.ir.metrics import WEIGHT_PREFIX, monitor_problem, watchable_metrics, weight_metrics
+from graphc.ir.metrics import monitor_problem, watchable_metrics
 from graphc.lang.spec import Spec, TrainSpec
 from graphc.runtime.allocator import keep_freed_memory
-from graphc.runtime.device import Execution, autocast, configure_matmul, plan_execution
-from graphc.runtime.evaluate import eval_batch_size, evaluate
+from graphc.runtime.device import Execution, autocast, configure_matmul, decide_execution
 from graphc.runtime.metrics import (
     Confusion,
     HeadInfo,
@@ -59,9 +60,7 @@ from graphc.runtime.metrics import (
     heads_of,
     hierarchies_of,
     label_fields,
-    logged_weights,
     metric_names,
-    reweight_loss,
 )
 from graphc.runtime.runs import rundir as runs
 from graphc.runtime.runs.checkpoint import (
@@ -72,11 +71,14 @@ from graphc.runtime.runs.checkpoint import (
     python_rng_to_plain,
     save_checkpoint,
 )
-from graphc.runtime.train.diagnostics import diagnostic_metrics, start_diagnostics
+from graphc.runtime.runs.record import RunRecord, checkpoint_record
+from graphc.runtime.scoring import eval_batch_size, evaluate
 from graphc.runtime.train.distributed import SINGLE, World
-from graphc.runtime.train.freeze import freeze, freeze_plan, hold_norms, unfreeze_due
+from graphc.runtime.train.features import LoopFeature, make_features
+from graphc.runtime.train.freeze import freeze, freeze_plan, hold_norms
 from graphc.runtime.train.optim import load_optimizer_state, make_optimizer, make_scheduler
 from graphc.runtime.train.progress import EpochProgress, epoch_line, live_stats
+from graphc.runtime.train.signals import deferred_interrupt  # Ctrl-C, SIGTERM, SIGHUP wait for an epoch's files
 from graphc.runtime.train.weighting import Weighting, make_weighting
 
 # --------------------------------------------------------------------------- one run's state
@@ -93,14 +95,14 @@ class Run:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    device: torch.device
-    precision: str
+    device: torch.device  # where this process runs it (the CPU, for a launcher of several processes)
+    execution: Execution  # how the run executes, decided once (runtime/device.py: decide_execution)
     heads: list[HeadInfo]
     hierarchies: list[Hierarchy]
     augment: Callable
     shuffle_rng: torch.Generator  # batch order (CPU)
     augment_rng: torch.Generator  # augmentation parameters (CPU: the same stream on every device)
-    config: dict
+    record: RunRecord | None = None  # config.json (None: a run built by hand, e.g. graphc bench's)
     epoch: int = 0  # completed epochs
     monitor: dict = field(default_factory=dict)
     session_start: float = field(default_factory=time.perf_counter)
@@ -111,7 +113,6 @@ class Run:
     world: World = SINGLE  # this process's place among the processes training the run
     ddp: torch.nn.Module | None = None  # the model in DistributedDataParallel, when there are several
     diverged: dict | None = None  # where the loss stopped being finite (summary.json "diverged")
-    execution: Execution | None = None  # precision and memory format, and why (runtime/device.py)
     compiled: Callable | None = None  # torch.compile of the model, once checked against eager (compile_model)
     compile_proven: bool = False  # a compiled training step has run: no more falling back to eager
     console: Console | None = None  # where fit prints (compile notes from inside a step)
@@ -121,6 +122,12 @@ class Run:
     weighting: Weighting | None = (
         None  # [train] loss_weighting (runtime/train/weighting.py); None: loss_weight, as before
     )
+    features: list[LoopFeature] = field(default_factory=list)  # runtime/train/features.py
+
+    @property
+    def precision(self) -> str:
+        """What autocast runs: the execution's precision."""
+        return self.execution.precision
 
     def wall_time(self) -> float:
         return self.wall_before + time.perf_counter() - self.session_start
@@ -165,18 +172,37 @@ def new_monitor(train: TrainSpec) -> dict:
 
 
 def build_run(
-    run_dir: Path, spec: Spec, graph: Graph, dataset, device: torch.device, config: dict, world: World = SINGLE
+    run_dir: Path,
+    spec: Spec,
+    graph: Graph,
+    dataset,
+    device: torch.device,
+    record: RunRecord | None = None,
+    world: World = SINGLE,
+    *,
+    execution: Execution | None = None,
+    model: torch.nn.Module | None = None,
 ) -> Run:
-    """Model, optimiser, schedule and generators of a run, freshly seeded (the same on every process)."""
+    """Model, optimiser, schedule and generators of a run, freshly seeded (the same on every process),
+    built in this process on ``device``.
+
+    ``execution``: how the run executes, as decided once for the run (decide_execution; the
+    launcher decides and its training processes are given it); None: decided here for ``device``
+    (a run built by hand: graphc bench, tests). ``model``: the graph compiled with the run's seed,
+    when the caller compiled it to decide the execution (else compiled here).
+    """
     from graphc.runtime.data.augment import make_augment
 
     keep_freed_memory()  # every batch reuses the last one's pages (runtime/allocator.py)
+    if isinstance(record, dict) and not record:  # {}: no record, as callers building a run by hand passed it
+        record = None
     seed = spec.train.seed
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
-    model = graphc.compile_graph(graph, seed=seed).to(device)
-    execution = plan_execution(spec.train.precision, device, model)
-    configure_matmul(device, execution.precision, spec.train.precision)
+    model = (model if model is not None else graphc.compile_graph(graph, seed=seed)).to(device)
+    if execution is None:
+        execution = decide_execution(spec.train, device, model, world.size)
+    configure_matmul(device, execution.precision, execution.requested or spec.train.precision)
     model = model.to(memory_format=execution.memory_format)  # 4-D weights only; values unchanged
     frozen = freeze_plan(graph)
     freeze(model, frozen)  # before the optimiser: make_optimizer leaves out parameters without gradients
@@ -189,7 +215,7 @@ def build_run(
     scheduler = make_scheduler(
         optimizer, spec.train, steps_per_epoch(len(dataset.train), spec.train.batch_size, world.size)
     )
-    return Run(
+    run = Run(
         run_dir=run_dir,
         spec=spec,
         graph=graph,
@@ -198,20 +224,21 @@ def build_run(
         optimizer=optimizer,
         scheduler=scheduler,
         device=device,
-        precision=execution.precision,
+        execution=execution,
         heads=heads,
         hierarchies=hierarchies_of(dataset.hierarchy, graph.tasks),
         augment=make_augment(spec.data.augment),
         shuffle_rng=torch.Generator().manual_seed(seed),
         augment_rng=torch.Generator().manual_seed(seed + 1),
-        config=config,
+        record=record,
         monitor=new_monitor(spec.train),
         world=world,
         ddp=world.wrap(model, spec.train.sync_batchnorm),
-        execution=execution,
         frozen=frozen,
         weighting=weighting,
     )
+    run.features = make_features(run)
+    return run
 
 
 def check_monitors(run: Run) -> None:
@@ -221,7 +248,7 @@ def check_monitors(run: Run) -> None:
     available = watchable_metrics(
         metric_names(run.heads, run.hierarchies),
         validation=len(run.dataset.val) > 0,
-        train_only=weight_metrics(run.tasks, run.spec.train.loss_weighting) + diagnostic_metrics(run),
+        train_only=[name for feature in run.features for name in feature.metric_names(run)],
     )
     watched = [("select", run.spec.train.select)]
     if run.spec.train.early_stopping is not None:
@@ -289,8 +316,9 @@ def make_checkpoint(run: Run, metrics: dict[str, float]) -> dict:
     """What a resume needs to continue exactly after ``run.epoch`` (``metrics``: that epoch's flat
     ``split/name`` values): the weights, the optimiser (with the groups of learned loss weights and
     of the nodes unfrozen so far), the schedule, every RNG, the monitor and the loss weighting's
-    state. Which nodes are still frozen is not in it: config.json's ``frozen`` and the epoch say
-    (restore_checkpoint); nor is torch.compile, a way of running the same weights."""
+    state (each feature's under its key, runtime/train/features.py), and the run record. Which nodes are
+    still frozen is not in it: config.json's ``frozen`` and the epoch say (restore_checkpoint); nor is
+    torch.compile, a way of running the same weights."""
     return {
         "graphc_version": graphc.__version__,
         "spec_name": run.graph.name,
@@ -304,8 +332,8 @@ def make_checkpoint(run: Run, metrics: dict[str, float]) -> dict:
         "monitor": dict(run.monitor),
         "metrics": metrics,
         "class_names": {t: run.dataset.class_names[t] for t in run.tasks},
-        "config": run.config,
-        **({"weighting": run.weighting.state_dict()} if run.weighting is not None else {}),
+        "config": run.record.to_json() if run.record is not None else None,
+        **{feature.key: feature.state_dict() for feature in run.features if feature.key is not None},
     }
 
 
@@ -313,34 +341,18 @@ def restore_checkpoint(run: Run, checkpoint: dict, path: Path) -> None:
     try:
         run.model.load_state_dict(checkpoint["model"])
         run.epoch = int(checkpoint["epoch"])
-        unfreeze_due(run, run.epoch - 1)  # nodes unfrozen before this checkpoint: their optimiser groups are in it
+        for feature in run.features:  # e.g. the nodes unfrozen before this checkpoint: their optimiser groups are in it
+            feature.load_state(run, checkpoint)
         load_optimizer_state(run.optimizer, checkpoint["optimizer"])
         run.scheduler.load_state_dict(checkpoint["scheduler"])
         run.monitor = dict(checkpoint["monitor"])
         run.wall_before = float(run.monitor.get("wall_time_s", 0.0))
-        restore_rng(run, checkpoint["rng"], (checkpoint.get("config") or {}).get("device"))
-        if run.weighting is not None:
-            run.weighting.load_state_dict(checkpoint["weighting"])
+        saved = checkpoint_record(checkpoint, path)
+        restore_rng(run, checkpoint["rng"], saved.device if saved is not None else None)
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise RunError(
             f"{path}: does not fit this run's model ({str(exc).splitlines()[0]}); it is damaged or from another spec."
         ) from None
-
-
-@contextlib.contextmanager
-def deferred_interrupt():
-    """Hold Ctrl-C until the block is done (then raise it), so files are never half written."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-        if received:
-            raise KeyboardInterrupt
 
 
 # --------------------------------------------------------------------------- the loop
@@ -366,8 +378,7 @@ class Diverged(Exception):
 
 def train_step(run: Run, x: torch.Tensor, labels: dict[str, torch.Tensor]):
     """One optimisation step on a batch; returns ``(outputs, total loss, per-head losses)``."""
-    if run.execution is not None:
-        x = x.contiguous(memory_format=run.execution.memory_format)
+    x = x.contiguous(memory_format=run.execution.memory_format)
     if run.compiled is not None and not run.compile_proven:
         return first_compiled_step(run, x, labels)
     return optimisation_step(run, x, labels)
@@ -386,8 +397,8 @@ def optimisation_step(run: Run, x: torch.Tensor, labels: dict[str, torch.Tensor]
     if run.spec.train.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.spec.train.grad_clip)
     run.optimizer.step()
-    if run.weighting is not None:
-        run.weighting.after_step()
+    for feature in run.features:
+        feature.after_step(run)
     run.scheduler.step()  # the schedule is per batch
     return outputs, total, parts
 
@@ -409,7 +420,7 @@ def compile_model(run: Run, x: torch.Tensor) -> None:
     (a first batch, in eval mode so dropout and batch-norm statistics play no part); otherwise
     say why and leave the run in eager mode."""
     module = run.model if run.ddp is None else run.ddp
-    x = x.contiguous(memory_format=run.execution.memory_format) if run.execution is not None else x
+    x = x.contiguous(memory_format=run.execution.memory_format)
     started = time.perf_counter()
     try:
         compiled = torch.compile(module)
@@ -598,33 +609,23 @@ def fit(run: Run, console: Console, quiet: bool = False) -> str:
     run.console = console
     if run.spec.train.compile and run.compiled is None and run.epoch < run.epochs:
         compile_model(run, first_batch(run))
-    board = open_board(run)
-    if board is not None and run.epoch == 0:
-        board.diagram(run.graph)
-    diagnostics = start_diagnostics(run, console)  # None unless [train] diagnostics (runtime/train/diagnostics.py)
+    features = run.features  # loss weighting, diagnostics, frozen nodes, TensorBoard (runtime/train/features.py)
+    for feature in features:
+        feature.start(run, console)
     try:
         while run.epoch < run.epochs and not run.monitor["stopped"]:
             epoch = run.epoch + 1
-            unfrozen = unfreeze_due(run, run.epoch)
-            if unfrozen:
-                console.print(
-                    f"unfreezing {', '.join(unfrozen)} after epoch {run.epoch}: "
-                    f"{sum(run.graph[n].num_params for n in unfrozen):,} parameters join training",
-                    markup=False,
-                    highlight=False,
-                )
+            for feature in features:
+                feature.epoch_start(run, console)
             started = time.perf_counter()
             train_metrics, images_per_s, lr = train_epoch(run, epoch, progress)
-            weights = epoch_weights(run, train_metrics)
+            entries = {k: v for feature in features for k, v in feature.train_entries(run, train_metrics).items()}
             val_metrics = (
                 evaluate_split(run, run.dataset.val, shared=True, keep="val") if len(run.dataset.val) else None
             )
-            if val_metrics is not None:  # the loss with the epoch's weights, as the train row's
-                reweight_loss(
-                    val_metrics,
-                    run.weighting and run.weighting.name,
-                    {k[len(WEIGHT_PREFIX) :]: w for k, w in weights.items()},
-                )
+            if val_metrics is not None:  # e.g. the loss with the epoch's weights, as the train row's
+                for feature in features:
+                    feature.validated(run, val_metrics)
             if val_metrics is not None and not math.isfinite(val_metrics["loss"]):
                 raise Diverged(epoch, "val", val_metrics["loss"])
             seconds = time.perf_counter() - started
@@ -632,13 +633,13 @@ def fit(run: Run, console: Console, quiet: bool = False) -> str:
                 "epoch": epoch,
                 "split": "train",
                 **train_metrics,
-                **weights,
+                **entries,
                 "lr": lr,
                 "images_per_s": images_per_s,
                 "time_s": seconds,
             }
-            if diagnostics is not None:  # after time_s: its own time is diag/time_s
-                train_row.update(diagnostics.measure(run, weights))
+            for feature in features:  # after time_s: e.g. the diagnostics, whose own time is diag/time_s
+                feature.train_row(run, train_row)
             rows = [train_row] + ([{"epoch": epoch, "split": "val", **val_metrics}] if val_metrics else [])
             flat = {f"{row['split']}/{k}": v for row in rows for k, v in row.items() if k not in ("epoch", "split")}
             # Rank 0 decides for all: a monitor may watch its timings, which differ from the other processes'.
@@ -647,8 +648,8 @@ def fit(run: Run, console: Console, quiet: bool = False) -> str:
                 run.epoch, run.monitor = epoch, {**monitor, "wall_time_s": run.wall_time()}
                 if run.world.is_main:  # one process writes the run's files
                     runs.append_metrics(run.run_dir, rows)
-                    if board is not None:
-                        board.metrics(rows)
+                    for feature in features:
+                        feature.rows_written(run, rows)
                     # Serialised once: a best epoch's last.pt and best.pt are the same bytes.
                     save_checkpoint(
                         [run.run_dir / runs.LAST] + ([run.run_dir / runs.BEST] if is_best else []),
@@ -681,37 +682,19 @@ def fit(run: Run, console: Console, quiet: bool = False) -> str:
             "Hint: train again with a smaller --batch-size, or resume on another device (--resume with --device)."
         ) from None
     finally:
-        if board is not None:
-            board.close()
+        for feature in features:
+            feature.stop(run)
     return "early_stopped" if run.monitor["stopped"] else "completed"
-
-
-def epoch_weights(run: Run, train_metrics: dict[str, float]) -> dict[str, float]:
-    """``{weight/TASK: w}``: the loss weights in force at the end of the epoch's training pass (none
-    without a loss_weighting table); then the weighting learns from the epoch (DWA's loss history)."""
-    if run.weighting is None:
-        return {}
-    weights = {f"{WEIGHT_PREFIX}{t}": float(w) for t, w in zip(run.tasks, run.weighting.weights().tolist())}
-    run.weighting.end_epoch(train_metrics)
-    return weights
-
-
-def open_board(run: Run):
-    """TensorBoard logging (runtime/train/tensorboard.py) when the spec asks for it, in the writing process."""
-    if not run.spec.train.tensorboard or not run.world.is_main:
-        return None
-    from graphc.runtime.train.tensorboard import Board
-
-    return Board(run.run_dir, resumed_after=run.epoch)
 
 
 def final_test_split(run: Run):
     """The test split the final pass evaluates: all of it, none (--no-test: None), or with
     --limit-test N a random N images, the same N for every run of the data set (seeded by
     data.split_seed, as the validation split is: the test split itself may be ordered by class)."""
-    if run.config.get("no_test"):
+    record = run.record
+    if record is not None and record.no_test:
         return None
-    test, limit = run.dataset.test, run.config.get("limit_test")
+    test, limit = run.dataset.test, record.limit_test if record is not None else None
     if limit is None or limit >= len(test):
         return test
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(run.spec.data.split_seed))
@@ -749,12 +732,8 @@ def finish(run: Run, status: str) -> dict:
                 "on the test split and writes summary.json."
             ) from None
         test.update(confusion.baselines())  # TASK/majority_acc, TASK/balanced_acc: what the accuracies compare with
-        # the loss with the best epoch's weights, as its val row
-        reweight_loss(test, run.weighting and run.weighting.name, logged_weights(best.get("metrics") or {}))
-        board = open_board(run)
-        if board is not None:
-            board.test(test, run.monitor["best_epoch"])
-            board.close()
+        for feature in run.features:  # e.g. the loss with the best epoch's weights, as its val row
+            feature.tested(run, test, best)
     speeds = [r["images_per_s"] for r in rows if r["split"] == "train" and r.get("images_per_s")]
     summary = {
         "spec": run.graph.name,
@@ -767,8 +746,8 @@ def finish(run: Run, status: str) -> dict:
         "last": metrics_of(run.epoch),
         "test": test,
         # What "test" covers: skipped (--no-test), or --limit-test's N of the split's images.
-        "test_skipped": bool(run.config.get("no_test")),
-        "test_limit": run.config.get("limit_test"),
+        "test_skipped": run.record is not None and run.record.no_test,
+        "test_limit": run.record.limit_test if run.record is not None else None,
         "test_images": len(split) if test is not None else 0,
         "wall_time_s": run.wall_time(),
         "images_per_s": sum(speeds) / len(speeds) if speeds else None,

@@ -19,7 +19,10 @@ Progress is read from each run's metrics.jsonl as the children write it, never f
 output; their output goes to ``OUT/sweep-logs/<spec>-seed<S>.log``, and a failed job's error
 message is taken from there. Ctrl-C sends one SIGINT to every running child (they are in their
 own sessions, so the terminal's reaches only this process): each saves its last completed epoch
-and ends, as ``graphc train`` does alone.
+and ends, as ``graphc train`` does alone; SIGTERM or SIGHUP to the sweep is passed on as that signal,
+which each child handles as Ctrl-C (runtime/train/signals.py), and the sweep exits 143 or 129.
+Before it starts a run the sweep takes the run identity's lock (runtime/train/run_lock.py): a run
+another process is training is skipped with a message, so two identical sweeps make one run folder.
 """
 
 from __future__ import annotations
@@ -42,17 +45,20 @@ from rich.table import Table
 
 import graphc
 from graphc.errors import RunError, UsageError, printable
+from graphc.files import control_characters, open_append
 from graphc.lang.spec import Spec
 from graphc.runtime.report.build import Run as ReportRun
-from graphc.runtime.report.build import Variant, load_run, variant_settings
+from graphc.runtime.report.build import Variant, load_run
 from graphc.runtime.runs import rundir as runs
-from graphc.runtime.train import distributed
+from graphc.runtime.train import distributed, run_lock, signals
 from graphc.runtime.train.launch import RESUME_FIXED, Overrides, apply_overrides, check_overrides, seeds_to_run
 
 LOGS = "sweep-logs"  # under --out: one log per run (no config.json there, so graphc report ignores it)
 FINISHED = ("completed", "early_stopped")
 REFRESH_S = 1.0  # how often the children's metrics files are read
 STOP_WAIT_S = 120.0  # after Ctrl-C: how long the children get to save their epoch before a second Ctrl-C is needed
+# graphc train's exits after Ctrl-C (130), SIGTERM (143) and SIGHUP (129): its last completed epoch saved
+INTERRUPTED_CODES = (130, *(128 + s for s in signals.STOP_SIGNALS))
 
 
 # --------------------------------------------------------------------------- planning
@@ -81,6 +87,7 @@ class Job:
     gpus: str = ""  # its CUDA_VISIBLE_DEVICES while it runs ("" on the CPU)
     started: float = 0.0
     process: subprocess.Popen | None = field(default=None, repr=False)
+    lock: run_lock.IdentityLock | None = field(default=None, repr=False)  # held from its start to its end
 
     @property
     def label(self) -> str:
@@ -93,16 +100,9 @@ class Job:
 
 def variant_of(spec: Spec, overrides: Overrides) -> Variant:
     """The variant a run of ``spec`` (overrides applied) will have: the fields of config.json that
-    graphc.runtime.report's ``variant_settings`` reads, filled as launch.train_run fills them."""
-    config = {
-        "train": spec.train.model_dump(mode="json"),
-        "data": spec.data.model_dump(mode="json"),
-        "limit_train": overrides.limit_train,
-        "limit_val": overrides.limit_val,
-        "limit_test": overrides.limit_test,
-        "no_test": bool(overrides.no_test),
-    }
-    return Variant(spec.name, spec.sha256, overrides.tag, variant_settings(config))
+    graphc.runtime.report's ``variant_settings`` reads, filled as launch.train_run fills them
+    (run_lock.run_variant, which the identity lock of a plain `graphc train` is keyed by too)."""
+    return run_lock.run_variant(spec, overrides)
 
 
 def existing_runs(out: Path) -> dict[tuple[Variant, int], list[ReportRun]]:
@@ -156,6 +156,9 @@ def plan_sweep(
     check_overrides(overrides)
     if not spec_paths:
         raise UsageError("give at least one SPEC file to sweep (e.g. specs/*.toml).")
+    for spec_arg in spec_paths:
+        refuse_control_characters(str(spec_arg), "the SPEC file name")
+    refuse_control_characters(str(out), "--out")  # (a tag is letters, digits and _.=+,- : check_overrides)
     runs.check_output_root(out)
     before = existing_runs(out)
     jobs, planned = [], set()
@@ -188,6 +191,20 @@ def plan_sweep(
     return jobs
 
 
+def refuse_control_characters(text: str, what: str) -> None:
+    """A UsageError for a name or path holding a control character (newline, carriage return, NUL,
+    ESC...): a plan's line would split in two or print as something else, and a job queue, a shell or
+    a log that reads it line by line would run or show another command than the one planned."""
+    found = control_characters(text)
+    if found:
+        shown = ", ".join(printable(c) for c in found)
+        raise UsageError(
+            f"{what} '{printable(text)}' holds the control character(s) {shown}: a command naming it would not "
+            "be one line of the plan, and would not print as what it runs. Rename the file or folder (or choose "
+            "another value) without control characters, then plan again."
+        )
+
+
 def flag_args(overrides: Overrides, resume: bool = False) -> list[str]:
     """The overrides as ``graphc train`` flags; for a resume only those it may change (not --epochs:
     a matched run already has the sweep's)."""
@@ -209,7 +226,12 @@ def train_args(job: Job, overrides: Overrides, out: Path) -> list[str]:
 
 def plan_commands(jobs: list[Job], overrides: Overrides, out: Path) -> list[dict]:
     """``graphc sweep plan``: per run a self-contained command that is itself a one-run sweep
-    (``--jobs 1``): run twice, or after an interruption, it skips or resumes rather than repeats."""
+    (``--jobs 1``): run twice, or after an interruption, it skips or resumes rather than repeats.
+
+    ``command`` is the argv with every argument shell-quoted (shlex.quote): one line that ``eval``,
+    ``bash -c`` and ``sh -c`` split into exactly ``argv`` and run as that one command; ``argv`` is
+    the list itself, for job arrays that start it without a shell. No argument holds a control
+    character (refused, with the flag that gave it), so a line is never two."""
     rows = []
     for job in jobs:
         argv = [
@@ -224,6 +246,8 @@ def plan_commands(jobs: list[Job], overrides: Overrides, out: Path) -> list[dict
             "--jobs",
             "1",
         ]
+        for before, arg in zip(argv, argv[1:]):  # every value, the flags' (--data-dir, --init-from...) too
+            refuse_control_characters(arg, before if before.startswith("--") else "the SPEC file name")
         rows.append(
             {
                 "spec": job.spec_arg,
@@ -464,7 +488,14 @@ def run_sweep(
             while pending or running:
                 while pending and len(running) < slots.concurrent:
                     job = pending.pop(0)
-                    _start(job, overrides, out, logs, slots, free)
+                    if not _claim(job, out):  # trained by another process, or finished meanwhile
+                        view.update()
+                        continue
+                    try:
+                        _start(job, overrides, out, logs, slots, free)
+                    except BaseException:
+                        job.lock.release()
+                        raise
                     running.append(job)
                 time.sleep(REFRESH_S if running else 0)
                 for job in list(running):
@@ -488,17 +519,52 @@ def run_sweep(
     return result
 
 
+def _claim(job: Job, out: Path) -> bool:
+    """Take the job's identity lock (runtime/train/run_lock.py) just before it starts, and look at the
+    runs of its identity on disk again: False, with the job's state set, when another process holds the
+    lock (the job is skipped with a message) or the run has ended meanwhile (skipped, or diverged); an
+    interrupted run found now is resumed."""
+    path = run_lock.lock_path(out, job.name, run_lock.identity_key(job.variant, job.seed))
+    try:
+        job.lock = run_lock.try_lock(path)
+    except run_lock.Held as held:
+        job.state = "skipped"
+        job.error = (
+            f"another graphc process ({held.by}) is training this run (lock {path}); skipped: "
+            "run the sweep again once it has ended"
+        )
+        return False
+    same = existing_runs(Path(out) / job.name).get((job.variant, job.seed), [])
+    action, run_dir = _action(same)
+    if action in ("done", "diverged"):  # another process trained it since the sweep was planned
+        job.lock.release()
+        job.action, job.run_dir = action, run_dir
+        job.state = "skipped" if action == "done" else "diverged"
+        job.error = None if action == "done" else f"diverged before ({run_dir / runs.SUMMARY}); not repeated"
+        _read_progress(job)
+        return False
+    job.action, job.run_dir = action, run_dir
+    return True
+
+
 def _start(job: Job, overrides: Overrides, out: Path, logs: Path, slots: Slots, free: list[str]) -> None:
     env = distributed.outside_job()  # each run its own job, never a member of one that started the sweep
+    passed = ()
+    if job.lock is not None and job.lock.fd is not None:  # the child holds the identity lock with the sweep
+        env[run_lock.ENV], passed = f"{job.lock.fd}:{job.lock.path}", (job.lock.fd,)
     # Each job's share of the cores: torch takes its intra-op thread count from these at start.
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(slots.threads)
     if job.on_cuda:
         job.gpus = free.pop(0)
         env["CUDA_VISIBLE_DEVICES"] = job.gpus
     argv = [sys.executable, "-m", "graphc", "train", *train_args(job, overrides, out), "--quiet"]
-    logs.mkdir(parents=True, exist_ok=True)
-    job.log = logs / f"{job.name}-seed{job.seed}.log"
-    with job.log.open("a", encoding="utf-8") as log:
+    job.log = log_of(job, logs)
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+        log = open_append(job.log)  # a link planted at the log's name is refused, never followed
+    except OSError as exc:
+        raise RunError(f"cannot write the job log {job.log} ({exc.strerror or exc}).") from None
+    with log:
         log.write(f"$ {shlex.join(argv)}\n")
         log.flush()
         job.process = subprocess.Popen(
@@ -508,13 +574,32 @@ def _start(job: Job, overrides: Overrides, out: Path, logs: Path, slots: Slots, 
             stderr=subprocess.STDOUT,
             env=env,
             preexec_fn=_no_orphans if os.name == "posix" else None,
+            pass_fds=passed,
         )
     job.state, job.started = ("resuming" if job.action == "resume" else "running"), time.perf_counter()
+
+
+def log_of(job: Job, logs: Path) -> Path:
+    return logs / f"{job.name}-seed{job.seed}.log"
+
+
+def check_logs(jobs: list[Job], out: Path) -> None:
+    """Before anything starts: no job's log name holds a symbolic link (graphc never makes one there;
+    appending through it would write wherever it points)."""
+    planted = [log_of(j, Path(out) / LOGS) for j in jobs if j.action in ("new", "resume")]
+    planted = [log for log in planted if log.is_symlink()]
+    if planted:
+        raise RunError(
+            f"{', '.join(map(str, planted))}: a symbolic link where the sweep writes its job log; graphc never "
+            "makes one there and does not write through it. Delete it, then run the sweep again."
+        )
 
 
 def _ended(job: Job, out: Path, known: set[Path]) -> None:
     """Record how a child ended: the run's own status when it wrote one, else the error it printed."""
     code = job.process.wait()
+    if job.lock is not None:
+        job.lock.release()
     if job.run_dir is None:
         job.run_dir = _find_new_run(job, out, known)
     if job.run_dir is not None:
@@ -529,18 +614,20 @@ def _ended(job: Job, out: Path, known: set[Path]) -> None:
         job.state = status
     elif code != 0 and status == "diverged":  # (a diverged run is never resumed: this summary is the child's)
         job.state, job.error = "diverged", _error_of(job.log)
-    elif code == 130:  # graphc train's exit after Ctrl-C, its last completed epoch saved
+    elif code in INTERRUPTED_CODES:  # graphc train's exit after Ctrl-C, SIGTERM or SIGHUP, its last epoch saved
         job.state = "interrupted"
     else:
         job.state, job.error = "failed", _error_of(job.log)
 
 
 def _stop(running: list[Job]) -> None:
-    """Ctrl-C: one SIGINT to each child (it saves its last completed epoch and ends); a second
-    Ctrl-C here, or STOP_WAIT_S, kills them (every file is written atomically, so nothing is half written)."""
+    """Ctrl-C: one SIGINT to each child (it saves its last completed epoch and ends) - or the SIGTERM or
+    SIGHUP the sweep got, which each child handles the same way (runtime/train/signals.py); a second
+    one here, or STOP_WAIT_S, kills them (every file is written atomically, so nothing is half written)."""
+    stop = signals.received() or signal.SIGINT
     for job in running:
         with contextlib.suppress(ProcessLookupError):
-            job.process.send_signal(signal.SIGINT)
+            job.process.send_signal(stop)
     deadline = time.monotonic() + STOP_WAIT_S
     try:
         for job in running:
@@ -580,6 +667,7 @@ def sweep_command(
         distributed.check_count(overrides.nproc)
     planned = plan_sweep(spec_paths, seeds=seeds, seed=seed, overrides=overrides, out=out)
     slots = plan_slots(planned, jobs, jobs_per_gpu, overrides.nproc or 1)
+    check_logs(planned, out)
     counts = {a: sum(j.action == a for j in planned) for a in ("new", "resume", "done", "diverged")}
     where = f"on GPUs {' | '.join(dict.fromkeys(slots.gpu_sets))}, " if slots.gpu_sets else ""
     how = (

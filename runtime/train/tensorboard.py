@@ -14,7 +14,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from graphc.errors import UsageError
+from graphc.errors import RunError, UsageError
+from graphc.files import refuse_planted_link
 
 DIR = "tensorboard"
 
@@ -41,12 +42,23 @@ class Board:
     """A SummaryWriter over ``run_dir/tensorboard`` (open it only in the process that writes files)."""
 
     def __init__(self, run_dir: Path, resumed_after: int | None = None):
+        # TensorBoard's own writer makes the event files, so they cannot go through graphc's one
+        # writer (graphc.files); what graphc can do is refuse a link planted at the folder's name,
+        # which would send them wherever it points. (A new run makes the folder itself.)
+        log_dir = Path(run_dir) / DIR
+        try:
+            refuse_planted_link(log_dir)
+        except OSError as exc:
+            raise RunError(
+                f"{log_dir}: {exc.strerror}. Delete it (the run's TensorBoard logs belong in a folder of the run), "
+                f"then resume with `graphc train --resume {run_dir}`."
+            ) from None
         from torch.utils.tensorboard import SummaryWriter
 
         # A resumed run redoes the epochs after its last.pt: TensorBoard drops what an earlier
         # session logged from that step on (a kill between metrics and checkpoint leaves some).
         purge = resumed_after + 1 if resumed_after else None
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / DIR), purge_step=purge)
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge)
 
     def metrics(self, rows: list[dict]) -> None:
         """metrics.jsonl rows ({"epoch", "split", name: value}) as scalars at step = epoch."""

@@ -223,6 +223,7 @@ def test_seed_gives_the_same_weights_without_touching_global_rng(write_spec):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_torch_compile_matches_eager(write_spec):
     module = graphc.compile_graph(tiny(write_spec), seed=0).eval()
     compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
@@ -247,6 +248,7 @@ def _ddp_worker(rank: int, world: int, port: int, spec_text: str, tmp: str) -> N
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_distributed_data_parallel_averages_gradients_across_processes(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

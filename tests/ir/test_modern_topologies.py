@@ -381,9 +381,11 @@ KIND_HINTS = {
     "dense": "fc_block",
     "linear": "fc_block",
     "conv2d": "conv_block",
-    "pool": "pool =",
+    "maxpool2d": 'kind = "pool"',  # pool and dropout are node kinds of their own (issue 24)
+    "avgpool": 'pool = "max" | "avg"',
     "batchnorm": 'norm = "batch"',
-    "dropout": "dropout = 0.25",
+    "spatial_dropout": 'kind = "dropout"',
+    "dropout2d": "dropout = 0.25",
     "flatten": "flatten a feature map themselves",
     "softmax": "logits",
     "attention": "not supported",

@@ -8,6 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import graphc
@@ -79,6 +80,7 @@ def test_train_takes_a_built_in_name(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_a_plain_install_carries_the_specs(tmp_path):
     """Build the wheel, unpack it outside the checkout and run the installed graphc from another folder."""
     wheels = tmp_path / "wheels"

@@ -5,7 +5,6 @@ in the node count (issue 9)."""
 from __future__ import annotations
 
 import glob
-from pathlib import Path
 
 import networkx as nx
 import pytest
@@ -15,7 +14,7 @@ import graphc
 from graphc.cli import app
 from graphc.errors import SpecError
 from graphc.ir import build
-from tests.conftest import TINY_SPEC, clean_exit
+from tests.conftest import REPO, TINY_SPEC, clean_exit
 
 runner = CliRunner()
 
@@ -344,5 +343,5 @@ def test_a_node_that_reaches_no_head_is_still_found(write_spec):
 
 
 def test_the_size_limits_are_documented():
-    readme = Path("README.md").read_text()
-    assert f"{build.MAX_PARAMS:,}" in readme and "GRAPHC_MAX_ACTIVATION_BYTES" in readme
+    errors_page = (REPO / "docs" / "errors.md").read_text()
+    assert f"{build.MAX_PARAMS:,}" in errors_page and "GRAPHC_MAX_ACTIVATION_BYTES" in errors_page

@@ -38,6 +38,7 @@ def _glibc() -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _glibc(), reason="mallopt's settings exist only in glibc")
 def test_freed_batch_sized_buffers_stay_in_the_heap_for_the_next_batch():
     # In a fresh process, six 16 MiB buffers are allocated and freed. With glibc's defaults the

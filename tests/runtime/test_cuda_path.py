@@ -12,6 +12,7 @@ shows up as an operator's input that no operator made; a synchronising call is a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import traceback
 import weakref
@@ -30,10 +31,12 @@ from graphc.lang.spec import FlipCropAugment, Normalize, SyntheticData
 from graphc.runtime.data import batches as batching
 from graphc.runtime.data.augment import channel_stats, normalize_
 from graphc.runtime.data.split import Split
-from graphc.runtime.evaluate import EVAL_BATCH_FACTOR, eval_batch_size, evaluate, run_precision
+from graphc.runtime.device import Execution, evaluation_execution
+from graphc.runtime.evaluate import EVAL_BATCH_FACTOR, eval_batch_size, evaluate
 from graphc.runtime.metrics import heads_of
 from graphc.runtime.runs import rundir as runs
 from graphc.runtime.runs.checkpoint import load_checkpoint
+from graphc.runtime.runs.record import parse_record
 from graphc.runtime.train import distributed, launch, loop
 from graphc.runtime.train.progress import EpochProgress
 from tests.conftest import REPO, TESTS, clean_exit
@@ -284,7 +287,7 @@ def fake_gpus(monkeypatch):
     start is recorded instead of made."""
     started = {}
 
-    def spawn(fn, nproc, device, args=()):
+    def spawn(fn, nproc, device, args=(), threads=None):
         started.update(fn=fn, nproc=nproc, device=device)
         return launch.RunResult(args[0], "completed", {})
 
@@ -408,13 +411,19 @@ def test_evaluation_batches_change_only_the_order_of_the_sums():
 
 
 def test_graphc_eval_runs_in_the_runs_precision(monkeypatch):
-    config = {"precision": "bf16"}
-    spec = graphc.load_spec(TINY)
-    assert run_precision(config, spec, torch.device("cpu")) == "bf16"  # whatever auto would pick here
+    recorded = Execution("bf16", True, "as the run trained", device="cuda:0")
+    assert evaluation_execution(recorded, torch.device("cpu")) == recorded  # whatever auto would pick here
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert run_precision(config, spec, torch.device("cuda", 0)) == "fp32"  # a device without bf16 at all
-    assert run_precision({"precision": "fp32"}, spec, torch.device("cpu")) == "fp32"
-    assert run_precision({}, spec, torch.device("cpu")) in ("fp32", "bf16")  # an old run: auto here
+    on_gpu = evaluation_execution(recorded, torch.device("cuda", 0))  # a device without bf16 at all
+    assert (on_gpu.precision, on_gpu.channels_last) == ("fp32", True)
+    fp32 = dataclasses.replace(recorded, precision="fp32")
+    assert evaluation_execution(fp32, torch.device("cpu")) == fp32
+    # A config.json without "precision" (every graphc wrote one: a hand-made file) takes [train]'s, else fp32.
+    spec = graphc.load_spec(TINY)
+    config = {"spec": "tiny", "seed": 0, "tasks": ["fine", "coarse"], "data": spec.data.model_dump(mode="json")}
+    for asked, taken in (("auto", "fp32"), ("bf16", "bf16"), ("fp32", "fp32")):
+        train = spec.train.model_copy(update={"precision": asked}).model_dump(mode="json")
+        assert parse_record({**config, "train": train}, Path("config.json")).precision == taken
 
 
 def _train(*args, code: int = 0):

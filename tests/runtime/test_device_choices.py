@@ -204,6 +204,7 @@ def said(run: training.Run) -> str:
     return run.console.file.getvalue()
 
 
+@pytest.mark.slow
 def test_compile_failure_falls_back_to_eager(monkeypatch):
     run = tiny_run("fp32", compile=True)
 
@@ -232,6 +233,7 @@ def test_a_compiled_model_that_disagrees_with_eager_is_not_used(monkeypatch):
     assert "differs from eager on the first batch by" in said(run) and "training in eager mode" in said(run)
 
 
+@pytest.mark.slow
 def test_a_failing_first_compiled_step_is_taken_in_eager_mode():
     run = tiny_run("fp32", compile=True)
     calls = []
@@ -252,6 +254,7 @@ def test_a_failing_first_compiled_step_is_taken_in_eager_mode():
     assert any(not torch.equal(a, b) for a, b in zip(before, run.model.parameters()))
 
 
+@pytest.mark.slow
 def test_train_compile_flag_checks_and_records_it(monkeypatch, tmp_path):
     compiled = []
 
@@ -311,6 +314,7 @@ def test_compiled_model_agrees_with_eager_and_trains(precision):
 # --------------------------------------------------------------------------- graphc bench
 
 
+@pytest.mark.slow
 def test_bench_json_schema(monkeypatch):
     monkeypatch.setattr(
         torch, "compile", lambda module, **kwargs: module
@@ -382,6 +386,7 @@ def test_bench_json_schema(monkeypatch):
     assert data["peak_memory"]["kind"] == "process_max_rss" and data["peak_memory"]["bytes"] > 2**20
 
 
+@pytest.mark.slow
 def test_bench_one_precision_and_the_table(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda module, **kwargs: (_ for _ in ()).throw(RuntimeError("no compiler")))
     result = runner.invoke(

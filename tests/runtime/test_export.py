@@ -339,9 +339,9 @@ def test_metadata_round_trips(trained_export, trained):
 def test_normalisation_inside_the_model_matches_training_pipeline(trained):
     """The ONNX input is pixels / 255; eval feeds graphc.runtime.data.augment.to_float(images, normalize) to the bare module."""
     from graphc.runtime.data.augment import to_float
-    from graphc.runtime.evaluate import read_config, spec_of_run
+    from graphc.runtime.runs.record import read_record, spec_of_run
 
-    spec = spec_of_run(trained, read_config(trained))
+    spec = spec_of_run(trained, read_record(trained))
     graph, deployed, _ = run_export.load_model(trained / "spec.toml", trained)
     images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
     with torch.no_grad():

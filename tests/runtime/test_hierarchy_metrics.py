@@ -349,7 +349,7 @@ def test_majority_and_balanced_accuracy_on_a_hand_computed_example():
     true = torch.tensor([0, 0, 0, 0, 1, 1, 2])
     predicted = torch.tensor([0, 0, 0, 1, 1, 0, 0])
     head = HeadInfo("x", 4, 1.0, 0.0)
-    confusion = Confusion([head], torch.device("cpu"))
+    confusion = Confusion([head], torch.device("cpu"), matrix=True)
     confusion.update({"x": torch.nn.functional.one_hot(predicted, 4).float()}, {"x": true})
     matrix = confusion.matrices()["x"]
     assert matrix.tolist() == [[3, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]

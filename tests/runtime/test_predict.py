@@ -37,11 +37,11 @@ def run_and_model(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def test_images(run_and_model, tmp_path_factory) -> tuple[list[Path], torch.Tensor, dict[str, torch.Tensor]]:
     """The run's test split, loaded the way graphc eval loads it, written as PNG files (lossless)."""
-    from graphc.runtime.evaluate import load_run_data, read_config, spec_of_run
+    from graphc.runtime.runs.record import load_run_data, read_record, spec_of_run
 
     run_dir, _ = run_and_model
-    config = read_config(run_dir)
-    dataset = load_run_data(spec_of_run(run_dir, config), config)
+    record = read_record(run_dir)
+    dataset = load_run_data(spec_of_run(run_dir, record), record)
     folder = tmp_path_factory.mktemp("images")
     paths = []
     for i, image in enumerate(dataset.test.images):
@@ -59,11 +59,11 @@ def predict_json(*args: str) -> dict:
 def eval_model_logits(run_dir: Path, images: torch.Tensor) -> dict[str, np.ndarray]:
     """What graphc eval's model computes: spec_of_run -> compile -> best.pt -> to_float(images, normalize)."""
     from graphc.runtime.data.augment import to_float
-    from graphc.runtime.evaluate import read_config, spec_of_run
+    from graphc.runtime.runs.record import read_record, spec_of_run
 
-    config = read_config(run_dir)
-    spec = spec_of_run(run_dir, config)
-    model = graphc.compile_graph(graphc.build_graph(spec, classes=config["classes"]))
+    record = read_record(run_dir)
+    spec = spec_of_run(run_dir, record)
+    model = graphc.compile_graph(graphc.build_graph(spec, classes=record.classes))
     model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=False)["model"])
     with torch.no_grad():
         return {task: t.numpy() for task, t in model.eval()(to_float(images, spec.data.normalize)).items()}

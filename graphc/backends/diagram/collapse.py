@@ -23,10 +23,10 @@ from collections import Counter
 from dataclasses import replace
 from types import MappingProxyType
 
-from graphc.backends.diagram.style import key_params
+from graphc.backends.diagram.style import KIND_STYLES, key_params
 from graphc.ir.graph import Graph
 
-COLLAPSIBLE = ("conv_block", "fc_block")
+COLLAPSIBLE = tuple(kind for kind, style in KIND_STYLES.items() if style.collapsible)  # conv_block, fc_block
 
 
 def _links(graph: Graph) -> dict[str, str]:
@@ -92,7 +92,8 @@ def _residual_runs(graph: Graph) -> list[list[str]]:
         if shortcut in units and signature[shortcut] == signature[name] and set(users[shortcut]) <= set(members):
             following[shortcut] = name
     runs = []
-    for start in [name for name in following if name not in following.values()]:
+    followed = set(following.values())  # a set: `in` on dict values scans them all (quadratic on long runs)
+    for start in [name for name in following if name not in followed]:
         run = [start]
         while run[-1] in following:
             run.append(following[run[-1]])
@@ -103,7 +104,8 @@ def _residual_runs(graph: Graph) -> list[list[str]]:
 def _chains(graph: Graph) -> list[list[str]]:
     links = _links(graph)
     runs = []
-    for start in [name for name in links if name not in links.values()]:
+    linked = set(links.values())  # a set: `in` on dict values scans them all (quadratic on long chains)
+    for start in [name for name in links if name not in linked]:
         members = [start]
         while members[-1] in links:
             members.append(links[members[-1]])
@@ -132,8 +134,8 @@ def collapse_chains(graph: Graph) -> Graph:
         group = groups[i]
         if node.name != group[0]:
             continue  # drawn inside its group's box
-        members = [graph[name] for name in group]
-        outside = tuple(dict.fromkeys(src for m in members for src in m.inputs if src not in group))
+        members, inside = [graph[name] for name in group], set(group)
+        outside = tuple(dict.fromkeys(src for m in members for src in m.inputs if src not in inside))
         sums = [m for m in members if m.kind == "concat"]
         if sums:  # residual units: what one unit holds
             unit = members[: members.index(sums[0]) + 1]

@@ -37,6 +37,7 @@ from graphc.backends.diagram.style import (
     stats_line,
 )
 from graphc.errors import RunError, UsageError, did_you_mean
+from graphc.files import atomic_write_bytes
 from graphc.ir.graph import Graph
 
 FORMATS = ("svg", "png", "pdf", "dot", "mermaid")
@@ -254,7 +255,7 @@ def _check_target(path: Path) -> None:
 
 def _write(path: Path, data: bytes) -> None:
     try:
-        path.write_bytes(data)
+        atomic_write_bytes(path, data)  # graphc's one writer: a link planted at the name is replaced, not followed
     except OSError as exc:
         message = f"cannot write '{path}': {exc.strerror or exc}."
         # A path the user can change (no permission, read-only place, not a directory)

@@ -4,29 +4,16 @@ the text of a node's box, an edge's label, a panel's title line, and the palette
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from graphc.ir.graph import Graph, Node, Shape
 from graphc.ir.metrics import DIAGNOSTIC_PREFIX
 
-# Fill and border per node kind: pale fills keep black text readable, borders carry the hue.
-KIND_COLORS = {
-    "input": ("#eef1f4", "#5f6b7a"),
-    "conv_block": ("#dcebf8", "#2f6db3"),
-    "fc_block": ("#dff3e5", "#2e8b57"),
-    "concat": ("#fff2c9", "#b8860b"),
-    "head": ("#fde3dd", "#c0392b"),
-}
-KIND_LABELS = {kind: kind for kind in KIND_COLORS}
 SHARED_COLOR = "#9b27b0"  # hard sharing: purple
 REUSE_COLOR = "#00838f"  # cross-task reuse: teal
 FROZEN_COLOR = "#3f51b5"  # trainable = false: indigo badge, dashed border
 EDGE_COLOR = "#4a4a4a"
-
-
-def kind_colors(kind: str) -> tuple[str, str]:
-    return KIND_COLORS.get(kind, ("#f2f2f2", "#777777"))
 
 
 # --------------------------------------------------------------------------- words
@@ -68,37 +55,92 @@ def _extras(attrs, activation_default: str = "relu") -> list[str]:
     return extras
 
 
+def _pool_text(a: Mapping) -> list[str]:
+    """A block's pooling (``pool``, ``pool_size``, ``pool_stride``): ``max-pool 2``, ``global avg-pool``."""
+    if a.get("pool") in ("global_avg", "global_max"):
+        return [f"{a['pool'].replace('_', ' ')}-pool"]
+    if a.get("pool", "none") != "none":
+        stride = "" if a["pool_stride"] == a["pool_size"] else f"/{a['pool_stride']}"
+        return [f"{a['pool']}-pool {a['pool_size']}{stride}"]
+    return []
+
+
+def _conv_block(graph: Graph, node: Node) -> str:
+    a, parts = node.attrs, []
+    kernels = a["kernel"]
+    if kernels:  # a block of no convolutions only pools, normalises or drops
+        kernel = f"{kernels[0]}×{kernels[0]}" if len(set(kernels)) == 1 else ", ".join(f"{k}×{k}" for k in kernels)
+        if any(s != 1 for s in a["stride"]):
+            kernel += " /" + ",".join(map(str, a["stride"]))
+        parts.append(f"conv {kernel}: {', '.join(map(str, a['channels']))}")
+    return " · ".join(parts + _pool_text(a) + _extras(a))
+
+
+def _concat(graph: Graph, node: Node) -> str:
+    a = node.attrs
+    if a.get("mode") == "sum":
+        return f"sum of {len(node.inputs)} inputs"
+    if a.get("mode") == "channels":
+        return "channels " + _sum_text([graph[i].shape[0] for i in node.inputs])
+    return "features " + _sum_text([math.prod(graph[i].shape) for i in node.inputs])
+
+
+def _head(graph: Graph, node: Node) -> str:
+    a = node.attrs
+    text = f"task {a['task']} · {a['classes']} classes"
+    if a.get("loss_weight", 1.0) != 1.0:
+        text += f" · loss ×{a['loss_weight']:g}"
+    return text
+
+
+@dataclass(frozen=True)
+class KindStyle:
+    """How a diagram draws one node kind: the box's fill and border (pale fills keep black text
+    readable, borders carry the hue), its key parameters in one short line, and whether a chain of
+    such nodes may be drawn as one box (``graphc render --collapse``, graphc.backends.diagram.collapse)."""
+
+    fill: str
+    stroke: str
+    key_params: Callable[[Graph, Node], str]
+    collapsible: bool = False
+
+
+# One entry per node kind (the spec language's NODE_KINDS; tests/test_kinds.py checks them), in
+# the order the legend lists them.
+KIND_STYLES: dict[str, KindStyle] = {
+    "input": KindStyle("#eef1f4", "#5f6b7a", lambda graph, node: ""),
+    "conv_block": KindStyle("#dcebf8", "#2f6db3", _conv_block, collapsible=True),
+    "pool": KindStyle("#f1e9e1", "#8d6e63", lambda graph, node: " · ".join(_pool_text(node.attrs))),
+    "fc_block": KindStyle(
+        "#dff3e5",
+        "#2e8b57",
+        lambda graph, node: " · ".join([f"dense {', '.join(map(str, node.attrs['units']))}"] + _extras(node.attrs)),
+        collapsible=True,
+    ),
+    "dropout": KindStyle("#eef0dc", "#7c8b1f", lambda graph, node: " · ".join(_extras(node.attrs))),
+    "concat": KindStyle("#fff2c9", "#b8860b", _concat),
+    "head": KindStyle("#fde3dd", "#c0392b", _head),
+}
+KIND_COLORS = {kind: (style.fill, style.stroke) for kind, style in KIND_STYLES.items()}
+KIND_LABELS = {kind: kind for kind in KIND_STYLES}
+
+
+def kind_style(kind: str) -> KindStyle:
+    """The style of ``kind``; a kind missing from the table is a bug, said so (not drawn grey)."""
+    try:
+        return KIND_STYLES[kind]
+    except KeyError:
+        raise ValueError(f"node kind '{kind}' has no entry in graphc.backends.diagram.style.KIND_STYLES") from None
+
+
+def kind_colors(kind: str) -> tuple[str, str]:
+    style = kind_style(kind)
+    return style.fill, style.stroke
+
+
 def key_params(graph: Graph, node: Node) -> str:
     """The parameters that make this node what it is, in one short line."""
-    a = node.attrs
-    if node.kind == "conv_block":
-        kernels = a["kernel"]
-        parts = []
-        if kernels:  # a block of no convolutions only pools, normalises or drops
-            kernel = f"{kernels[0]}×{kernels[0]}" if len(set(kernels)) == 1 else ", ".join(f"{k}×{k}" for k in kernels)
-            if any(s != 1 for s in a["stride"]):
-                kernel += " /" + ",".join(map(str, a["stride"]))
-            parts.append(f"conv {kernel}: {', '.join(map(str, a['channels']))}")
-        if a.get("pool") in ("global_avg", "global_max"):
-            parts.append(f"{a['pool'].replace('_', ' ')}-pool")
-        elif a.get("pool", "none") != "none":
-            stride = "" if a["pool_stride"] == a["pool_size"] else f"/{a['pool_stride']}"
-            parts.append(f"{a['pool']}-pool {a['pool_size']}{stride}")
-        return " · ".join(parts + _extras(a))
-    if node.kind == "fc_block":
-        return " · ".join([f"dense {', '.join(map(str, a['units']))}"] + _extras(a))
-    if node.kind == "concat":
-        if a.get("mode") == "sum":
-            return f"sum of {len(node.inputs)} inputs"
-        if a.get("mode") == "channels":
-            return "channels " + _sum_text([graph[i].shape[0] for i in node.inputs])
-        return "features " + _sum_text([math.prod(graph[i].shape) for i in node.inputs])
-    if node.kind == "head":
-        text = f"task {a['task']} · {a['classes']} classes"
-        if a.get("loss_weight", 1.0) != 1.0:
-            text += f" · loss ×{a['loss_weight']:g}"
-        return text
-    return ""
+    return kind_style(node.kind).key_params(graph, node)
 
 
 LISTED_TERMS = 8  # a concat of more inputs sums them up in short: every box is as wide as the widest line

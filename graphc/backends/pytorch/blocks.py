@@ -36,6 +36,20 @@ def norm2d(kind: str, channels: int, groups: int | None, layers: LayerDefaults) 
     return nn.GroupNorm(groups, channels, eps=layers.bn_eps)
 
 
+def pool2d(attrs: Mapping[str, Any]) -> nn.Module:
+    """The pooling layer of ``attrs`` (``pool``, ``pool_size``, ``pool_stride``; pool is not 'none')."""
+    if attrs["pool"] in ("global_avg", "global_max"):
+        # (B, C, H, W) -> (B, C, 1, 1); exported to ONNX as GlobalAveragePool / GlobalMaxPool
+        return nn.AdaptiveAvgPool2d(1) if attrs["pool"] == "global_avg" else nn.AdaptiveMaxPool2d(1)
+    pool_class = nn.MaxPool2d if attrs["pool"] == "max" else nn.AvgPool2d
+    return pool_class(attrs["pool_size"], attrs["pool_stride"])
+
+
+def dropout(rate: float, kind: str) -> nn.Module:
+    """'element' drops single values (Dropout); 'channel' drops whole feature maps (Dropout2d)."""
+    return nn.Dropout2d(rate) if kind == "channel" else nn.Dropout(rate)
+
+
 class ConvBlock(nn.Sequential):
     """Per convolution: conv -> act ('after_pool', 'before_pool'), conv -> norm -> act ('post')
     or norm -> act -> conv ('pre'); then pool and a block-level norm in the spec's order;
@@ -63,13 +77,7 @@ class ConvBlock(nn.Sequential):
             # no convolutions: norm -> act, as a pre-activation network ends before its pooling
             self.add_module("norm1", norm2d(norm_kind, in_channels, attrs.get("groups"), layers))
             self.add_module("act1", activation(attrs["activation"]))
-        pool = None
-        if attrs["pool"] in ("global_avg", "global_max"):
-            # (B, C, H, W) -> (B, C, 1, 1); exported to ONNX as GlobalAveragePool / GlobalMaxPool
-            pool = nn.AdaptiveAvgPool2d(1) if attrs["pool"] == "global_avg" else nn.AdaptiveMaxPool2d(1)
-        elif attrs["pool"] != "none":
-            pool_class = nn.MaxPool2d if attrs["pool"] == "max" else nn.AvgPool2d
-            pool = pool_class(attrs["pool_size"], attrs["pool_stride"])
+        pool = pool2d(attrs) if attrs["pool"] != "none" else None
         norm = None
         if norm_kind != "none" and not per_conv:
             norm = norm2d(norm_kind, in_channels, attrs.get("groups"), layers)
@@ -80,8 +88,7 @@ class ConvBlock(nn.Sequential):
             if module is not None:
                 self.add_module(name, module)
         if attrs["dropout"] > 0:
-            dropout = nn.Dropout2d if attrs.get("dropout_kind") == "channel" else nn.Dropout
-            self.add_module("drop", dropout(attrs["dropout"]))
+            self.add_module("drop", dropout(attrs["dropout"], attrs.get("dropout_kind", "element")))
 
 
 class FCBlock(nn.Sequential):

@@ -1,9 +1,8 @@
-"""Batched augmentation: Keras-affine semantics against a per-pixel re-implementation of
-Keras's apply_affine_transform, flip + crop against numpy padding, scaling and randomness."""
+"""Batched augmentation: Keras-affine directions, centres and fills on hand-made images (the
+comparisons with the real Keras packages are in test_augment_keras.py), flip + crop against numpy
+padding, scaling and randomness."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
@@ -15,7 +14,9 @@ from graphc.runtime.data.augment import (
     AffineParams,
     apply_affine,
     apply_crop,
+    keras_affine_apply,
     make_augment,
+    pixel_matrices,
     sample_affine,
     sample_crop,
     to_float,
@@ -26,77 +27,19 @@ KERAS = KerasAffineAugment(
 )
 
 
-# --------------------------------------------------------------------------- the independent reference
-
-
-def keras_transform_matrix(theta, tx, ty, shear, zx, zy, h, w) -> np.ndarray:
-    """keras-preprocessing's apply_affine_transform matrix (rotation @ shift @ shear @ zoom),
-    moved to the image centre by transform_matrix_offset_center: output (row, col) -> input."""
-    t, s = np.deg2rad(theta), np.deg2rad(shear)
-    rotation = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
-    shift = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
-    shearing = np.array([[1, -np.sin(s), 0], [0, np.cos(s), 0], [0, 0, 1]])
-    zoom = np.array([[zx, 0, 0], [0, zy, 0], [0, 0, 1]])
-    matrix = rotation @ shift @ shearing @ zoom
-    o_r, o_c = h / 2 - 0.5, w / 2 - 0.5
-    offset = np.array([[1, 0, o_r], [0, 1, o_c], [0, 0, 1]])
-    reset = np.array([[1, 0, -o_r], [0, 1, -o_c], [0, 0, 1]])
-    return offset @ matrix @ reset
-
-
-def extend(index: int, n: int, fill: str) -> int | None:
-    """scipy.ndimage boundary modes: reflect (dcba|abcd|dcba), nearest, grid-constant (None = 0)."""
-    if fill == "reflect":
-        index %= 2 * n
-        return 2 * n - 1 - index if index >= n else index
-    if fill == "border":
-        return min(max(index, 0), n - 1)
-    return index if 0 <= index < n else None
-
-
-def keras_reference(image: np.ndarray, p: dict, fill: str) -> np.ndarray:
-    """Per-pixel bilinear resampling as scipy.ndimage.affine_transform(order=1) does it, then
-    Keras's flip_axis for a horizontal flip. image: (C, H, W) float64."""
-    c, h, w = image.shape
-    matrix = keras_transform_matrix(p["theta"], p["tx"], p["ty"], p["shear"], p["zx"], p["zy"], h, w)
-    out = np.zeros_like(image)
-    for r in range(h):
-        for col in range(w):
-            y, x, _ = matrix @ np.array([r, col, 1.0])
-            y0, x0 = math.floor(y), math.floor(x)
-            for yy, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
-                for xx, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
-                    ey, ex = extend(yy, h, fill), extend(xx, w, fill)
-                    if ey is not None and ex is not None:
-                        out[:, r, col] += wy * wx * image[:, ey, ex]
-    return out[:, :, ::-1] if p["flip"] else out
-
-
-def params_of(batch: AffineParams, i: int) -> dict:
-    return {f: getattr(batch, f)[i].item() for f in ("theta", "tx", "ty", "shear", "zx", "zy", "flip")}
-
-
 # --------------------------------------------------------------------------- Keras affine
 
 
-@pytest.mark.parametrize("fill", ["reflect", "zeros", "border"])
-def test_keras_affine_matches_keras_reference(fill):
-    """Random rotation, shift, shear, per-axis zoom and flip on a non-square image."""
-    images = torch.rand(6, 2, 7, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    params = sample_affine(KERAS, 6, 7, 10, torch.Generator().manual_seed(1))
-    assert params.flip.any() and not params.flip.all()
-    out = apply_affine(images, params, fill)
-    for i in range(6):
-        expected = keras_reference(images[i].numpy(), params_of(params, i), fill)
-        np.testing.assert_allclose(out[i].numpy(), expected, atol=1e-9, err_msg=str(params_of(params, i)))
-
-
-def test_identity_parameters_give_the_identity():
+@pytest.mark.parametrize("convention", ["keras2", "keras3"])
+def test_identity_parameters_give_the_identity(convention):
     images = torch.rand(3, 3, 9, 12)
     for fill in ("reflect", "zeros", "border"):
-        torch.testing.assert_close(apply_affine(images, AffineParams.identity(3), fill), images, atol=1e-5, rtol=0)
-    identity = KerasAffineAugment(preset="keras_affine", rotation=0, shift=0, zoom=(1, 1), shear=0)
-    torch.testing.assert_close(make_augment(identity)(images, torch.Generator()), images, atol=1e-5, rtol=0)
+        out = apply_affine(images, AffineParams.identity(3), fill, convention)
+        torch.testing.assert_close(out, images, atol=1e-6, rtol=0)
+    identity = KerasAffineAugment(
+        preset="keras_affine", rotation=0, shift=0, zoom=(1, 1), shear=0, convention=convention
+    )
+    torch.testing.assert_close(make_augment(identity)(images, torch.Generator()), images, atol=1e-6, rtol=0)
     offsets = torch.full((3, 2), 4)
     assert torch.equal(apply_crop(images, offsets, torch.zeros(3, dtype=torch.bool), padding=4), images)
 
@@ -117,32 +60,145 @@ def _params(**values) -> AffineParams:
     )
 
 
-def test_known_rotation_shift_zoom_and_flip_move_a_dot_where_keras_would():
-    # Positive theta turns the picture clockwise on screen: a dot above the centre goes right of it.
-    out = apply_affine(_dot(9, 9, 1, 4), _params(theta=90.0), "zeros")
-    assert out[0, 0].argmax().item() == 4 * 9 + 7 and out.max() > 0.999
-    # tx = +3 rows: the output row r reads input row r + 3, so the picture moves up by 3.
-    out = apply_affine(_dot(12, 10, 8, 5), _params(tx=3.0), "zeros")
-    assert out[0, 0].argmax().item() == 5 * 10 + 5 and out.max() > 0.999
-    out = apply_affine(_dot(12, 10, 8, 5), _params(ty=-2.0), "zeros")  # columns: moves right by 2
-    assert out[0, 0].argmax().item() == 8 * 10 + 7
-    # Zoom 2 shows a smaller picture: a centred 4x4 square becomes 2x2.
+def _moved(image: torch.Tensor, convention: str, **params) -> tuple[int, int]:
+    """Where the one lit pixel of ``image`` lands (row, col)."""
+    out = apply_affine(image, _params(**params), "zeros", convention)[0, 0]
+    assert out.max() > 0.999
+    return divmod(out.argmax().item(), out.shape[1])
+
+
+def test_keras2_turns_shifts_and_zooms_rows_first_about_a_point_off_centre():
+    """keras-preprocessing 1.1.2: (row, col) frame, centre (H/2 + 0.5, W/2 + 0.5) = (5, 5) on 9x9."""
+    # theta > 0 turns clockwise on screen about (5, 5): a dot 2 above it goes 2 right of it.
+    assert _moved(_dot(9, 9, 3, 5), "keras2", theta=90.0) == (5, 7)
+    # tx = +3: output row r reads row r + 3, the picture moves up; ty = -2 moves it right.
+    assert _moved(_dot(12, 10, 8, 5), "keras2", tx=3.0) == (5, 5)
+    assert _moved(_dot(12, 10, 8, 5), "keras2", ty=-2.0) == (8, 7)
+    # zx = 2 halves the picture's height about row 8.5 (row r reads 2 r - 8.5), not its width.
     square = torch.zeros(1, 1, 16, 16)
     square[..., 6:10, 6:10] = 1.0
-    out = apply_affine(square, _params(zx=2.0, zy=2.0), "zeros")[0, 0]
-    assert (out > 0.5).nonzero().tolist() == [[7, 7], [7, 8], [8, 7], [8, 8]]
-    # The flip mirrors columns after the transform.
-    out = apply_affine(_dot(5, 8, 2, 1), _params(flip=True), "zeros")
-    assert out[0, 0].argmax().item() == 2 * 8 + 6
+    out = apply_affine(square, _params(zx=2.0), "zeros", "keras2")[0, 0]
+    rows, cols = (out > 0.75).nonzero().unbind(1)
+    assert sorted(set(rows.tolist())) == [8] and sorted(set(cols.tolist())) == [6, 7, 8, 9]
 
 
-def test_reflect_fill_mirrors_at_the_edge():
-    """Shifting a ramp by half its width with reflect fill gives Keras's dcba|abcd mirror."""
-    ramp = torch.arange(8, dtype=torch.float64).view(1, 1, 1, 8).expand(1, 1, 3, 8).contiguous()
-    out = apply_affine(ramp, _params(ty=-4.0), "reflect")[0, 0, 0]  # reads columns -4 .. 3
-    assert out.tolist() == pytest.approx([3, 2, 1, 0, 0, 1, 2, 3])
-    out = apply_affine(ramp, _params(ty=-4.0), "border")[0, 0, 0]
-    assert out.tolist() == pytest.approx([0, 0, 0, 0, 0, 1, 2, 3])
+def test_keras3_swaps_the_axes():
+    """Keras 3: (col, row) frame, so theta turns the other way, tx moves columns, zx scales columns;
+    centre (W/2 - 0.5, H/2 - 0.5) = (4, 4) on 9x9."""
+    assert _moved(_dot(9, 9, 2, 4), "keras3", theta=90.0) == (4, 2)  # counter-clockwise
+    assert _moved(_dot(12, 10, 8, 5), "keras3", tx=3.0) == (8, 2)  # column c reads c + 3: moves left
+    assert _moved(_dot(12, 10, 8, 5), "keras3", ty=-2.0) == (10, 5)  # row r reads r - 2: moves down
+    square = torch.zeros(1, 1, 16, 16)
+    square[..., 6:10, 6:10] = 1.0
+    out = apply_affine(square, _params(zx=2.0), "zeros", "keras3")[0, 0]  # column c reads 2 c - 7.5
+    rows, cols = (out > 0.75).nonzero().unbind(1)
+    assert sorted(set(rows.tolist())) == [6, 7, 8, 9] and sorted(set(cols.tolist())) == [7, 8]
+
+
+@pytest.mark.parametrize("convention", ["keras2", "keras3"])
+def test_the_flip_mirrors_columns_after_the_transform(convention):
+    assert _moved(_dot(5, 8, 2, 1), convention, flip=True) == (2, 6)
+    # After: a shift that moves the dot left by 1 (keras2 ty = +1, keras3 tx = +1) then the flip.
+    shift = {"ty": 1.0} if convention == "keras2" else {"tx": 1.0}
+    assert _moved(_dot(5, 8, 2, 3), convention, flip=True, **shift) == (2, 5)
+
+
+def test_centres_of_a_non_square_image():
+    """A pure rotation or zoom keeps one point: keras2's (H/2 + 0.5, W/2 + 0.5); Keras 3's is the
+    transposed (W/2 - 0.5, H/2 - 0.5) - it offsets before swapping the axes - so on a 24x40 image
+    it is (19.5, 11.5), not the true centre (11.5, 19.5)."""
+    expected = {"keras2": [12.5, 20.5], "keras3": [19.5, 11.5]}
+    for params in (_params(theta=37.0), _params(zx=1.3, zy=0.8), _params(theta=-20.0, shear=10.0, zx=0.9)):
+        for convention, centre in expected.items():
+            m = pixel_matrices(params, 24, 40, convention)[0]
+            fixed = torch.linalg.solve(torch.eye(2, dtype=torch.float64) - m[:, :2], m[:, 2])
+            assert fixed.tolist() == pytest.approx(centre, abs=1e-9), (convention, params)
+
+
+@pytest.mark.parametrize("convention", ["keras2", "keras3"])
+def test_fills_are_scipys_modes(convention):
+    """Shifting a ramp by half its width: reflect = dcba|abcd, border (nearest) = aaaa|abcd, zeros
+    (constant) = 0 outside; and constant reads 0 as soon as the point leaves [0, W - 1] (at -0.5
+    scipy's "grid-constant", grid_sample's zeros, would give half the edge pixel)."""
+    ramp = torch.arange(1, 9, dtype=torch.float64).view(1, 1, 1, 8).expand(1, 1, 3, 8).contiguous()
+    name = "ty" if convention == "keras2" else "tx"  # the column shift
+    expected = {
+        "reflect": [4, 3, 2, 1, 1, 2, 3, 4],
+        "border": [1, 1, 1, 1, 1, 2, 3, 4],
+        "zeros": [0, 0, 0, 0, 1, 2, 3, 4],
+    }
+    for fill, values in expected.items():
+        out = apply_affine(ramp, _params(**{name: -4.0}), fill, convention)[0, 0, 0]  # reads columns -4 .. 3
+        assert out.tolist() == pytest.approx(values), fill
+    out = apply_affine(ramp, _params(**{name: -0.5}), "zeros", convention)[0, 0, 0]
+    assert out.tolist() == pytest.approx([0, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5])
+
+
+def test_keras_affine_apply_takes_keras_dicts_in_either_layout():
+    images = torch.rand(3, 2, 6, 7, dtype=torch.float64)
+    dicts = [{"theta": 10.0, "tx": 1.5}, {"zx": 1.2, "zy": 0.9, "flip_horizontal": True}, {}]
+    params = AffineParams(
+        theta=torch.tensor([10.0, 0, 0], dtype=torch.float64),
+        tx=torch.tensor([1.5, 0, 0], dtype=torch.float64),
+        ty=torch.zeros(3, dtype=torch.float64),
+        shear=torch.zeros(3, dtype=torch.float64),
+        zx=torch.tensor([1, 1.2, 1], dtype=torch.float64),
+        zy=torch.tensor([1, 0.9, 1], dtype=torch.float64),
+        flip=torch.tensor([False, True, False]),
+    )
+    for convention in ("keras2", "keras3"):
+        expected = apply_affine(images, params, "reflect", convention)
+        assert torch.equal(keras_affine_apply(images, dicts, convention), expected)
+        # numpy, channels last (Keras's layout), one image at a time, graphc's alias "flip"
+        channels_last = images.permute(0, 2, 3, 1).numpy()
+        out = keras_affine_apply(channels_last, dicts, convention, channels_last=True)
+        assert isinstance(out, np.ndarray) and out.shape == channels_last.shape
+        np.testing.assert_array_equal(out, expected.permute(0, 2, 3, 1).numpy())
+        one = keras_affine_apply(channels_last[1], {"zx": 1.2, "zy": 0.9, "flip": True}, convention, channels_last=True)
+        np.testing.assert_array_equal(one, out[1])
+    # one dict for the whole batch; Keras's fill names
+    same = keras_affine_apply(images, {"theta": 5.0}, fill="nearest")
+    assert torch.equal(same, apply_affine(images, AffineParams.of_keras({"theta": 5.0}, 3), "border"))
+    # get_random_transform's other keys are fine while off
+    off = {"theta": 5.0, "flip_vertical": 0, "channel_shift_intensity": None, "brightness": None}
+    assert torch.equal(keras_affine_apply(images, off, fill="nearest"), same)
+
+
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda x: keras_affine_apply(x, {"rotation": 5.0}), "unknown transform parameters"),
+        (lambda x: keras_affine_apply(x, {"flip_vertical": True}), "not \\['flip_vertical'\\]"),
+        (lambda x: keras_affine_apply(x, {"brightness": 0.0}), "not \\['brightness'\\]"),
+        (lambda x: keras_affine_apply(x, [{}, {}]), "2 parameter sets for 3 images"),
+        (lambda x: keras_affine_apply(x, {}, convention="keras"), "convention must be one of"),
+        (lambda x: keras_affine_apply(x, {}, fill="wrap"), "fill must be one of"),
+        (lambda x: keras_affine_apply(x[0, 0], {}), "must be \\(B, C, H, W\\)"),
+        (lambda x: keras_affine_apply(x, {"flip": True, "flip_horizontal": True}), "not both"),
+    ],
+)
+def test_keras_affine_apply_refuses_what_it_cannot_do(call, error):
+    with pytest.raises(ValueError, match=error):
+        call(torch.rand(3, 2, 5, 5))
+
+
+def test_keras_affine_apply_wants_float_images():
+    with pytest.raises(TypeError, match="float images"):
+        keras_affine_apply(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), {})
+
+
+def test_the_preset_applies_its_specs_convention():
+    assert KERAS.convention == "keras2"  # the default: keras-preprocessing, the study's
+    with pytest.raises(ValueError, match="convention"):
+        KerasAffineAugment(preset="keras_affine", convention="keras1")
+    images = torch.rand(4, 3, 12, 20, generator=torch.Generator().manual_seed(2))
+    outs = {}
+    for convention in ("keras2", "keras3"):
+        spec = KERAS.model_copy(update={"convention": convention})
+        params = sample_affine(spec, 4, 12, 20, torch.Generator().manual_seed(5))
+        outs[convention] = make_augment(spec)(images, torch.Generator().manual_seed(5))
+        assert torch.equal(outs[convention], apply_affine(images, params, spec.fill, convention))
+    assert (outs["keras2"] - outs["keras3"]).abs().max() > 0.3
 
 
 def test_sampled_parameters_follow_the_keras_ranges():

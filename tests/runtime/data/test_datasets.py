@@ -440,7 +440,7 @@ def test_imagefolder_layout_errors(tmp_path):
 def test_imagefolder_with_a_single_class_is_refused(tmp_path):
     # One class: every loss would be 0 and every accuracy 100%, whatever the model learns.
     write_image_folder(tmp_path / "pics", ["cat"], per_class=2)
-    with pytest.raises(RunError, match=r"train has a single class folder \(cat\); a classifier needs at least two"):
+    with pytest.raises(SpecError, match=r"train has a single class folder \(cat\); a classifier needs at least two"):
         load_dataset(folder_spec(tmp_path / "pics", hierarchy={}))
 
 

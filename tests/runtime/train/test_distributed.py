@@ -51,6 +51,7 @@ def straight(tmp_path_factory) -> tuple[Path, Path]:
     return run_dir_of(result), spec
 
 
+@pytest.mark.slow
 def test_two_processes_write_a_normal_run_that_learns(straight):
     run_dir, spec = straight
     for name in (
@@ -129,6 +130,7 @@ NO_NORM_NO_DROPOUT = (
 )
 
 
+@pytest.mark.slow
 def test_one_step_on_two_processes_equals_one_step_on_one(tmp_path):
     """With no batch norm, dropout or augmentation, the processes' shares of a global batch and
     DDP's gradient average give the step one process takes on the whole batch. Plain SGD, because
@@ -156,6 +158,7 @@ def test_one_step_on_two_processes_equals_one_step_on_one(tmp_path):
         assert values(r2) == pytest.approx(values(r1), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_bad_nproc_is_a_clear_error_before_any_file(tmp_path, straight):
     assert (
         "--nproc must be at least 1 (the number of training processes), got 0"
@@ -200,6 +203,7 @@ def _group_of(pid: int) -> int | None:
         return None
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_process_and_resume_continues_exactly(tmp_path, straight):
     """Ctrl-C reaches the launching process (this one), which passes it on to rank 0; rank 0 stops
     after its last completed epoch's files and the others are ended. Resuming on 2 processes to 5
@@ -252,6 +256,7 @@ def _fail_in_process_1(world: distributed.World) -> str:
     return "unreachable"
 
 
+@pytest.mark.slow
 def test_an_error_in_one_process_is_one_clear_message_and_ends_them_all():
     started = time.monotonic()
     with pytest.raises(RunError) as info:

@@ -42,6 +42,7 @@ def copy_run(run_dir: Path, tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- one trainer per run
 
 
+@pytest.mark.slow
 def test_a_second_trainer_of_a_run_is_refused_by_pid_and_a_crash_leaves_no_stale_lock(one_epoch, tmp_path):
     run = copy_run(one_epoch, tmp_path)
     holder = subprocess.Popen(  # another process training the run: it holds the lock as graphc train does

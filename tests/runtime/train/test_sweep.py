@@ -52,6 +52,7 @@ def swept(tmp_path_factory, tiny):
     return out, result
 
 
+@pytest.mark.slow
 def test_a_sweep_of_two_specs_by_two_seeds_makes_four_runs_and_one_table(swept):
     out, result = swept
     found = run_dirs(out)
@@ -79,6 +80,7 @@ def test_a_sweep_of_two_specs_by_two_seeds_makes_four_runs_and_one_table(swept):
     ]
 
 
+@pytest.mark.slow
 def test_running_the_sweep_again_skips_the_finished_runs(swept, tiny):
     out, _ = swept
     before = {p: (p / runs.SUMMARY).stat().st_mtime_ns for p in run_dirs(out)}
@@ -97,6 +99,7 @@ def _overrides(**changes):
     return Overrides(**{"epochs": 1, "limit_train": 64, "limit_val": 32, "limit_test": 32, **changes})
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_reported_and_the_others_complete(tmp_path, tiny):
     broken = tmp_path / "missing_data.toml"
     broken.write_text(MISSING_DATA.format(root=tmp_path / "no-such-folder"))
@@ -112,6 +115,7 @@ def test_a_failing_run_is_reported_and_the_others_complete(tmp_path, tiny):
     assert "missing_data-seed0.log" in error
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_is_resumed_in_its_own_directory(tmp_path, monkeypatch):
     out = tmp_path / "runs"
     flags = ["--epochs", "2", "--limit-train", "64", "--limit-val", "32", "--no-test", "--seed", "0", "--out", out]
@@ -139,6 +143,7 @@ def test_an_interrupted_run_is_resumed_in_its_own_directory(tmp_path, monkeypatc
     assert [r["epoch"] for r in runs.read_metrics(run_dir) if r["split"] == "val"] == [1, 2]
 
 
+@pytest.mark.slow
 def test_plan_commands_run_one_by_one_make_the_sweeps_runs(tmp_path, tiny):
     out = tmp_path / "shared"
     plan = invoke("sweep", "plan", tiny, "--seeds", "2", *FLAGS, "--out", out, "--json")
@@ -164,6 +169,7 @@ def test_plan_commands_run_one_by_one_make_the_sweeps_runs(tmp_path, tiny):
     assert {r["state"] for r in replanned} == {"done"} and {Path(r["run_dir"]) for r in replanned} == run_dirs(out)
 
 
+@pytest.mark.slow
 def test_plan_and_sweep_refuse_bad_flags_clearly(tmp_path, tiny):
     bad = invoke("sweep", "plan", tiny, "--epoch", "3", code=2)
     assert "No such option: --epoch" in bad.output
@@ -206,6 +212,7 @@ def test_slots_split_the_cores_and_spread_jobs_over_the_gpus(monkeypatch):
     assert (ddp.concurrent, ddp.gpu_sets) == (1, ["0,1"])
 
 
+@pytest.mark.slow
 def test_each_child_gets_its_threads_and_gpus_in_its_environment(tmp_path, monkeypatch):
     started = []
 
@@ -227,6 +234,7 @@ def test_each_child_gets_its_threads_and_gpus_in_its_environment(tmp_path, monke
     )
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_children_after_their_epoch_and_says_how_to_resume(tmp_path, tiny):
     out = tmp_path / "runs"
     # Enough epochs that neither run can finish before both have started (a tiny epoch takes
@@ -289,6 +297,7 @@ TORCHRUN_ENV = {
 }
 
 
+@pytest.mark.slow
 def test_a_sweep_under_torchrun_is_refused_before_anything_starts(tmp_path, tiny, monkeypatch):
     """Every process of the job would start the whole sweep into the same folder, and its children
     would try to join the job: a clear usage error instead."""
@@ -302,6 +311,7 @@ def test_a_sweep_under_torchrun_is_refused_before_anything_starts(tmp_path, tiny
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_childs_environment_never_places_it_in_a_torchrun_job(tmp_path, monkeypatch):
     for name, value in TORCHRUN_ENV.items():
         monkeypatch.setenv(name, value)

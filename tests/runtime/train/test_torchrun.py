@@ -95,6 +95,7 @@ def without_timing(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
+@pytest.mark.slow
 def test_two_torchrun_nodes_train_the_same_run_as_nproc_2(tmp_path):
     """Two agents of one process each (two 'machines') give the weights and metrics --nproc 2 gives:
     the same shares of each global batch, the same gradient average, rank 0 writes the run."""
@@ -152,6 +153,7 @@ def _workers(agent: subprocess.Popen) -> dict[int, int]:
     return found
 
 
+@pytest.mark.slow
 def test_a_killed_rank_ends_the_job_with_a_clear_message_and_the_run_resumes(tmp_path):
     """SIGKILL one 'machine's process mid-training: both agents end well within the timeout, rank 0
     says which process it lost and how to resume; resuming under torchrun completes the run."""
@@ -208,6 +210,7 @@ def test_a_killed_rank_ends_the_job_with_a_clear_message_and_the_run_resumes(tmp
 # --------------------------------------------------------------------------- cheap checks, in this process
 
 
+@pytest.mark.slow
 def test_the_launcher_variables_are_read_and_checked():
     assert distributed.launched({}) is None
     env = {
@@ -235,6 +238,7 @@ def test_the_launcher_variables_are_read_and_checked():
             distributed.timeout({"GRAPHC_DIST_TIMEOUT": bad})
 
 
+@pytest.mark.slow
 def test_nproc_under_torchrun_is_refused(tmp_path, monkeypatch):
     for name, value in {
         "RANK": "0",
@@ -250,6 +254,7 @@ def test_nproc_under_torchrun_is_refused(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_sync_batchnorm_is_refused_on_cpu_processes(tmp_path):
     spec = tmp_path / "sync.toml"
     spec.write_text(SPEC.read_text().replace("[train]\n", "[train]\nsync_batchnorm = true\n"))

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import graphc
+import graphc.runtime.train.features as features
 import graphc.runtime.train.loop as training
 from graphc.errors import SpecError
 from graphc.runtime.runs import rundir as runs
@@ -335,7 +336,7 @@ def test_a_spec_without_these_options_trains_bit_for_bit_as_before(tmp_path, mon
     monkeypatch.setattr(training, "freeze_plan", lambda graph: {})
     monkeypatch.setattr(training, "freeze", lambda model, plan: None)
     monkeypatch.setattr(training, "hold_norms", lambda model, frozen: None)
-    monkeypatch.setattr(training, "unfreeze_due", lambda run, completed: [])
+    monkeypatch.setattr(features, "unfreeze_due", lambda run, completed: [])  # the loop's freezing feature
     without = run_dir_of(train(SPEC, "--epochs", "2", "--out", tmp_path / "c", "--quiet"))
     reference = weights(without)
     for run in (plain, written):

@@ -371,6 +371,7 @@ def plain_spec(tmp_path: Path, weighting: str) -> Path:
     return spec
 
 
+@pytest.mark.slow
 def test_uncertainty_on_two_processes_learns_the_same_log_variances(tmp_path):
     """The log-variances' gradients are averaged over the processes, as DDP averages the model's:
     one step on two processes equals one on one process (no batch norm, dropout or augmentation)."""
@@ -383,6 +384,7 @@ def test_uncertainty_on_two_processes_learns_the_same_log_variances(tmp_path):
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_gradnorm_on_two_processes_equals_one(tmp_path):
     """GradNorm's norms and loss ratios are the global batch's: two steps on two processes give the
     weights, initial losses and model of two steps on one."""

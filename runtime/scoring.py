@@ -1,0 +1,74 @@
+"""Scoring a model on a split: its loss and metrics in eval mode, as a metrics row names them.
+
+``evaluate`` is the one evaluation pass of the runtime: a run's validation and final test pass
+(runtime/train/loop.py), ``graphc eval`` (runtime/evaluate.py) and graphc bench all score a model
+through it, in batches of ``eval_batch_size``.
+
+May import: graphc, ``graphc.runtime.device``, ``graphc.runtime.data``, ``graphc.runtime.metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from graphc.runtime.device import autocast
+from graphc.runtime.metrics import Confusion, HeadInfo, Hierarchy, Meter, compute_loss
+
+# Evaluation batches are this many training batches: with no activations kept for a backward
+# pass they take about the memory a training batch does, and a GPU gets a few full launches
+# instead of many small ones (a smaller --batch-size shrinks both). Metrics are sums over
+# images, so the batch size changes only the order of float additions.
+EVAL_BATCH_FACTOR = 4
+
+
+def eval_batch_size(train_batch_size: int) -> int:
+    """Images per evaluation batch for a run trained in batches of ``train_batch_size``."""
+    return EVAL_BATCH_FACTOR * train_batch_size
+
+
+@torch.inference_mode()
+def evaluate(
+    model: torch.nn.Module,
+    split,
+    heads: list[HeadInfo],
+    hierarchies: list[Hierarchy],
+    *,
+    device: torch.device,
+    precision: str = "fp32",
+    normalize=None,
+    batch_size: int = 256,
+    reduce: Callable[[Meter], None] | None = None,
+    confusion: Confusion | None = None,
+) -> dict[str, float]:
+    """Loss and metrics of ``model`` on ``split`` (a graphc.runtime.data.split.Split), in eval mode, no augmentation.
+
+    ``reduce`` adds other processes' sums to the Meter's before the means are taken
+    (each evaluated its part of a split; graphc.runtime.train.distributed). ``confusion``, when
+    given, also collects the per-head confusion matrices (of this process's images).
+    """
+    from graphc.runtime.data.augment import to_float
+    from graphc.runtime.data.batches import gather
+    from graphc.runtime.data.split import Split
+
+    was_training = model.training
+    model.eval()
+    meter = Meter(heads, hierarchies, device)
+    fields = meter.fields  # the heads' tasks and the hierarchies' parents
+    split = Split(split.images, {t: split.labels[t] for t in fields})  # no copy: only what is read travels
+    # Batches on the device: gathered there if the split is (a run's validation split), else
+    # streamed through pinned memory, the next batch's copy under way while this one is evaluated.
+    ranges = [slice(start, start + batch_size) for start in range(0, len(split), batch_size)]
+    for images, labels in gather(split, ranges, device):
+        x = to_float(images, normalize)  # (B, C, H, W)
+        with autocast(device, precision):
+            outputs = model(x)
+        total, parts = compute_loss(outputs, labels, heads)
+        meter.update(outputs, labels, total, parts)
+        if confusion is not None:
+            confusion.update(outputs, labels)
+    model.train(was_training)
+    if reduce is not None:
+        reduce(meter)
+    return meter.compute()
