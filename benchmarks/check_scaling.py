@@ -1,6 +1,6 @@
 """Seconds of ``graphc check`` (load_spec + build_graph) on long chains of nodes.
 
-The spec is input -> fc_block x (N - 3) -> a shared fc_block -> heads 'fine' and 'coarse'
+The spec is input -> fc_block x (N - 3) -> heads 'fine' and 'coarse' (large_chain.py's)
 (synthetic data), written to a temporary file and checked as ``graphc check`` does.
 For each N the script prints the time and two ratios against the smallest N: of the
 times and of the node counts. A check that is linear in N has the two ratios about
@@ -18,29 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import large_chain
 import networkx as nx
 
 import graphc
 
 
 def chain_spec(nodes: int) -> str:
-    """A valid spec of exactly ``nodes`` nodes, almost all in one chain."""
-    lines = ['name = "chain"', "", "[[nodes]]", 'name = "image"', 'kind = "input"', "shape = [3, 8, 8]", ""]
-    previous = "image"
-    for i in range(nodes - 3):
-        lines += ["[[nodes]]", f'name = "fc{i}"', 'kind = "fc_block"', f'input = "{previous}"', "units = [8]", ""]
-        previous = f"fc{i}"
-    for task in ("fine", "coarse"):
-        lines += [
-            "[[nodes]]",
-            f'name = "{task}_head"',
-            'kind = "head"',
-            f'input = "{previous}"',
-            f'task = "{task}"',
-            "",
-        ]
-    lines += ["[data]", 'dataset = "synthetic"', "synthetic = { classes = 4, coarse_classes = 2 }", ""]
-    return "\n".join(lines)
+    """A valid spec of exactly ``nodes`` nodes: input, a chain of ``nodes - 3`` fc_blocks of 8 units, two heads."""
+    return large_chain.chain_spec(nodes, width=8)
 
 
 def time_check(path: Path) -> tuple[float, graphc.Graph]:

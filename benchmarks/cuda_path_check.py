@@ -1,6 +1,6 @@
 """On a CUDA GPU: the training step's host-device traffic, checked for real (issue 16).
 
-tests/test_cuda_path.py counts the copies on the CPU, with the ``meta`` device standing in for
+tests/runtime/test_cuda_path.py counts the copies on the CPU, with the ``meta`` device standing in for
 the GPU; this script checks what only a GPU can show:
 
 1. keras_affine and flip_crop augmentation and normalisation under

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Gradient-conflict diagnostics on the CIFAR-10 pictures (README: "Gradient-conflict diagnostics").
+# Gradient-conflict diagnostics on the CIFAR-10 pictures (docs/research-tools.md: "Gradient-conflict diagnostics").
 #
 # The question of the reference study: in a shared-trunk + reuse-coarse network, how much of
 # the coarse branch's gradient comes from the fine task (through the fine head reading the

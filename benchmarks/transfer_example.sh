@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Transfer learning on the CIFAR-10 pictures (README: "Transfer learning and frozen nodes").
+# Transfer learning on the CIFAR-10 pictures (docs/research-tools.md: "Transfer learning and frozen nodes").
 #
 # The question of the reference study: do shared convolutional layers transfer better than
 # task-specific ones? Two source networks learn the CIFAR-10 class (fine) and vehicle/animal

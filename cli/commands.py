@@ -419,7 +419,7 @@ def train(
         metavar="N",
         show_default=False,
         help="Train each run on N data-parallel processes: one GPU each on CUDA, else CPU processes. "
-        "Default 1 (with --resume: the run's own). Across machines, start graphc with torchrun instead (README: Multi-node training).",
+        "Default 1 (with --resume: the run's own). Across machines, start graphc with torchrun instead (docs/scaling-out.md: Multi-node training).",
     ),
     compile_model: bool = typer.Option(
         False,

@@ -41,7 +41,7 @@ from graphc.lang.spec import HeadNode, InputNode, Spec
 # The largest model graphc builds: a guard against nonsense such as channels = [1000000000],
 # a 10^20-pixel input or padding = 100000, caught before anything allocates. Generous on
 # purpose: the reference specs have 18.5 M parameters; a chain of ResNet-50's bottleneck blocks
-# at 224x224 (tests/test_safety_spec.py) has 25.2 M and 0.04 GiB of layer outputs. Environment variables of the same name with a
+# at 224x224 (tests/lang/test_untrusted_specs.py) has 25.2 M and 0.04 GiB of layer outputs. Environment variables of the same name with a
 # GRAPHC_ prefix (GRAPHC_MAX_PARAMS=5e9) raise them for a model that really is that large.
 MAX_PARAMS = 2_000_000_000  # all parameters, frozen or not (8 GB as fp32, before optimiser state)
 MAX_ACTIVATION_BYTES = 16 * 2**30  # fp32 layer outputs of one image (kinds.layer_outputs), and the test pass's

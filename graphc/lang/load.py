@@ -273,8 +273,8 @@ def _expand_repeats(spec: Spec, path: Path | None, where: SourceMap) -> Spec:
             fail(
                 index,
                 f"repeat = {count} cannot repeat this sum's residual unit: {found}.",
-                "a repeatable unit is a branch reading X and a sum of X and the branch; see the README's "
-                "spec-language section.",
+                "a repeatable unit is a branch reading X and a sum of X and the branch; see docs/spec-language.md, "
+                "'Modern topologies'.",
             )
         shortcut, unit = found
         members = [name for name in by_name if name in unit] + [node.name]

@@ -46,7 +46,7 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # Node names become attribute names of the compiled fx.GraphModule, so they must not
 # shadow what it (or nn.Module) already defines: add_module refuses most of these, and
 # a method name would be called instead of the submodule. "self" would be rebound by
-# the generated forward. tests/test_compile.py checks this list against torch's.
+# the generated forward. tests/backends/test_pytorch_compile.py checks this list against torch's.
 RESERVED_NAMES = frozenset(
     {
         "self",

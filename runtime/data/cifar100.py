@@ -23,8 +23,10 @@ the data directory.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import tarfile
+import tempfile
 from math import prod
 from pathlib import Path
 from urllib.error import URLError
@@ -80,13 +82,27 @@ def _check_md5(archive: Path, what: str, todo: str) -> None:
 def _extract(archive: Path, root: Path) -> None:
     """Unpack the archive into ``root``. tarfile's "data" filter refuses members that would
     land outside ``root`` (absolute paths, ``..``, links out of it) and special files; every
-    member is checked before the first one is written."""
+    member is checked before the first one is written.
+
+    The members are unpacked into a fresh folder inside ``root`` and then renamed into
+    ``root/cifar-100-python/``: a rename replaces a link planted at a file's name instead of
+    writing through it (tarfile itself would open the link and overwrite its target), and a
+    planted link in place of the folder is refused."""
+    target = root / FOLDER
+    if target.is_symlink():
+        raise RunError(
+            f"{target} is a symbolic link; graphc unpacks CIFAR-100 only into a folder of its own. "
+            f"Remove the link (or point --data-dir elsewhere) and run again."
+        )
     try:
-        with tarfile.open(archive, "r:gz") as tar:
+        with tarfile.open(archive, "r:gz") as tar, tempfile.TemporaryDirectory(dir=root, prefix=".unpack-") as fresh:
             members = tar.getmembers()
             for member in members:
-                tarfile.data_filter(member, str(root))
-            tar.extractall(root, members=members, filter="data")
+                tarfile.data_filter(member, fresh)
+            tar.extractall(fresh, members=members, filter="data")
+            target.mkdir(exist_ok=True)
+            for unpacked in sorted((Path(fresh) / FOLDER).iterdir()):
+                os.replace(unpacked, target / unpacked.name)
     except tarfile.FilterError as exc:
         raise RunError(
             f"the archive {archive} has an unsafe member ({exc}); graphc unpacks nothing outside {root}. "

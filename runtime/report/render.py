@@ -21,6 +21,7 @@ from pathlib import Path
 
 from graphc.errors import printable
 from graphc.runtime.report.build import Delta, Report, lower_is_better
+from graphc.runtime.runs.rundir import finite_json
 
 ACROSS_HEADS = "across heads"  # the terminal table of metrics without a head (mean_acc)
 
@@ -204,17 +205,6 @@ NULL_NOTE = (
 )
 
 
-def _finite(value):
-    """``value`` with every NaN or infinity (anywhere: settings, reported numbers) as None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def report_dict(report: Report) -> dict:
     """Everything in the table, and each run's own numbers, as plain data."""
     rows = []
@@ -284,7 +274,7 @@ def report_dict(report: Report) -> dict:
 
 def render_json(report: Report) -> str:
     """Valid JSON (RFC 8259): NaN and infinity written as null (the "note" field says so)."""
-    return json.dumps(_finite(report_dict(report)), indent=2, allow_nan=False)
+    return json.dumps(finite_json(report_dict(report)), indent=2, allow_nan=False)
 
 
 def head_of(key: str, report: Report) -> str:

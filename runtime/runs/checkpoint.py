@@ -258,5 +258,8 @@ def convert_checkpoint(source: Path, dest: Path | None = None, trust: bool = Fal
         needed = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
         what = f"the Python object {needed.group(1)!r}" if needed else "objects beyond tensors and plain containers"
         raise RunError(f"{source}: holds {what}, which a graphc checkpoint does not; nothing was written.") from None
-    atomic_write_bytes(dest, data)
+    try:
+        atomic_write_bytes(dest, data)
+    except OSError as exc:  # read-only place, full disk, a directory at the name: the old file is untouched
+        raise RunError(f"{dest}: cannot be written ({exc.strerror or exc}); {source} is unchanged.") from None
     return True

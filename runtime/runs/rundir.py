@@ -86,19 +86,20 @@ LAST, BEST = "last.pt", "best.pt"
 LOCK = "train.lock"
 
 
-def _jsonable(value: Any) -> Any:
-    """JSON has no NaN/inf; write them as null so every reader can parse the file."""
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN or infinity (anywhere: in tables and lists) as None: JSON has neither,
+    so they are written as null and every reader can parse the file (run files, graphc report's JSON)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [finite_json(v) for v in value]
     return value
 
 
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, default=str) + "\n")
+    atomic_write_text(path, json.dumps(finite_json(obj), indent=2, default=str) + "\n")
 
 
 def read_text(path: Path, what: str = "text") -> str:
@@ -167,7 +168,7 @@ def append_metrics(run_dir: Path, rows: list[dict]) -> None:
     run_dir = Path(run_dir)
     jsonl = run_dir / METRICS_JSONL
     previous = jsonl.read_bytes() if jsonl.exists() else b""
-    added = "".join(json.dumps(_jsonable(r)) + "\n" for r in rows).encode()
+    added = "".join(json.dumps(finite_json(r)) + "\n" for r in rows).encode()
     atomic_write_bytes(jsonl, previous + added)
     write_metrics_csv(run_dir / METRICS_CSV, read_metrics(run_dir))
 
@@ -303,22 +304,43 @@ def training_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _flock(fd: int, run_dir: Path) -> bool:
-    """Lock ``fd`` exclusively without waiting: True when held, False where there are no file
-    locks (not POSIX, or a network mount without them: train unguarded rather than not at all)."""
+def flock_now(fd: int) -> bool | None:
+    """Lock ``fd`` exclusively (``flock``) without waiting: True when held, False when another process
+    holds it, None where there are no file locks (not POSIX, or a network mount without them: the
+    caller goes on unguarded rather than not at all). Any other failure raises its OSError."""
     try:
         import fcntl
     except ImportError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
     except OSError as exc:
         if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return None
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             return False
-        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise RunError(f"cannot lock run {run_dir} ({_reason(exc)}).") from None
-    holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        raise
+
+
+def lock_holder(fd: int) -> str:
+    """The pid a lock file's holder wrote in it ('' when unknown or unreadable)."""
+    try:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _flock(fd: int, run_dir: Path) -> bool:
+    """Lock ``fd`` exclusively without waiting: True when held, False where there are no file
+    locks (not POSIX, or a network mount without them: train unguarded rather than not at all)."""
+    try:
+        held = flock_now(fd)
+    except OSError as exc:
+        raise RunError(f"cannot lock run {run_dir} ({_reason(exc)}).") from None
+    if held is not False:
+        return bool(held)
+    holder = lock_holder(fd)
     by = f"pid {holder}" if holder.isdigit() else "another process"
     raise RunError(
         f"run {run_dir} is being trained by {by}. Wait for it to end (or stop it) before resuming it; "

@@ -22,8 +22,8 @@ None of it touches the training: gradients come from ``torch.autograd.grad`` (no
 written, the optimiser never sees them), the global RNG state is saved and restored around the
 dropout draws (``torch.random.fork_rng``), batch-norm running statistics are put back, and the
 batches come from their own generator. So a run with diagnostics follows the same trajectory as
-one without - the same weights bit for bit on CPU (tests/test_research_diagnostics.py) - and
-differs only in time (``diag/time_s``; README: its overhead). With several processes only
+one without - the same weights bit for bit on CPU (tests/runtime/train/test_diagnostics.py) - and
+differs only in time (``diag/time_s``; docs/research-tools.md: its cost). With several processes only
 rank 0 measures (on its own model copy); it writes the rows.
 """
 

@@ -31,7 +31,6 @@ Where the file system has no locks (some network mounts), training goes on ungua
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -40,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from graphc.errors import RunError
+from graphc.runtime.runs.rundir import flock_now, lock_holder
 
 LOCKS = ".locks"  # under OUT/: hidden, and holds no config.json, so graphc report ignores it
 ENV = "GRAPHC_RUN_LOCK"  # "FD:PATH": the identity lock a sweep holds for the `graphc train` it started
@@ -115,21 +115,16 @@ def try_lock(path: Path) -> IdentityLock:
             f"cannot create the run lock {path} ({exc.strerror or exc}); the runs folder must be writable."
         ) from None
     try:
-        import fcntl
-    except ImportError:  # not POSIX: unguarded
-        return IdentityLock(path, fd)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held = flock_now(fd)
     except OSError as exc:
-        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-            return IdentityLock(path, fd)  # no locks on this file system: unguarded
-        holder = ""
-        with contextlib.suppress(OSError):
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
         os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise Held(path, holder) from None
         raise RunError(f"cannot lock {path} ({exc.strerror or exc}).") from None
+    if held is None:  # not POSIX, or no locks on this file system: unguarded
+        return IdentityLock(path, fd)
+    if not held:
+        holder = lock_holder(fd)
+        os.close(fd)
+        raise Held(path, holder)
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

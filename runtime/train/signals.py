@@ -87,8 +87,8 @@ def deferred_interrupt() -> Iterator[None]:
     previous = {}
     for signum in (signal.SIGINT, *STOP_SIGNALS):
         handler = signal.getsignal(signum)
-        if signum != signal.SIGINT and handler in (signal.SIG_IGN, signal.SIG_DFL, None):
-            continue  # not turned into an exception: nothing to defer
+        if handler in (signal.SIG_IGN, signal.SIG_DFL) or (signum != signal.SIGINT and handler is None):
+            continue  # not turned into an exception (a background job's ignored SIGINT too): nothing to defer
         previous[signum] = signal.signal(signum, lambda signum, frame: held.append(signum))
     try:
         yield

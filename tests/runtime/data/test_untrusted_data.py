@@ -253,3 +253,40 @@ def test_symlinks_within_the_data_folder_and_a_linked_root_are_followed(pics, tm
     assert (ds.test.images[0] == ds.train.images[0]).all() or (ds.test.images == ds.train.images[0]).all(
         dim=(1, 2, 3)
     ).any()
+
+
+def test_unpacking_cifar100_replaces_links_planted_in_its_folder(tmp_path, monkeypatch):
+    """An incomplete cifar-100-python/ whose file names are links to files elsewhere: unpacking the
+    archive replaces the links with the real files and leaves the link targets untouched."""
+    from tests.data_fixtures import cifar100_archive
+
+    write_cifar100(tmp_path / "source", train_per_class=1, test_per_class=1)
+    archive, md5 = cifar100_archive(tmp_path / "source")
+    root = tmp_path / "data"
+    (root / cifar100.FOLDER).mkdir(parents=True)
+    (root / cifar100.ARCHIVE).write_bytes(archive)
+    monkeypatch.setattr(cifar100, "ARCHIVE_MD5", md5)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    (root / cifar100.FOLDER / "train").symlink_to(victim)  # meta and test missing: the folder is incomplete
+    ds = load_dataset(DataSpec(dataset="cifar100", root=str(root)), download=False)
+    assert len(ds.test) == 100
+    assert victim.read_text() == "keep me"
+    assert not (root / cifar100.FOLDER / "train").is_symlink()
+    assert not [p for p in root.iterdir() if p.name.startswith(".unpack-")]  # the unpacking folder is gone
+
+
+def test_a_link_in_place_of_the_cifar100_folder_is_refused(tmp_path, monkeypatch):
+    from tests.data_fixtures import cifar100_archive
+
+    write_cifar100(tmp_path / "source", train_per_class=1, test_per_class=1)
+    archive, md5 = cifar100_archive(tmp_path / "source")
+    root, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (root / cifar100.ARCHIVE).write_bytes(archive)
+    monkeypatch.setattr(cifar100, "ARCHIVE_MD5", md5)
+    (root / cifar100.FOLDER).symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(RunError, match="is a symbolic link; graphc unpacks CIFAR-100 only into a folder of its own"):
+        load_dataset(DataSpec(dataset="cifar100", root=str(root)), download=False)
+    assert not list(elsewhere.iterdir())

@@ -197,6 +197,14 @@ def test_convert_checkpoint_writes_nothing_for_a_file_that_is_not_graphcs(tmp_pa
     assert "has no last.pt or best.pt" in cli("convert-checkpoint", "--trust", tmp_path, code=1).stderr
 
 
+def test_convert_checkpoint_to_a_place_it_cannot_write_is_a_message(tmp_path):
+    path = tmp_path / "last.pt"
+    torch.save({"format": LEGACY_FORMAT, "model": {"w": torch.ones(1)}, "rng": {}}, path)
+    (tmp_path / "out.pt").mkdir()  # a directory at the output's name
+    result = cli("convert-checkpoint", "--trust", path, "-o", tmp_path / "out.pt", code=1)
+    assert "cannot be written" in result.stderr and "Traceback" not in result.stderr
+
+
 # --------------------------------------------------------------------------- 0.1.0 checkpoints
 
 

@@ -60,6 +60,17 @@ def test_an_ignored_sighup_stays_ignored():
         signal.signal(signal.SIGHUP, previous)
 
 
+def test_an_ignored_sigint_stays_ignored_while_an_epochs_files_are_written():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell starts a background job
+    try:
+        with training.deferred_interrupt():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)  # ignored: nothing is raised after the block
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_stop_signal_mid_epoch_saves_interrupted_and_resumes(spec, tmp_path, monkeypatch, signum, code):
     real, calls = training.train_step, []
