@@ -55,6 +55,14 @@ def test_a_declared_head_of_one_class_is_refused(write_spec, tmp_path):
     assert "node 'coarse_head'" in checked and "classes" in checked
 
 
+def test_a_head_declared_with_one_class_is_refused_before_any_data_is_read(tmp_path):
+    # An image-folder spec checked without --data: nothing contradicts `classes = 1` but the rule itself.
+    spec = tmp_path / "one_declared.toml"
+    spec.write_text(folder_spec_text(tmp_path / "not-read").replace('task = "fine"', 'task = "fine"\nclasses = 1'))
+    checked = invoke("check", spec, code=2).output
+    assert "node 'fine_head'" in checked and "which has 1 class" in checked
+
+
 def test_a_hierarchy_table_of_one_group_under_a_head_is_refused(tmp_path):
     write_image_folder(tmp_path / "pics", ["cat", "dog"], per_class=2)
     heads = '[[nodes]]\nname = "kind_head"\nkind = "head"\ninput = "trunk"\ntask = "kind"\n\n'
