@@ -74,6 +74,7 @@ def test_an_ignored_sigint_stays_ignored_while_an_epochs_files_are_written():
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_stop_signal_mid_epoch_saves_interrupted_and_resumes(spec, tmp_path, monkeypatch, signum, code):
     real, calls = training.train_step, []
+    handlers_before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
 
     def step(*args, **kwargs):
         calls.append(1)
@@ -91,7 +92,7 @@ def test_a_stop_signal_mid_epoch_saves_interrupted_and_resumes(spec, tmp_path, m
     monkeypatch.setattr(training, "train_step", real)
     invoke("train", "--resume", run_dir, "--epochs", "3", "--quiet")
     assert runs.read_json(run_dir / runs.SUMMARY)["status"] == "completed"
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or signal.getsignal(signal.SIGTERM) is not None
+    assert {s: signal.getsignal(s) for s in handlers_before} == handlers_before  # training restored them
 
 
 @pytest.mark.slow  # (its sweep starts no process: the run is held)
@@ -144,8 +145,10 @@ def ended(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
     return process.returncode, stderr
 
 
+# SIGHUP's exit code and summary are checked in-process above; a real process gets SIGTERM, what
+# `kill`, SLURM preemption and `docker stop` send.
 @pytest.mark.slow
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143)])
 def test_sigterm_and_sighup_stop_a_real_run_which_then_resumes(spec, tmp_path, signum, code):
     out = tmp_path / "runs"
     process = graphc_train(spec, "--epochs", "5000", "--out", out, "--no-test", "--quiet")
