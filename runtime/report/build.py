@@ -58,7 +58,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,7 @@ from graphc.errors import RunError, UsageError, did_you_mean
 from graphc.files import nfc_names
 from graphc.ir.metrics import DIAGNOSTIC_PREFIX, WEIGHT_PREFIX
 from graphc.lang.builtin import specs_dir
-from graphc.runtime.runs.rundir import CONFIG, METRICS_JSONL, SUMMARY, find_runs, read_json, read_metrics
+from graphc.runtime.runs.rundir import CONFIG, METRICS_JSONL, SUMMARY, find_runs, read_json, read_numbered_metrics
 
 SPLITS = ("val", "test")
 EPOCHS = ("best", "last")
@@ -280,20 +280,6 @@ def current_names(metrics: dict) -> dict:
     return renamed
 
 
-def _read(file: Path, read: Callable[[], Any]) -> Any:
-    """``read()`` of ``file``, with an unreadable file (no permission, a directory) or one that is
-    not UTF-8 text as a RunError naming it: the report skips the run with a warning."""
-    try:
-        return read()
-    except UnicodeDecodeError as exc:
-        raise RunError(
-            f"{file}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start : exc.start + 1]!r}); the file is "
-            "damaged or was not written by graphc train."
-        ) from None
-    except OSError as exc:
-        raise RunError(f"{file}: cannot be read ({exc.strerror or exc}).") from None
-
-
 def load_run(path: Path) -> Run:
     """Read one run directory; RunError naming the file (and line) if anything is damaged, unreadable
     or out of range (an accuracy outside [0, 1], an epoch logged twice with different numbers)."""
@@ -304,7 +290,7 @@ def load_run(path: Path) -> Run:
             f"{config_path}: missing, so the run's spec and seed are unknown. "
             "The run was probably killed before it started; delete the directory."
         )
-    config = _read(config_path, lambda: read_json(config_path))
+    config = read_json(config_path)  # unreadable or not UTF-8: a RunError naming the file, the run is skipped
     if not isinstance(config, dict):
         raise RunError(f"{config_path}: expected a JSON object, found {type(config).__name__}.")
     for key, kind in (("spec", str), ("seed", int), ("tasks", list)):
@@ -317,12 +303,13 @@ def load_run(path: Path) -> Run:
     if tag is not None and not isinstance(tag, str):
         raise RunError(f"{config_path}: expected 'tag' (a string or null), found {tag!r}. The file is damaged.")
     metrics_path = path / METRICS_JSONL
-    rows = _read(metrics_path, lambda: read_metrics(path))
-    lines = _read(metrics_path, lambda: _check_metric_values(metrics_path, rows))
+    numbered = read_numbered_metrics(path)
+    lines, rows = [n for n, _ in numbered], [row for _, row in numbered]
+    _check_metric_values(metrics_path, numbered)
     rows, warnings = _one_row_per_epoch(metrics_path, rows, lines)
     summary = None
     if (path / SUMMARY).is_file():
-        summary = _read(path / SUMMARY, lambda: read_json(path / SUMMARY))
+        summary = read_json(path / SUMMARY)
         if not isinstance(summary, dict):
             raise RunError(f"{path / SUMMARY}: expected a JSON object, found {type(summary).__name__}.")
         for block in ("best", "last", "test"):
@@ -413,12 +400,9 @@ def _one_row_per_epoch(path: Path, rows: list[dict], lines: list[int]) -> tuple[
     return kept, warnings
 
 
-def _check_metric_values(path: Path, rows: list[dict]) -> list[int]:
-    """read_metrics checks the JSON; this checks the values, naming the line. Returns the rows' line numbers."""
-    if not rows:
-        return []
-    lines = [n for n, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if text.strip()]
-    for line, row in zip(lines, rows):
+def _check_metric_values(path: Path, numbered: list[tuple[int, dict]]) -> None:
+    """read_numbered_metrics checks the JSON; this checks the values, naming the line."""
+    for line, row in numbered:
         if not isinstance(row["epoch"], int) or row["split"] not in ("train", "val"):
             raise RunError(
                 f"{path}:{line}: expected an integer 'epoch' and 'split' train or val, "
@@ -432,7 +416,6 @@ def _check_metric_values(path: Path, rows: list[dict]) -> list[int]:
             ):
                 raise RunError(f"{path}:{line}: '{key}' should be a number, found {value!r}. The file is damaged.")
             _check_range(f"{path}:{line}", key, value)
-    return lines
 
 
 def collect_runs(paths: Iterable[Path]) -> tuple[dict[Variant, list[Run]], dict[Variant, str], list[str]]:

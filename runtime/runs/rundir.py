@@ -184,8 +184,9 @@ def write_metrics_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    """All metrics rows of a run; RunError naming the line if the file is damaged."""
+def read_numbered_metrics(run_dir: Path) -> list[tuple[int, dict]]:
+    """All metrics rows of a run, each with its line number in metrics.jsonl (for messages that
+    name the line); RunError naming the line if the file is damaged."""
     path = Path(run_dir) / METRICS_JSONL
     if not path.exists():
         return []
@@ -199,8 +200,13 @@ def read_metrics(run_dir: Path) -> list[dict]:
             raise RunError(f"{path}:{number}: damaged metrics line ({exc.msg}).") from None
         if not isinstance(row, dict) or "epoch" not in row or "split" not in row:
             raise RunError(f"{path}:{number}: a metrics row needs 'epoch' and 'split'.")
-        rows.append(row)
+        rows.append((number, row))
     return rows
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """All metrics rows of a run; RunError naming the line if the file is damaged."""
+    return [row for _, row in read_numbered_metrics(run_dir)]
 
 
 def truncate_metrics(run_dir: Path, epochs: int) -> None:

@@ -98,13 +98,6 @@ class Job:
         return self.state in ("failed", "diverged")
 
 
-def variant_of(spec: Spec, overrides: Overrides) -> Variant:
-    """The variant a run of ``spec`` (overrides applied) will have: the fields of config.json that
-    graphc.runtime.report's ``variant_settings`` reads, filled as launch.train_run fills them
-    (run_lock.run_variant, which the identity lock of a plain `graphc train` is keyed by too)."""
-    return run_lock.run_variant(spec, overrides)
-
-
 def existing_runs(out: Path) -> dict[tuple[Variant, int], list[ReportRun]]:
     """The readable runs under ``out`` by (variant, seed); damaged ones are left to graphc report."""
     found: dict[tuple[Variant, int], list[ReportRun]] = {}
@@ -170,7 +163,7 @@ def plan_sweep(
         on_cuda = _on_cuda(resolved)
         for run_seed in seeds_to_run(spec, seeds, seed):
             run_spec = apply_overrides(spec, overrides, run_seed)
-            variant = variant_of(run_spec, overrides)
+            variant = run_lock.run_variant(run_spec, overrides)  # what graphc report will call it
             if (variant, run_seed) in planned:  # a spec given twice: one run of each identity
                 continue
             planned.add((variant, run_seed))
