@@ -33,7 +33,7 @@ from graphc.runtime.runs import rundir as runs
 from graphc.runtime.runs.checkpoint import load_checkpoint
 from graphc.runtime.runs.record import load_run_data, read_record, spec_of_run
 from graphc.runtime.runs.weights import load_trained
-from graphc.runtime.scoring import EVAL_BATCH_FACTOR, eval_batch_size, evaluate  # noqa: F401 (the pass; re-exported)
+from graphc.runtime.scoring import eval_batch_size, evaluate
 
 # --------------------------------------------------------------------------- a run directory's model
 

@@ -32,11 +32,11 @@ from graphc.runtime.data import batches as batching
 from graphc.runtime.data.augment import channel_stats, normalize_
 from graphc.runtime.data.split import Split
 from graphc.runtime.device import Execution, evaluation_execution
-from graphc.runtime.evaluate import EVAL_BATCH_FACTOR, eval_batch_size, evaluate
 from graphc.runtime.metrics import heads_of
 from graphc.runtime.runs import rundir as runs
 from graphc.runtime.runs.checkpoint import load_checkpoint
 from graphc.runtime.runs.record import parse_record
+from graphc.runtime.scoring import EVAL_BATCH_FACTOR, eval_batch_size, evaluate
 from graphc.runtime.train import distributed, launch, loop
 from graphc.runtime.train.progress import EpochProgress
 from tests.conftest import REPO, TESTS, clean_exit
