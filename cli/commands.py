@@ -18,11 +18,13 @@ from rich.console import Console
 from rich.table import Table
 
 import graphc
+from graphc.cli.help import HelpGroup
 from graphc.errors import RunError, SpecError, UsageError, printable
 from graphc.lang.spec import MAX_BATCH_SIZE, MAX_IMAGES, MAX_SEED
 
 app = typer.Typer(
     name="graphc",
+    cls=HelpGroup,  # every command's help as written: no markup eaten, readable value names (cli/help.py)
     help="Declarative graph-spec model compiler for multi-task deep learning.\n\n"
     "Write a model as a TOML graph spec; graphc validates it, compiles it to PyTorch, "
     "trains, evaluates, draws, reports and exports it.",
@@ -152,14 +154,16 @@ def check(
         try:
             spec = graphc.load_spec(path)
             if data:
-                from graphc.lang.load import locate
+                from graphc.lang.load import locate, resolve_data_root
                 from graphc.runtime.data.load import probe_dataset
                 from graphc.runtime.runs.record import input_shape
                 from graphc.runtime.train.launch import Overrides, apply_overrides
 
-                spec = apply_overrides(spec, Overrides(data_dir=data_dir))
+                spec, note = resolve_data_root(apply_overrides(spec, Overrides(data_dir=data_dir)))
+                if note:
+                    err.print(printable(note), markup=False, highlight=False)
                 try:
-                    probe = probe_dataset(spec.data, image_shape=input_shape(spec))
+                    probe = probe_dataset(spec.data, image_shape=input_shape(spec), source=spec.source)
                 except SpecError as exc:  # the data's checks name a field: say in which file and line
                     raise locate(exc, spec) from None
                 graph = graphc.build_graph(spec, classes=probe.classes)
@@ -292,7 +296,27 @@ def report(
         help="The row to show differences against: its label, a --tag, or a spec name (if it has one row).",
     ),
     fmt: str = typer.Option(
-        "md", "--format", help="What to print: md (a table), csv or json (also writes results.json)."
+        "md",
+        "--format",
+        help="What to print: md (a table), csv or json (also writes results.json); html: the table, and writes "
+        "results.html (one self-contained page: sortable tables, verdicts, curves and diagrams inline); "
+        "latex: a booktabs table (also writes results.tex).",
+    ),
+    sort: str | None = typer.Option(
+        None, "--sort", metavar="METRIC", help="Order rows by METRIC's mean, best first (e.g. fine/acc)."
+    ),
+    per_seed: bool = typer.Option(False, "--per-seed", help="Also print each row's value per seed."),
+    reference: Path | None = typer.Option(
+        None,
+        "--reference",
+        metavar="FILE.csv",
+        help="A published table (columns row, metric, value, optional sd, n) shown beside the rows it names.",
+    ),
+    evaluation: str | None = typer.Option(
+        None,
+        "--eval",
+        metavar="NAME",
+        help="With --split test: compare each run's saved evaluation NAME (graphc eval --save NAME).",
     ),
 ) -> None:
     """Compare runs: one row per variant (spec and settings), mean ± sd over seeds, learning curves per metric."""
@@ -300,17 +324,23 @@ def report(
 
     if fmt not in FORMATS:
         raise UsageError(f"--format '{fmt}': expected one of {', '.join(FORMATS)}.")
-    result = build_report(runs, split=split, epoch=epoch, baseline=baseline)
+    result = build_report(
+        runs, split=split, epoch=epoch, baseline=baseline, sort=sort, evaluation=evaluation, reference_path=reference
+    )
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {_escape(warning)}")
-    written = write_report(result, out_dir, json_file=fmt == "json")
-    if fmt == "csv":
+    written = write_report(result, out_dir, json_file=fmt == "json", latex_file=fmt == "latex", html_file=fmt == "html")
+    if fmt == "latex":
+        print(render.render_latex(result), end="")
+    elif fmt == "csv":
         print(render.render_csv(result), end="")
     elif fmt == "json":
         print(render.render_json(result))
     else:
         _print_report(result)
-    (out if fmt == "md" else err).print(f"wrote {', '.join(_escape(str(p)) for p in written)}")
+    if per_seed:
+        (out if fmt in ("md", "html") else err).print(render.per_seed_table(result))
+    (out if fmt in ("md", "html") else err).print(f"wrote {', '.join(_escape(str(p)) for p in written)}")
 
 
 # --------------------------------------------------------------------------- train / eval
@@ -319,6 +349,7 @@ def report(
 def train_overrides(params: dict):
     """``graphc train``'s spec overrides (``launch.Overrides``) from its parameters by name (the
     command's own, or those `graphc sweep plan` parses with train's parser)."""
+    from graphc.runtime.data.load import validation_limit
     from graphc.runtime.train import launch
 
     p = params
@@ -330,7 +361,7 @@ def train_overrides(params: dict):
         dataset=p["dataset"],
         data_dir=p["data_dir"],
         limit_train=p["limit_train"],
-        limit_val=p["limit_val"],
+        limit_val=validation_limit(p["limit_train"], p["limit_val"]),  # --limit-train alone: max(N / 4, 500)
         nproc=p["nproc"],
         limit_test=p["limit_test"],
         no_test=p["no_test"] or None,
@@ -389,7 +420,11 @@ def train(
         None, "--limit-train", min=1, max=MAX_IMAGES, help="Train on the first N training images."
     ),
     limit_val: int | None = typer.Option(
-        None, "--limit-val", min=1, max=MAX_IMAGES, help="Validate on the first N validation images."
+        None,
+        "--limit-val",
+        min=1,
+        max=MAX_IMAGES,
+        help="Validate on the first N validation images (with --limit-train N alone: max(N / 4, 500)).",
     ),
     limit_test: int | None = typer.Option(
         None,
@@ -412,7 +447,17 @@ def train(
     resume: Path | None = typer.Option(
         None, "--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR from its last.pt (no SPEC then)."
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar: only the per-epoch lines (for logs)."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress and no estimate: only the per-epoch lines (--progress none)."
+    ),
+    progress: str = typer.Option(
+        "auto",
+        "--progress",
+        metavar="MODE",
+        help="auto, bar, lines or none: progress within an epoch. bar: a live bar; lines: a plain line at most every 30 s (epoch, step, "
+        "images/s, elapsed, ETA); none: only the per-epoch lines; auto: the bar on a terminal, lines otherwise (a log, a pipe). "
+        "bar and lines also print an estimate of the run's time after its first steps.",
+    ),
     nproc: int | None = typer.Option(
         None,
         "--nproc",
@@ -489,10 +534,15 @@ def train(
     do the same (exit 143 and 129; a SIGHUP ignored with nohup stays ignored).
     With --jobs K the runs train K at a time as a resumable sweep (see `graphc sweep plan` for a cluster).
     """
+    from graphc.runtime.collapse import warning_lines
     from graphc.runtime.train import launch, signals
 
     if lr is not None and not lr > 0:
         raise UsageError(f"--lr must be positive, got {lr}.")
+    from graphc.runtime.train.progress import MODES
+
+    if progress not in MODES:
+        raise UsageError(f"--progress '{progress}': expected one of {', '.join(MODES)}.")
     overrides = train_overrides(locals())
     if jobs is not None or jobs_per_gpu is not None:
         with signals.stop_signals():  # SIGTERM and SIGHUP stop the sweep as Ctrl-C does (exit 143, 129)
@@ -513,6 +563,9 @@ def train(
             markup=False,
             highlight=False,
         )
+        # Heads no better than a constant answer on the test pass (summary.json "collapsed": runtime/collapse.py).
+        for line in warning_lines(str(result.run_dir), summary.get("collapsed") or {}):
+            err.print(f"[yellow]warning:[/] {_escape(line)}")
         out.print(printable(str(result.run_dir)), markup=False, highlight=False)
 
     try:
@@ -524,7 +577,7 @@ def train(
                 overrides=overrides,
                 out=out_dir,
                 resume=resume,
-                quiet=quiet,
+                quiet=True if quiet else progress,  # a progress mode (runtime/train/progress.py)
                 console=err,
                 on_result=announce,
             )
@@ -547,6 +600,7 @@ def train(
 
 def _sweep(specs, jobs, jobs_per_gpu, seeds, seed, overrides, out_dir: Path, resume, quiet: bool) -> None:
     """graphc train --jobs K: the sweep, its failures, and the report table of its runs."""
+    from graphc.runtime.collapse import warning_lines
     from graphc.runtime.report import build_report
     from graphc.runtime.train import signals, sweep
 
@@ -580,7 +634,17 @@ def _sweep(specs, jobs, jobs_per_gpu, seeds, seed, overrides, out_dir: Path, res
         except (RunError, UsageError) as exc:  # e.g. no run completed an epoch: the failures below say why
             err.print(f"no table: {printable(str(exc))}", markup=False, highlight=False)
         else:
+            # The table's numbers are validation numbers, whatever its labels say (e.g. [limit_test=1000]).
+            out.print(
+                "the sweep's runs on the validation split, each at its best epoch (train.select); test numbers: "
+                "each run's summary.json, or graphc report --split test",
+                markup=False,
+                highlight=False,
+            )
             _print_report(report)
+    for job in result.jobs:  # judged on each run's test pass
+        for line in warning_lines(str(job.run_dir), job.collapsed):
+            err.print(f"[yellow]warning:[/] {_escape(line)}")
     done = sum(j.state in ("completed", "early_stopped") for j in result.jobs)
     held = sum(j.state == "skipped" and j.error is not None for j in result.jobs)  # another process trains it
     skipped = sum(j.state == "skipped" for j in result.jobs) - held
@@ -702,11 +766,39 @@ def eval_command(
         show_default=False,
         help="Write a confusion-matrix picture per head to DIR (<task>_confusion.png and .svg).",
     ),
+    limit_test: int | None = typer.Option(
+        None,
+        "--limit-test",
+        min=1,
+        metavar="N",
+        show_default=False,
+        help="--split test: N random test images (drawn as train --limit-test N draws them) instead of the run's own.",
+    ),
+    all_images: bool = typer.Option(
+        False, "--all", help="--split test: every test image instead of the run's own (its --limit-test subset)."
+    ),
+    save: str | None = typer.Option(
+        None,
+        "--save",
+        metavar="NAME",
+        show_default=False,
+        help="Keep this evaluation in the run: RUN/evaluations/NAME/ (evaluation.json and the per-image predictions).",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --save: replace a saved evaluation of that name."),
 ) -> None:
     """Evaluate a run's checkpoint on its validation or test split: per-head loss and accuracies, with
-    the split's majority-class and balanced (macro-averaged) accuracy to read them against."""
-    from graphc.runtime.evaluate import evaluate_run, hierarchy_table, metrics_table, per_class_tables
+    the split's majority-class and balanced (macro-averaged) accuracy to read them against.
 
+    On the test split it evaluates the run's own test images (those of its --limit-test, else all), so it
+    reproduces summary.json's test numbers; --limit-test N and --all choose other images."""
+    from graphc.runtime.collapse import warning_lines
+    from graphc.runtime.evaluate import evaluate_run, hierarchy_table, metrics_table, per_class_tables, save_evaluation
+    from graphc.runtime.runs.evaluations import check_new
+
+    if overwrite and save is None:
+        raise UsageError("--overwrite replaces a saved evaluation; give --save NAME with it.")
+    if save is not None:
+        check_new(run_dir, save, overwrite)  # a bad or taken name fails before the model runs
     result = evaluate_run(
         run_dir,
         split=split,
@@ -714,7 +806,10 @@ def eval_command(
         device=device,
         data_dir=data_dir,
         confusion_matrix=confusion is not None,  # per-class counts otherwise: O(classes), not classes^2
+        limit_test=limit_test,
+        all_test=all_images,
     )
+    (err if as_json else out).print(_escape(result.described), highlight=False)
     if as_json:
         print(json.dumps(result.to_dict(per_class=per_class), indent=2))
     else:
@@ -732,6 +827,11 @@ def eval_command(
         except OSError as exc:
             raise UsageError(f"--confusion {confusion}: cannot write there ({exc.strerror or exc}).") from None
         (err if as_json else out).print(f"wrote {', '.join(_escape(str(p)) for p in written)}")
+    for line in warning_lines(str(run_dir), result.collapsed):
+        err.print(f"[yellow]warning:[/] {_escape(line)}")
+    if save is not None:
+        folder = save_evaluation(result, save)
+        (err if as_json else out).print(f"saved {_escape(str(folder))}")
 
 
 # --------------------------------------------------------------------------- export / predict
@@ -744,7 +844,11 @@ def _size(n: int) -> str:
 @app.command()
 @guarded
 def export(
-    spec: Path = typer.Argument(..., help="Spec file.", show_default=False),
+    spec: Path = typer.Argument(
+        ...,
+        help="Spec file (or built-in spec name), or a run directory: its own spec copy and best.pt.",
+        show_default=False,
+    ),
     onnx_file: Path = typer.Option(..., "--onnx", help="Write an ONNX model to this file.", show_default=False),
     checkpoint: Path | None = typer.Option(
         None, "--checkpoint", help="Trained weights: a run directory (its best.pt) or a .pt file."
@@ -755,7 +859,7 @@ def export(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the export report as JSON."),
 ) -> None:
-    """Export a spec (randomly initialised, or with a run's weights) to ONNX, checked and verified.
+    """Export a spec (randomly initialised, or with a run's weights) or a run directory to ONNX, checked and verified.
 
     The file is written only if it passes onnx.checker and the parity check (logits within 1e-4, same argmax); otherwise exit 1.
     """
@@ -808,7 +912,11 @@ def predict(
         help="An exported .onnx file, or a run directory (its spec and best.pt, run with PyTorch).",
         show_default=False,
     ),
-    images: list[Path] = typer.Argument(..., help="PNG or JPEG images.", show_default=False),
+    images: list[Path] = typer.Argument(
+        ...,
+        help="PNG or JPEG images, folders of them (searched recursively) or patterns ('photos/*.jpg').",
+        show_default=False,
+    ),
     top_k: int = typer.Option(3, "--top-k", "-k", help="Labels to show per head."),
     resize: bool = typer.Option(
         True,
@@ -816,13 +924,28 @@ def predict(
         help="Resize images of another size to the model's input (bilinear), or reject them.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
+    out_file: Path | None = typer.Option(
+        None,
+        "--out",
+        metavar="FILE.csv|FILE.jsonl",
+        help="Write one row per image (path, each head's top class and probability) to this file instead of "
+        "printing a table.",
+    ),
 ) -> None:
-    """Predict per-head top-k labels with probabilities for image files."""
+    """Predict per-head top-k labels with probabilities for image files, folders or patterns."""
     from dataclasses import asdict
 
+    from graphc.runtime.predict import check_out, write_predictions
     from graphc.runtime.predict import predict as run_predict
 
-    predictor, predictions = run_predict(model, images, top_k=top_k, resize=resize)
+    if out_file is not None:
+        check_out(out_file)  # before any image is read
+    say = lambda line: err.print(printable(line), markup=False, highlight=False)  # noqa: E731
+    predictor, predictions = run_predict(model, images, top_k=top_k, resize=resize, report=say)
+    if out_file is not None:
+        write_predictions(out_file, predictor, predictions)
+        err.print(f"wrote {len(predictions):,} predictions to {_escape(str(out_file))}")
+        return
     if as_json:
         print(
             json.dumps(
@@ -922,20 +1045,35 @@ def bench(
     batch_size: int | None = typer.Option(
         None, "--batch-size", min=2, max=MAX_BATCH_SIZE, help="Images per batch (default: the spec's)."
     ),
-    precision: str = typer.Option("all", "--precision", help="fp32, bf16, auto, or all the device runs."),
+    precision: str = typer.Option(
+        "native",
+        "--precision",
+        help="native: the precisions the device runs natively (fp32, and bf16 on AMX or Ampere and later; "
+        "others are skipped, with the reason); all: fp32 and bf16 wherever it runs, emulated too (slow); "
+        "or one of fp32, bf16, auto.",
+    ),
     compile_model: bool = typer.Option(False, "--compile", help="Also measure training through torch.compile."),
     seconds: float = typer.Option(2.0, "--seconds", help="Seconds of work per figure and round."),
     repeats: int = typer.Option(2, "--repeats", min=1, help="Interleaved rounds; each figure is the best."),
-    no_onnx: bool = typer.Option(
-        False, "--no-onnx", help="Skip the ONNX Runtime inference figure (it exports the model)."
+    onnx: bool = typer.Option(
+        False, "--onnx/--no-onnx", help="Also measure inference in ONNX Runtime (exports the model first)."
     ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the figures as JSON (schema graphc-bench/1, see BENCHMARKS.md)."
     ),
+    aggregators: list[str] = typer.Option(
+        [],
+        "--aggregator",
+        help="Also measure the training step with this [train] aggregator (repeatable, or comma-separated) "
+        "against the plain summed losses.",
+    ),
 ) -> None:
     """Measure a spec on this machine on synthetic images: training images/s (per precision, memory
-    format, eager and compiled), a real epoch vs the bare step, inference (PyTorch, ONNX Runtime),
-    augmentation, peak memory. Use it to size a sweep; figures on a busy machine: compare ratios."""
+    format, eager and compiled), a real epoch vs the bare step, inference (PyTorch; ONNX Runtime with
+    --onnx), augmentation, peak memory. Use it to size a sweep; figures on a busy machine: compare ratios.
+
+    By default it measures the precisions the device runs natively and says which it skipped (about a
+    minute on 2 CPU cores for a reference spec); --precision all measures emulated bf16 too."""
     import shlex
 
     from graphc.runtime.bench import bench as measure
@@ -955,7 +1093,9 @@ def bench(
         str(spec),
         *[str(v) for flag, value in flags.items() for v in (flag, value) if value is not None],
     ]
-    command += [flag for flag, on in (("--compile", compile_model), ("--no-onnx", no_onnx), ("--json", as_json)) if on]
+    command += [flag for flag, on in (("--compile", compile_model), ("--onnx", onnx), ("--json", as_json)) if on]
+    names = [n.strip() for value in aggregators for n in value.split(",") if n.strip()]
+    command += [v for n in names for v in ("--aggregator", n)]
     result = measure(
         graphc.load_spec(spec),
         target,
@@ -964,8 +1104,9 @@ def bench(
         compile=compile_model,
         seconds=seconds,
         repeats=repeats,
-        onnx=not no_onnx,
+        onnx=onnx,
         command=shlex.join(command),
+        aggregators=names,
     )
     if as_json:
         print(json.dumps(result, indent=2))
@@ -977,6 +1118,8 @@ def bench(
         f"{result['auto']['precision']}, {result['auto']['memory_format']} ({result['auto']['reason']})",
         markup=False,
     )
+    for skipped in result.get("skipped", []):
+        out.print(f"skipped {skipped['precision']}: {skipped['reason']}", markup=False)
     table = Table(title=f"images/s, best of {result['repeats']} interleaved rounds of {result['seconds']:g} s")
     for column in ("measure", "precision", "memory format", "images/s", "note"):
         table.add_column(column, justify="right" if column == "images/s" else "left")
@@ -1010,6 +1153,16 @@ def bench(
             row.get("note", row.get("provider", "")),
         )
     table.add_row("augment", "", "", figure(result["augmentation"]["images_per_s"]), result["augmentation"]["preset"])
+    for row in result.get("aggregation", []):
+        grown = row["step_memory_bytes"]
+        table.add_row(
+            f"train {row['aggregator']}" if row["aggregator"] != "sum" else "train summed losses",
+            row["precision"],
+            row["memory_format"],
+            figure(row["images_per_s"]),
+            f"{row['relative']:.2f}x summed (CPU time per step {row['cpu_relative']:.2f}x)"
+            + (f", +{grown / 2**20:,.0f} MiB step peak" if grown is not None else ""),
+        )
     out.print(table)
     peak = result["peak_memory"]
     out.print(f"peak memory: {peak['bytes'] / 2**20:,.0f} MiB ({peak['kind'].replace('_', ' ')})", markup=False)

@@ -3,12 +3,14 @@
 On synthetic images of the spec's input shape (so no data set is needed) it measures
 
 - **training**: images/s of the training step (forward, loss, backward, optimiser and schedule
-  step) in each precision the device runs, each memory format that applies, eager and (with
-  ``--compile``) torch.compile;
+  step) in each precision the device runs natively (fp32, and bf16 where the device has bf16
+  matrix units: AMX, Ampere or later; ``--precision all`` adds emulated bf16, ``skipped`` says what
+  was left out and why), each memory format that applies, eager and (with ``--compile``)
+  torch.compile;
 - **pipeline**: a real ``graphc train`` epoch (batching, augmentation, metrics, progress) against
   the bare step in the same process and the same execution; the ratio is the pipeline's cost;
-- **inference**: images/s of the eval-mode forward in PyTorch (each precision) and ONNX Runtime
-  (the fp32 graph ``graphc export`` writes), at the bench batch size;
+- **inference**: images/s of the eval-mode forward in PyTorch (each precision) and, with
+  ``--onnx``, ONNX Runtime (the fp32 graph ``graphc export`` writes), at the bench batch size;
 - **augmentation**: images/s of the spec's augmentation alone;
 - **peak memory**: the process's peak (CUDA: most bytes allocated; CPU: peak resident set).
 
@@ -44,6 +46,7 @@ from graphc.runtime.device import (
     PRECISIONS,
     Execution,
     autocast,
+    bf16_native,
     decide_execution,
     has_convolutions,
     plan_execution,
@@ -58,14 +61,22 @@ from graphc.runtime.train.launch import (
     graph_of_data,
     load_data,
 )
-from graphc.runtime.train.loop import build_run, compile_model, first_batch, steps_per_epoch, train_epoch, train_step
+from graphc.runtime.train.loop import (
+    build_run,
+    compile_model,
+    first_batch,
+    placed_split,
+    steps_per_epoch,
+    train_epoch,
+    train_step,
+)
 from graphc.runtime.train.optim import make_optimizer, make_scheduler
 from graphc.runtime.train.progress import EpochProgress
 
 SCHEMA = "graphc-bench/1"
 WARMUP_STEPS = 2
 MAX_EPOCH_IMAGES = 200_000  # the synthetic epoch of the pipeline figure is sized from the step rate, up to this
-MIN_EPOCH_STEPS = 10  # and at least this many batches, so that what an epoch does once weighs as in a real one
+MIN_EPOCH_STEPS = 5  # and at least this many batches, so that what an epoch does once weighs as in a real one
 
 
 def machine(device: torch.device) -> dict[str, Any]:
@@ -112,12 +123,33 @@ def rate(step: Callable[[], Any], batch: int, seconds: float, device: torch.devi
 
 
 def precisions_to_measure(device: torch.device, precision: str | None) -> list[str]:
-    """--precision P: just P; default: fp32 and bf16 where the device runs bf16 autocast."""
-    if precision is not None and precision != "all":
+    """The precisions ``--precision`` measures (see :func:`precision_plan`)."""
+    return precision_plan(device, precision)[0]
+
+
+def precision_plan(device: torch.device, precision: str | None) -> tuple[list[str], list[dict]]:
+    """``(precisions to measure, [{precision, reason} skipped]``. --precision P: just P; ``all``: fp32
+    and bf16 wherever torch runs bf16 autocast, natively or emulated; default (None, ``native``): the
+    precisions the device runs natively - fp32, and bf16 where it has bf16 matrix units (auto's choice
+    then) - so a CPU without AMX measures fp32 only, and says why it skipped bf16."""
+    if precision not in (None, "all", "native"):
         if precision not in PRECISIONS:
-            raise UsageError(f"--precision: unknown precision '{precision}'; expected auto, fp32, bf16 or all.")
-        return [plan_execution(precision, device).precision]
-    return ["fp32", "bf16"] if runs_bf16_autocast(device) else ["fp32"]
+            raise UsageError(
+                f"--precision: unknown precision '{precision}'; expected native (the default), auto, fp32, bf16 or all."
+            )
+        return [plan_execution(precision, device).precision], []
+    emulated = ["bf16"] if runs_bf16_autocast(device) else []
+    if precision == "all" or bf16_native(device)[0]:
+        return ["fp32", *emulated], []
+    skipped = [
+        {
+            "precision": p,
+            "reason": f"{bf16_native(device)[1]}: bf16 would be emulated, slower than fp32 "
+            "(auto trains in fp32 here); --precision all measures it",
+        }
+        for p in emulated
+    ]
+    return ["fp32"], skipped
 
 
 class Bench:
@@ -189,10 +221,12 @@ class Bench:
                     config["step_memory_bytes"] = torch.cuda.max_memory_allocated(self.device) - before
         return configs
 
-    def pipeline(self, execution: Execution, seconds: float, repeats: int) -> dict:
-        """A real training epoch against the bare step, same run and execution, interleaved."""
+    def pipeline(self, execution: Execution, seconds: float, repeats: int, step_rate: float | None = None) -> dict:
+        """A real training epoch against the bare step, same run and execution, interleaved.
+        ``step_rate``: the step's images/s measured already (sizes the epoch), else measured here."""
         self.use(execution.precision, execution.channels_last, False)
-        step_rate = rate(self.step, self.batch, seconds, self.device)
+        if not step_rate:
+            step_rate = rate(self.step, self.batch, seconds, self.device)
         images = int(min(MAX_EPOCH_IMAGES, max(MIN_EPOCH_STEPS * self.batch, step_rate * seconds)))
         images = (images // self.batch) * self.batch  # full batches, as in a data set of whole batches
         train = self.spec.data.synthetic.model_copy(
@@ -203,10 +237,9 @@ class Bench:
         self.run.dataset, self.run.resident = dataset, {}  # placed_split places it afresh
         progress = EpochProgress(Console(file=io.StringIO()), live=False)
         best_step, best_epoch = 0.0, 0.0
+        placed_split(self.run, "train", dataset.train)  # placed before the timed epochs, as a run's first epoch does
         for repeat in range(repeats):
             best_step = max(best_step, rate(self.step, self.batch, seconds, self.device))
-            if repeat == 0:
-                train_epoch(self.run, 1, progress)  # warm-up: the first epoch places the data
             best_epoch = max(best_epoch, train_epoch(self.run, repeat + 1, progress)[1])
         self.run.dataset, self.run.resident = self.dataset, {}
         return {
@@ -314,6 +347,108 @@ class Bench:
         }
 
 
+def aggregation_cost(bench: Bench, names: list[str], execution: Execution, seconds: float, repeats: int) -> list[dict]:
+    """``graphc bench --aggregator NAME``: the training step with each ``[train] aggregator`` against the
+    plain summed losses ("sum"), in the run's execution, in interleaved rounds (best of each kept), and
+    the memory a step needs beyond what was resident (CUDA: bytes allocated; Linux CPU: growth of the
+    peak resident set after resetting it, an upper bound of what the method adds)."""
+    from typing import get_args
+
+    from graphc.lang.spec import AggregatorSpec, TrainSpec
+    from graphc.runtime.train.aggregation import make_aggregation
+
+    known = [m.model_fields["name"].annotation.__args__[0] for m in get_args(get_args(AggregatorSpec)[0])]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"--aggregator {unknown[0]!r} is not an aggregator; choose from {', '.join(known)}.")
+    bench.use(execution.precision, execution.channels_last, False)
+    run, spec = bench.run, bench.spec
+    methods = {}
+    for name in ["sum", *names]:
+        if name == "sum":
+            methods[name] = None
+            continue
+        train = TrainSpec.model_validate({**spec.train.model_dump(), "aggregator": {"name": name}})
+        methods[name] = make_aggregation(
+            spec.model_copy(update={"train": train}), bench.graph, run.model, run.tasks, run.world
+        )
+    rows = {
+        n: {"aggregator": n, "images_per_s": 0.0, "cpu_s_per_step": None, "step_memory_bytes": None} for n in methods
+    }
+    try:
+        for _ in range(repeats):
+            for name, aggregation in methods.items():
+                run.aggregation = aggregation
+                bench.step()  # warm-up (first solve, first allocation)
+                before = _resident_reset(bench.device)
+                images_per_s, cpu = _timed(bench.step, bench.batch, seconds, bench.device)
+                row = rows[name]
+                row["images_per_s"] = max(row["images_per_s"], images_per_s)
+                row["cpu_s_per_step"] = cpu if row["cpu_s_per_step"] is None else min(row["cpu_s_per_step"], cpu)
+                grown = _resident_growth(bench.device, before)
+                if grown is not None:
+                    rows[name]["step_memory_bytes"] = max(rows[name]["step_memory_bytes"] or 0, grown)
+    finally:
+        run.aggregation = None
+    base, base_cpu = rows["sum"]["images_per_s"], rows["sum"]["cpu_s_per_step"]
+    for row in rows.values():
+        row.update(
+            precision=execution.precision,
+            memory_format="channels_last" if execution.channels_last else "contiguous",
+            relative=row["images_per_s"] / base if base else None,
+            cpu_relative=row["cpu_s_per_step"] / base_cpu if base_cpu else None,
+        )
+    return list(rows.values())
+
+
+def _timed(step: Callable[[], Any], batch: int, seconds: float, device: torch.device) -> tuple[float, float]:
+    """``(images/s, this process's CPU seconds per step)`` over at least ``seconds`` and 2 steps. The CPU
+    time barely depends on other processes' load (a busy machine stretches the wall time, not it)."""
+    synchronize(device)
+    wall, cpu, steps = time.perf_counter(), time.process_time(), 0
+    while steps < 2 or time.perf_counter() - wall < seconds:
+        step()
+        steps += 1
+    synchronize(device)
+    return steps * batch / (time.perf_counter() - wall), (time.process_time() - cpu) / steps
+
+
+def _resident_reset(device: torch.device) -> int | None:
+    """Bytes in use now, with the peak counter reset (None where it cannot be)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM to the current RSS
+        return _status_kib("VmRSS") * 1024
+    except OSError:
+        return None
+
+
+def _resident_growth(device: torch.device, before: int | None) -> int | None:
+    if before is None:
+        return None
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) - before
+    return max(0, _status_kib("VmHWM") * 1024 - before)
+
+
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise OSError(f"no {key} in /proc/self/status")
+
+
+def step_rate(training: list[dict], execution: Execution) -> float | None:
+    """The eager training figure of ``execution``'s precision and memory format, if measured."""
+    layout = "channels_last" if execution.channels_last else "contiguous"
+    for row in training:
+        if (row["precision"], row["memory_format"], row["compiled"]) == (execution.precision, layout, False):
+            return row["images_per_s"]
+    return None
+
+
 def peak_memory(device: torch.device) -> dict:
     if device.type == "cuda":
         return {"kind": "cuda_max_allocated", "bytes": torch.cuda.max_memory_allocated(device)}
@@ -330,10 +465,12 @@ def bench(
     compile: bool = False,
     seconds: float = 2.0,
     repeats: int = 2,
-    onnx: bool = True,
+    onnx: bool = False,
     command: str | None = None,
+    aggregators: list[str] | None = None,
 ) -> dict:
-    """Measure ``spec`` on ``device``; returns the ``--json`` document (schema ``SCHEMA``)."""
+    """Measure ``spec`` on ``device``; returns the ``--json`` document (schema ``SCHEMA``); with
+    ``aggregators`` also ``aggregation`` (:func:`aggregation_cost`)."""
     if not seconds > 0:
         raise UsageError(f"--seconds must be positive, got {seconds}.")
     if repeats < 1:
@@ -344,7 +481,7 @@ def bench(
     bench = Bench(spec, device, batch_size)
     # What a run of the spec would decide: with precision auto, and with --precision P.
     auto = decide_execution(bench.spec.train.model_copy(update={"precision": "auto"}), device, bench.run.model)
-    precisions = precisions_to_measure(device, precision)
+    precisions, skipped = precision_plan(device, precision)
     configs = []
     for p in precisions:
         formats = [False, True] if bench.has_conv and device.type != "mps" else [False]
@@ -357,9 +494,10 @@ def bench(
             configs.append({"precision": p, "memory_format": "channels_last" if cl else "contiguous", "compiled": True})
     chosen = (
         auto
-        if precision in (None, "all", "auto")
+        if precision in (None, "native", "all", "auto")
         else decide_execution(bench.spec.train.model_copy(update={"precision": precision}), device, bench.run.model)
     )
+    extra = {"aggregation": aggregation_cost(bench, aggregators, chosen, seconds, repeats)} if aggregators else {}
     return {
         "schema": SCHEMA,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -374,9 +512,11 @@ def bench(
             "memory_format": "channels_last" if auto.channels_last else "contiguous",
             "reason": auto.reason,
         },
-        "training": bench.training(configs, seconds, repeats),
-        "pipeline": bench.pipeline(chosen, seconds, repeats),
+        "skipped": skipped,
+        "training": (training := bench.training(configs, seconds, repeats)),
+        "pipeline": bench.pipeline(chosen, seconds, repeats, step_rate(training, chosen)),
         "inference": bench.inference(precisions, seconds, repeats, onnx),
         "augmentation": bench.augmentation(seconds),
         "peak_memory": peak_memory(device),
+        **extra,
     }

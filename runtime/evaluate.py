@@ -4,7 +4,11 @@
 dict with the names of a metrics row (``loss``, ``fine/acc``, ...). ``evaluate_run``
 rebuilds a finished (or interrupted) run's model from its ``spec.toml`` and its
 record (``config.json``, runtime/runs/record.py), loads ``best.pt`` or ``last.pt``
-and evaluates it on the same data the run used, in the run's recorded execution.
+and evaluates it on the same data the run used, in the run's recorded execution. On the test split
+it evaluates, unless told otherwise, the images the run's own final test pass evaluated (its
+``--limit-test`` subset, drawn by the same function: graphc.runtime.scoring.final_test_indices), so
+that it reproduces summary.json's ``"test"``; ``save_evaluation`` keeps the result in the run
+(runtime/runs/evaluations.py).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import graphc
 from graphc.errors import RunError, UsageError
 from graphc.ir.graph import Graph
 from graphc.runtime.allocator import keep_freed_memory
+from graphc.runtime.collapse import collapsed_heads
 from graphc.runtime.device import evaluation_execution, resolve_device
 from graphc.runtime.metrics import (
     Confusion,
@@ -31,9 +36,11 @@ from graphc.runtime.metrics import (
 )
 from graphc.runtime.runs import rundir as runs
 from graphc.runtime.runs.checkpoint import load_checkpoint
+from graphc.runtime.runs.evaluations import Evaluation, now, write_evaluation
+from graphc.runtime.runs.predictions import Predictions, predictions_of
 from graphc.runtime.runs.record import load_run_data, read_record, spec_of_run
 from graphc.runtime.runs.weights import load_trained
-from graphc.runtime.scoring import eval_batch_size, evaluate
+from graphc.runtime.scoring import Answers, eval_batch_size, evaluate, final_test_indices
 
 # --------------------------------------------------------------------------- a run directory's model
 
@@ -53,6 +60,11 @@ class RunEvaluation:
     class_counts: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     class_names: dict[str, list[str]] = field(default_factory=dict)  # label field -> class names
     precision: str = "fp32"  # what the model ran in: the run's own where the device can (evaluation_execution)
+    images: int = 0  # how many images were evaluated
+    subset: dict[str, Any] = field(default_factory=dict)  # {"limit", "seed", "all"}: which ones (test split)
+    described: str = ""  # which images, in words: "test: the run's 1,000 images (--limit-test 1000, seed 0)"
+    predictions: Predictions | None = None  # each image's true and predicted class per head
+    collapsed: dict[str, dict[str, Any]] = field(default_factory=dict)  # runtime/collapse.py, on these images
 
     def per_class(self, task: str) -> list[dict[str, Any]]:
         """One entry per class of a head: its images in the split, how many the head got right, and
@@ -74,7 +86,11 @@ class RunEvaluation:
             "device": self.device,
             "precision": self.precision,
             "tasks": list(self.graph.tasks),
+            "images": self.images,
+            "subset": dict(self.subset),
+            "evaluated_on": self.described,
             "metrics": self.metrics,
+            "collapsed": self.collapsed,
         }
         if per_class:
             result["per_class"] = {task: self.per_class(task) for task in self.class_counts}
@@ -88,14 +104,28 @@ def evaluate_run(
     device: str = "auto",
     data_dir: str | Path | None = None,
     confusion_matrix: bool = False,
+    limit_test: int | None = None,
+    all_test: bool = False,
 ) -> RunEvaluation:
     """Rebuild a run's model, load its ``best.pt``/``last.pt`` and evaluate it on ``split``. Per-class
     counts are always kept (O(classes)); ``confusion_matrix`` (graphc eval --confusion) also builds each
-    head's classes x classes matrix, refused (UsageError) for a head past CONFUSION_MAX_CLASSES."""
+    head's classes x classes matrix, refused (UsageError) for a head past CONFUSION_MAX_CLASSES.
+
+    On the test split: the run's own test images (its --limit-test N, drawn with data.split_seed,
+    or all of them), or ``limit_test`` images drawn the same way, or with ``all_test`` every one."""
     if split not in ("val", "test"):
         raise UsageError(f"unknown split '{split}'; expected 'val' or 'test'.")
     if checkpoint not in ("best", "last"):
         raise UsageError(f"unknown checkpoint '{checkpoint}'; expected 'best' or 'last'.")
+    if split != "test" and (limit_test is not None or all_test):
+        raise UsageError(
+            f"--{'all' if all_test else 'limit-test'} chooses test images; the {split} split is evaluated whole "
+            "(give --split test, or drop it)."
+        )
+    if limit_test is not None and all_test:
+        raise UsageError("--limit-test N evaluates N test images and --all every one; give one of them.")
+    if limit_test is not None and limit_test < 1:
+        raise UsageError(f"--limit-test must be at least 1, got {limit_test}.")
     keep_freed_memory()  # large evaluation batches reuse the last one's pages (runtime/allocator.py)
     run_dir = Path(run_dir)
     record = read_record(run_dir)
@@ -116,6 +146,9 @@ def evaluate_run(
         raise RunError(
             f"{run_dir}: the run's data has no {split} images (data.val_fraction = {spec.data.val_fraction})."
         )
+    indices, subset, described = _images(record, spec.data.split_seed, split, len(data_split), limit_test, all_test)
+    if len(indices) < len(data_split):
+        data_split = data_split.subset(indices)
     execution = evaluation_execution(record.execution, target)  # as the run's logged rows were computed
     precision = execution.precision
     batch_size = eval_batch_size(spec.train.batch_size)
@@ -124,6 +157,7 @@ def evaluate_run(
         if execution.channels_last:
             model.to(memory_format=torch.channels_last)
         confusion = Confusion(heads, target, matrix=confusion_matrix)
+        answers = Answers(heads)
         metrics = evaluate(
             model,
             data_split,
@@ -134,6 +168,7 @@ def evaluate_run(
             normalize=spec.data.normalize,
             batch_size=batch_size,
             confusion=confusion,
+            answers=answers,
         )
     except torch.OutOfMemoryError:
         raise RunError(
@@ -145,6 +180,15 @@ def evaluate_run(
     weighting = spec.train.loss_weighting
     # the loss with the checkpoint epoch's weights, as its logged rows
     reweight_loss(metrics, weighting and weighting.name, logged_weights(state.get("metrics") or {}))
+    classes = {h.task: h.classes for h in heads}
+    predictions = predictions_of(
+        split,
+        record.dataset,
+        indices.tolist(),
+        answers.collected(),
+        classes,
+        {"limit": subset["limit"], "seed": subset["seed"]},
+    )
     return RunEvaluation(
         run_dir,
         split,
@@ -157,7 +201,67 @@ def evaluate_run(
         class_counts=confusion.class_counts(),
         class_names=dict(dataset.class_names),
         precision=precision,
+        images=len(indices),
+        subset=subset,
+        described=described,
+        predictions=predictions,
+        collapsed=collapsed_heads(metrics, classes),
     )
+
+
+def _images(
+    record, seed: int, split: str, total: int, limit_test: int | None, all_test: bool
+) -> tuple[torch.Tensor, dict[str, Any], str]:
+    """Which images of ``split`` (``total`` of them) an evaluation takes: ``(indices, subset, words)``,
+    ``subset`` as an evaluation.json records it ({"limit", "seed", "all"})."""
+    if split == "val":
+        return (
+            torch.arange(total),
+            {"limit": None, "seed": seed, "all": True},
+            f"val: the run's {total:,} validation images",
+        )
+    if all_test:
+        limit, words = None, f"test: all {total:,} images (--all)"
+    elif limit_test is not None:
+        limit = limit_test
+        words = (
+            f"test: {min(limit, total):,} of the {total:,} images (--limit-test {limit}, seed {seed})"
+            if limit < total
+            else f"test: all {total:,} images (--limit-test {limit} is not fewer)"
+        )
+    elif record.no_test:
+        limit, words = None, f"test: all {total:,} images (the run skipped its own test pass: --no-test)"
+    else:
+        limit = record.limit_test  # the run's own images, as its final test pass drew them
+        words = (
+            f"test: the run's {limit:,} images (--limit-test {limit}, seed {seed})"
+            if limit is not None and limit < total
+            else f"test: the run's {total:,} images (all of the test split)"
+        )
+    indices = final_test_indices(total, limit, seed)
+    return indices, {"limit": limit, "seed": seed, "all": len(indices) == total}, words
+
+
+def save_evaluation(evaluation: RunEvaluation, name: str) -> Path:
+    """Keep ``evaluation`` in its run as ``RUN/evaluations/NAME/`` (runtime/runs/evaluations.py);
+    returns the folder. The caller checked the name and the overwrite (check_new) before evaluating."""
+    saved = Evaluation(
+        name=name,
+        split=evaluation.split,
+        checkpoint=runs.BEST if evaluation.checkpoint == "best" else runs.LAST,
+        metrics=dict(evaluation.metrics),
+        images=evaluation.images,
+        subset=dict(evaluation.subset),
+        graphc_version=graphc.__version__,
+        evaluated=now(),
+        collapsed=evaluation.collapsed,
+        predictions=evaluation.predictions,
+        path=evaluation.run_dir,
+    )
+    try:
+        return write_evaluation(evaluation.run_dir, saved)
+    except OSError as exc:
+        raise runs.write_error(evaluation.run_dir, exc) from None
 
 
 BASELINES = ("majority_acc", "balanced_acc")  # per head: what its accuracy should be read against

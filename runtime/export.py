@@ -3,6 +3,11 @@
 The runtime's half of export: it finds the weights (a run directory or a .pt file),
 the class names and normalisation the run trained with, and a few of the run's own
 images for the parity check; :mod:`graphc.backends.onnx` does the export itself.
+
+``graphc export RUN_DIR --onnx OUT`` exports a run as it trained: its own spec copy (spec.toml
+with the record's [data] and [train] tables) and its best.pt. A spec file with ``--checkpoint``
+must be the run's spec; one that reads another data set (``shared_conv`` with a checkpoint of
+``cifar10_folders``) is refused naming both data sets, with the run-directory command to use.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from graphc.backends.onnx import (
     random_inputs,
     require,
 )
+from graphc.errors import RunError, SpecError, UsageError
 from graphc.ir.graph import Graph
 from graphc.lang.spec import Spec
 from graphc.runtime.data.augment import to_float  # pixels / 255: the same scaling as training and eval
 from graphc.runtime.data.load import load_dataset
-from graphc.runtime.runs.record import RunRecord
+from graphc.runtime.runs.record import RunRecord, checkpoint_record, read_record, spec_of_run
+from graphc.runtime.runs.rundir import BEST, CONFIG, SPEC_COPY, is_run_dir
 from graphc.runtime.runs.weights import Weights, graph_for, load_trained, normalize_of, read_checkpoint
 
 REAL_IMAGES = 64  # data-set images used for parity when a checkpoint and its data are available
@@ -37,7 +44,11 @@ def load_model(
 ) -> tuple[Graph, DeployedModel, Weights]:
     """The model to export, in eval mode: a run's weights from ``checkpoint`` (a run directory or a .pt file),
     else the spec's seeded initialisation."""
-    if isinstance(spec, (str, Path)):
+    if isinstance(spec, (str, Path)) and Path(spec).is_dir():  # a run directory: its spec and (default) best.pt
+        run_dir = Path(spec)
+        spec = spec_of_run_dir(run_dir)
+        checkpoint = run_dir if checkpoint is None else checkpoint
+    elif isinstance(spec, (str, Path)):
         spec = graphc.load_spec(spec)
     if checkpoint is None:
         graph = spec if isinstance(spec, Graph) else graph_for(spec)
@@ -45,9 +56,69 @@ def load_model(
         weights = Weights(normalize=normalize_of(graph), seed=graph.train.seed)
     else:
         file, saved = read_checkpoint(Path(checkpoint))
-        graph = spec if isinstance(spec, Graph) else graph_for(spec, saved)
+        try:
+            graph = spec if isinstance(spec, Graph) else graph_for(spec, saved)
+        except SpecError:  # most often: the spec reads another data set than the run trained on
+            mismatch = data_mismatch(spec, file, saved)
+            if mismatch is None:
+                raise
+            raise UsageError(mismatch) from None
         model, weights = load_trained(graph, file, saved)
     return graph, DeployedModel(model, graph.tasks, weights.normalize).eval(), weights
+
+
+def spec_of_run_dir(run_dir: Path) -> Spec:
+    """The spec a run trained, from its directory: its spec.toml with the record's [data] and [train]
+    tables (CLI overrides included); for a directory with a checkpoint but no record or spec copy, the
+    spec text the checkpoint carries."""
+    run_dir = Path(run_dir)
+    if (run_dir / CONFIG).is_file() and (run_dir / SPEC_COPY).is_file():
+        return spec_of_run(run_dir, read_record(run_dir))
+    if not (run_dir / BEST).is_file() and not is_run_dir(run_dir):
+        raise UsageError(
+            f"{run_dir}: is a directory, neither a spec file nor a run directory (no {CONFIG}, {SPEC_COPY} or "
+            f"{BEST}); give a spec file, a built-in spec name, or a run directory of graphc train."
+        )
+    _, saved = read_checkpoint(run_dir)
+    text = saved.get("spec_text")
+    if not text:
+        raise RunError(f"{run_dir}: has no {SPEC_COPY}, and its {BEST} carries no spec text; give the spec file.")
+    spec = graphc.parse_spec(text, name=saved.get("spec_name"))
+    record = checkpoint_record(saved, run_dir / BEST)
+    return spec if record is None else spec.model_copy(update={"data": record.data, "train": record.train})
+
+
+def data_mismatch(spec: Spec, file: Path, checkpoint: dict) -> str | None:
+    """Why ``spec`` cannot take the weights of ``file`` when the data set it reads is not the one the
+    run trained on (None when the data sets agree: the error is then the spec's own problem)."""
+    record = checkpoint_record(checkpoint, file)
+    if record is None:
+        return None
+    trained = record.dataset or record.data.dataset
+    known = spec.data.known_classes()
+    if (
+        trained == spec.data.dataset
+        and record.classes is not None
+        and all(known.get(task) in (None, count) for task, count in record.classes.items())
+    ):
+        return None
+    root = record.data_root or record.data.root
+    theirs = ", ".join(f"{task} {count}" for task, count in (record.classes or {}).items())
+    ours = ", ".join(f"{task} {count}" for task, count in known.items() if count is not None)
+    run_dir = file.parent if is_run_dir(file.parent) else None
+    fix = (
+        f"Export the run directory instead, which uses the run's own spec copy and best.pt: "
+        f"`graphc export {run_dir} --onnx OUT`."
+        if run_dir is not None
+        else "Export the run directory the checkpoint came from instead (`graphc export RUN_DIR --onnx OUT`), "
+        "which uses the run's own spec copy, or give the spec it was trained from."
+    )
+    return (
+        f"{file} was trained on the {trained} data set{f' ({root})' if root else ''}"
+        f"{f' with classes {theirs}' if theirs else ''}, but spec '{spec.name}'"
+        f"{f' ({spec.source})' if spec.source else ''} reads the {spec.data.dataset} data set"
+        f"{f' with classes {ours}' if ours else ''}, so its heads do not fit those weights. {fix}"
+    )
 
 
 def build_metadata(graph: Graph, weights: Weights) -> dict[str, Any]:
@@ -103,8 +174,14 @@ def verification_inputs(shape: tuple[int, ...], weights: Weights) -> tuple[dict[
 
 
 def _real_images(record: RunRecord, shape: tuple[int, ...]) -> tuple[torch.Tensor, str]:
-    dataset = load_dataset(
-        record.data, dataset=record.dataset, root=record.data_root, image_shape=tuple(shape), download=False
+    dataset = load_dataset(  # the test split (and a few validation images, where there is none): no more
+        record.data,
+        dataset=record.dataset,
+        root=record.data_root,
+        limit_train=1,
+        limit_val=REAL_IMAGES,
+        image_shape=tuple(shape),
+        download=False,
     )
     split, name = (dataset.test, "test") if len(dataset.test) else (dataset.val, "val")
     return split.images[:REAL_IMAGES], name

@@ -13,11 +13,23 @@ decompression bombs), decoded with Pillow (PNG, JPEG, ...), converted to the mod
 channels (L, RGB or RGBA), and resized (bilinear, to exactly H x W, aspect ratio
 not kept) when their size differs from the input's - or rejected with
 ``resize=False``.
+
+What to predict (:func:`find_images`): image files; folders, searched recursively for .png,
+.jpg and .jpeg files (any case; hidden files and folders skipped; a symbolic link that leads out
+of the folder is not followed, and the skipped links are counted in a note); and glob patterns
+(``'photos/*.jpg'``, ``'shots/**/*.png'``), expanded here when the shell did not. Images are
+decoded and run in batches (:data:`BATCH`), with a progress line every few seconds for many
+images; :func:`write_predictions` writes one row per image to a .csv or .jsonl file.
 """
 
 from __future__ import annotations
 
+import csv
+import glob
 import io
+import json
+import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +41,10 @@ import torch
 from graphc.errors import RunError, UsageError
 
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+SUFFIXES = (".png", ".jpg", ".jpeg")  # what a folder or pattern contributes (compared in lower case)
+BATCH = 256  # images decoded and run at a time
+PROGRESS_EVERY = 5.0  # seconds between progress lines
+OUT_FORMATS = (".csv", ".jsonl")
 
 
 @dataclass
@@ -93,18 +109,10 @@ def _first_line(exc: Exception) -> str:
 
 
 def _torch_predictor(run_dir: Path) -> Predictor:
-    import graphc
-    from graphc.runtime.export import build_metadata, load_model
-    from graphc.runtime.runs.rundir import SPEC_COPY
-    from graphc.runtime.runs.weights import read_checkpoint
+    from graphc.runtime.export import build_metadata, load_model, spec_of_run_dir
 
-    spec_file = run_dir / SPEC_COPY
-    if spec_file.is_file():
-        spec = graphc.load_spec(spec_file)
-    else:  # the checkpoint carries the spec text too
-        _, saved = read_checkpoint(run_dir)
-        spec = graphc.parse_spec(saved.get("spec_text") or "", name=saved.get("spec_name"))
-    graph, model, weights = load_model(spec, run_dir)  # its best.pt
+    # The run's spec as it trained (spec.toml with the record's tables; else the checkpoint's text).
+    graph, model, weights = load_model(spec_of_run_dir(run_dir), run_dir)  # its best.pt
     meta = build_metadata(graph, weights)
 
     def run(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -181,14 +189,38 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def predict(
-    model: str | Path | Predictor, images: Sequence[str | Path], top_k: int = 3, resize: bool = True
+    model: str | Path | Predictor,
+    images: Sequence[str | Path],
+    top_k: int = 3,
+    resize: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> tuple[Predictor, list[Prediction]]:
-    """Top-k labels and probabilities per head for each image."""
+    """Top-k labels and probabilities per head for each image (files, folders or patterns:
+    :func:`find_images`), in batches of :data:`BATCH`; ``report`` gets the notes of the search and,
+    for more than one batch, a progress line every :data:`PROGRESS_EVERY` seconds."""
     if top_k < 1:
         raise UsageError(f"--top-k {top_k}: expected a positive number of labels per head.")
     if not images:
-        raise UsageError("no images given; name one or more PNG or JPEG files.")
+        raise UsageError("no images given; name one or more PNG or JPEG files, folders of them, or patterns.")
+    files, notes = find_images(images)
+    for note in notes:
+        if report is not None:
+            report(note)
     predictor = model if isinstance(model, Predictor) else open_model(model)
+    predictions: list[Prediction] = []
+    started = last = time.monotonic()
+    for start in range(0, len(files), BATCH):
+        predictions += _predict_batch(predictor, files[start : start + BATCH], top_k, resize)
+        now = time.monotonic()
+        if report is not None and len(predictions) < len(files) and now - last >= PROGRESS_EVERY:
+            last = now
+            report(f"predicting: {len(predictions):,} / {len(files):,} images")
+    if report is not None and len(files) > BATCH and time.monotonic() - started >= PROGRESS_EVERY:
+        report(f"predicted {len(files):,} images in {time.monotonic() - started:.1f} s")
+    return predictor, predictions
+
+
+def _predict_batch(predictor: Predictor, images: Sequence[Path], top_k: int, resize: bool) -> list[Prediction]:
     pixels, loaded = load_images(images, predictor.input_shape, resize=resize)
     logits = predictor.run(pixels.astype(np.float32) / 255.0)  # the exported model's input scaling
     predictions = [Prediction(image) for image in loaded]
@@ -212,4 +244,144 @@ def predict(
         for row, prediction in zip(probabilities, predictions):
             best = np.argsort(-row, kind="stable")[:k]
             prediction.heads[task] = [{"index": int(i), "label": names[i], "probability": float(row[i])} for i in best]
-    return predictor, predictions
+    return predictions
+
+
+# --------------------------------------------------------------------------- what to predict
+
+
+def find_images(arguments: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
+    """The image files ``arguments`` name, in order, and notes on what was skipped.
+
+    A file is taken as it is (it is read as an image, whatever its name). A folder gives its
+    .png/.jpg/.jpeg files (any case), recursively, sorted; hidden files and folders are skipped,
+    and symbolic links are not followed out of the folder. An argument that does not exist but is
+    a glob pattern (``*``, ``?``, ``[``) is expanded (``**`` spans folders): the images it matches,
+    and those of the folders it matches. A missing plain path is kept, for the reader's message.
+    No image at all is a UsageError (exit 2).
+    """
+    files: list[Path] = []
+    notes: list[str] = []
+    empty: list[str] = []
+    for argument in map(str, arguments):
+        path = Path(argument)
+        if path.is_dir():
+            found = _folder_images(path, notes)
+            empty += [] if found else [f"the folder {argument}"]
+            files += found
+        elif os.path.lexists(argument) or not glob.has_magic(argument):
+            files.append(path)  # a file (or a missing one, which the reader names)
+        else:
+            matches = sorted(glob.glob(argument, recursive=True))
+            found = []
+            for match in map(Path, matches):
+                if match.is_dir():
+                    found += _folder_images(match, notes)
+                elif match.name.lower().endswith(SUFFIXES) and not match.name.startswith("."):
+                    found.append(match)
+            if not matches:
+                empty.append(f"the pattern {argument!r} (it matches no file)")
+            elif not found:
+                empty.append(f"the pattern {argument!r} ({len(matches):,} matches, none a .png/.jpg/.jpeg image)")
+            files += found
+    if not files:
+        raise UsageError(
+            f"no images found in {', '.join(empty) or 'the arguments'}: graphc predict reads .png, .jpg and .jpeg "
+            "files (any case), given one by one, as folders (searched recursively) or as patterns ('photos/*.jpg')."
+        )
+    if empty:
+        notes.append(f"note: no images in {', '.join(empty)}.")
+    return files, notes
+
+
+def _folder_images(folder: Path, notes: list[str]) -> list[Path]:
+    """The images under ``folder``, sorted by path; a symbolic link (file or folder) that leads out
+    of the folder, dangles or loops is skipped and counted in ``notes``. Links to folders inside
+    it are not walked either: what they hold is listed under its own path already."""
+    try:
+        root = folder.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise RunError(f"{folder}: cannot be read ({exc}).") from None
+    found: list[Path] = []
+    skipped: list[str] = []
+    errors: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=errors.append):  # never into linked folders
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in dirnames:
+            if os.path.islink(os.path.join(dirpath, name)) and not _inside(Path(dirpath, name), root):
+                skipped.append(os.path.join(dirpath, name))
+        for name in sorted(filenames):
+            if name.startswith(".") or not name.lower().endswith(SUFFIXES):
+                continue
+            path = Path(dirpath, name)
+            if path.is_symlink() and not _inside(path, root):
+                skipped.append(str(path))
+                continue
+            found.append(path)
+    if errors:
+        raise RunError(f"{errors[0].filename}: cannot be read ({errors[0].strerror or errors[0]}).")
+    if skipped:
+        notes.append(
+            f"note: skipped {len(skipped):,} symbolic link(s) in {folder} that lead out of it or nowhere "
+            f"(e.g. {skipped[0]}); graphc does not follow links out of the folder it is given."
+        )
+    return sorted(found, key=lambda path: path.parts)
+
+
+def _inside(link: Path, root: Path) -> bool:
+    """Whether the symbolic link ``link`` leads to an existing file or folder inside ``root``."""
+    try:
+        return link.resolve(strict=True).is_relative_to(root)
+    except (OSError, RuntimeError):  # dangling, or a loop
+        return False
+
+
+# --------------------------------------------------------------------------- --out
+
+
+def check_out(path: Path) -> None:
+    """Fail before any image is read if ``--out`` cannot be written: its suffix and folder."""
+    path = Path(path)
+    if path.suffix.lower() not in OUT_FORMATS:
+        raise UsageError(f"--out {path}: give a .csv or .jsonl file name (one row per image).")
+    if path.is_dir():
+        raise UsageError(f"--out {path}: is a directory; give a file name such as {path / 'predictions.csv'}.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"--out {path}: the directory {parent} does not exist; create it or choose another path.")
+
+
+def write_predictions(path: Path, predictor: Predictor, predictions: Sequence[Prediction]) -> None:
+    """One row per image to ``path`` (.csv or .jsonl, by its suffix), written atomically.
+
+    CSV: ``path, resized, <task>, <task>_probability`` per head (the top class); JSON lines:
+    ``{"path", "size": [h, w], "resized", "heads": {task: [{index, label, probability}, ...]}}``
+    with the top-k labels of each head."""
+    from graphc.files import atomic_write_text
+
+    path = Path(path)
+    check_out(path)
+    if path.suffix.lower() == ".jsonl":
+        lines = [
+            json.dumps(
+                {"path": p.image.path, "size": list(p.image.size), "resized": p.image.resized, "heads": p.heads},
+                ensure_ascii=False,
+            )
+            for p in predictions
+        ]
+        text = "".join(line + "\n" for line in lines)
+    else:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["path", "resized", *[c for t in predictor.tasks for c in (t, f"{t}_probability")]])
+        for p in predictions:
+            cells = [p.image.path, p.image.resized]
+            for task in predictor.tasks:
+                top = p.heads[task][0]
+                cells += [top["label"], f"{top['probability']:.6f}"]
+            writer.writerow(cells)
+        text = buffer.getvalue()
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise RunError(f"--out {path}: cannot write it ({exc.strerror or exc}); nothing was written.") from None

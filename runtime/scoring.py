@@ -2,7 +2,10 @@
 
 ``evaluate`` is the one evaluation pass of the runtime: a run's validation and final test pass
 (runtime/train/loop.py), ``graphc eval`` (runtime/evaluate.py) and graphc bench all score a model
-through it, in batches of ``eval_batch_size``.
+through it, in batches of ``eval_batch_size``. :class:`Answers` keeps each image's true and
+predicted class per head (the per-image predictions files, runtime/runs/predictions.py), and
+:func:`final_test_indices` picks the test images a run's final pass evaluates (``--limit-test``), so that
+``graphc eval`` evaluates the same ones.
 
 May import: graphc, ``graphc.runtime.device``, ``graphc.runtime.data``, ``graphc.runtime.metrics``.
 """
@@ -28,6 +31,44 @@ def eval_batch_size(train_batch_size: int) -> int:
     return EVAL_BATCH_FACTOR * train_batch_size
 
 
+def final_test_indices(total: int, limit: int | None, seed: int) -> torch.Tensor:
+    """Indices (int64, ascending) of the test images a final test pass evaluates out of ``total``:
+    all of them (``limit`` None or >= total), else a random ``limit`` drawn with ``seed``
+    (data.split_seed: the same images for every run of the data set, whatever its training seed;
+    random, because a test split may be ordered by class)."""
+    if limit is None or limit >= total:
+        return torch.arange(total)
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    return order[:limit].sort().values
+
+
+class Answers:
+    """Each image's true and predicted (argmax) class per head, in the order evaluated, kept on the
+    device until :meth:`collected` (one copy at the end, no sync per batch)."""
+
+    def __init__(self, heads: list[HeadInfo]):
+        self.heads = heads
+        self.true: dict[str, list[torch.Tensor]] = {h.task: [] for h in heads}
+        self.predicted: dict[str, list[torch.Tensor]] = {h.task: [] for h in heads}
+
+    @torch.no_grad()
+    def update(self, outputs, labels) -> None:
+        for head in self.heads:
+            self.true[head.task].append(labels[head.task].detach())
+            self.predicted[head.task].append(outputs[head.task].argmax(dim=1))
+
+    def collected(self) -> dict[str, tuple[list[int], list[int]]]:
+        """``{task: (true, predicted)}`` as lists of ints, one entry per image evaluated."""
+        result = {}
+        for head in self.heads:
+            true, predicted = self.true[head.task], self.predicted[head.task]
+            result[head.task] = (
+                torch.cat(true).cpu().tolist() if true else [],
+                torch.cat(predicted).cpu().tolist() if predicted else [],
+            )
+        return result
+
+
 @torch.inference_mode()
 def evaluate(
     model: torch.nn.Module,
@@ -41,12 +82,14 @@ def evaluate(
     batch_size: int = 256,
     reduce: Callable[[Meter], None] | None = None,
     confusion: Confusion | None = None,
+    answers: Answers | None = None,
 ) -> dict[str, float]:
     """Loss and metrics of ``model`` on ``split`` (a graphc.runtime.data.split.Split), in eval mode, no augmentation.
 
     ``reduce`` adds other processes' sums to the Meter's before the means are taken
     (each evaluated its part of a split; graphc.runtime.train.distributed). ``confusion``, when
-    given, also collects the per-head confusion matrices (of this process's images).
+    given, also collects the per-head confusion matrices (of this process's images); ``answers``,
+    when given, each image's true and predicted class per head (of this process's images).
     """
     from graphc.runtime.data.augment import to_float
     from graphc.runtime.data.batches import gather
@@ -68,6 +111,8 @@ def evaluate(
         meter.update(outputs, labels, total, parts)
         if confusion is not None:
             confusion.update(outputs, labels)
+        if answers is not None:
+            answers.update(outputs, labels)
     model.train(was_training)
     if reduce is not None:
         reduce(meter)

@@ -27,8 +27,10 @@ from graphc.runtime/train/diagnostics.py). Each task's gradient is that of its w
 
 - per shared node N and task T whose gradient reaches it: ``diag/N/norm/T``, the L2 norm of
   T's gradient on N's parameters;
-- per pair of those tasks A, B (in head order): ``diag/N/cos/A:B``, the cosine similarity of
-  their gradients on N's parameters (negative: they pull N's parameters apart);
+- per pair of those tasks A, B, named in sorted order (A < B, whatever the spec's head order, so
+  that every spec names a pair alike; runs of graphc before 0.4 named it in head order, which
+  :func:`canonical_name` turns into this): ``diag/N/cos/A:B``, the cosine similarity of their
+  gradients on N's parameters (negative: they pull N's parameters apart);
 - per reused head H and task R reading it: ``diag/H/share/R``, R's share of the gradient on
   H's reused branch (graphc.ir.gradients.ReusedBranch: the nodes serving H's task alone),
   ``|g_R| / sum of |g_T| over the tasks T whose gradient reaches the branch``, norms over all
@@ -38,6 +40,7 @@ from graphc.runtime/train/diagnostics.py). Each task's gradient is that of its w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from itertools import combinations
 
@@ -48,6 +51,8 @@ TOP5_MIN_CLASSES = 11  # top-5 accuracy only means something with more than 10 c
 TRAIN_ONLY_METRICS = ("lr", "images_per_s", "time_s")  # training rows only
 MULTITASK_METRICS = ("mean_acc", "weighted_acc")
 WEIGHT_PREFIX = "weight/"  # weight/TASK: the loss weights in force (training rows, with [train] loss_weighting)
+# agg/weight/TASK, agg/conflict, agg/norm_ratio: what a gradient aggregator did (training rows, with [train] aggregator)
+AGG_PREFIX = "agg/"
 
 
 def measured_links(paths: Iterable[Sequence[str]], tasks: Iterable[str]) -> list[tuple[str, str]]:
@@ -86,10 +91,28 @@ def diagnostic_names(shared: Sequence[SharedNode], branches: Sequence[ReusedBran
     names = []
     for node in shared:
         names += [f"{DIAGNOSTIC_PREFIX}{node.name}/norm/{task}" for task in node.tasks]
-        names += [f"{DIAGNOSTIC_PREFIX}{node.name}/cos/{a}:{b}" for a, b in combinations(node.tasks, 2)]
+        names += [cosine_name(node.name, a, b) for a, b in combinations(node.tasks, 2)]
     for branch in branches:
         names += [f"{DIAGNOSTIC_PREFIX}{branch.head}/share/{reader}" for reader in branch.readers]
     return names + [f"{DIAGNOSTIC_PREFIX}time_s"] if shared else []
+
+
+def cosine_name(node: str, a: str, b: str) -> str:
+    """``diag/NODE/cos/A:B`` of two tasks, in sorted order (one name for the pair in every spec)."""
+    first, second = sorted((a, b))
+    return f"{DIAGNOSTIC_PREFIX}{node}/cos/{first}:{second}"
+
+
+def canonical_name(name: str) -> str:
+    """A metric name as this graphc writes it: a cosine pair written in head order by graphc before
+    0.4 (``diag/NODE/cos/fine:coarse``, also under ``train/``) in sorted order; any other name as it is."""
+    found = _COSINE.fullmatch(name)
+    if found is None:
+        return name
+    return f"{found[1]}{':'.join(sorted((found[2], found[3])))}"
+
+
+_COSINE = re.compile(rf"((?:train/)?{DIAGNOSTIC_PREFIX}[^/]+/cos/)([^/:]+):([^/:]+)")
 
 
 def watchable_metrics(names: Sequence[str], validation: bool, train_only: Sequence[str] = ()) -> list[str]:
@@ -115,5 +138,11 @@ def monitor_problem(metric: str, available: Sequence[str], val_fraction: float) 
         return (
             f"watches '{metric}', but loss weights are logged only with a [train] loss_weighting table.",
             'add e.g. loss_weighting = { name = "fixed" } to [train], or watch another metric.',
+        )
+    if canonical_name(metric) != metric and canonical_name(metric) in available:
+        return (
+            f"watches '{metric}', which this model logs as '{canonical_name(metric)}' (a pair of tasks is named "
+            "in sorted order since graphc 0.4).",
+            f"watch '{canonical_name(metric)}'.",
         )
     return f"watches '{metric}', which this model does not log.", did_you_mean(metric, available)

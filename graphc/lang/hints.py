@@ -164,6 +164,48 @@ VALUE_HINTS: dict[tuple[str, str], str] = {
 }
 
 
+# [train] aggregator and loss_weighting under other libraries' names (torchjd, LibMTL).
+_AGGREGATORS = "upgrad, mgda, pcgrad, cagrad, nash_mtl, imtl_g, aligned_mtl, graddrop, gradvac, dualproj or random"
+_AGGREGATOR_WORDS = {
+    "nash_mtl": ("nashmtl", "nash"),
+    "imtl_g": ("imtl", "imtlg", "imtl_grad"),
+    "aligned_mtl": ("alignedmtl", "aligned"),
+    "graddrop": ("grad_drop",),
+    "gradvac": ("grad_vac", "gradient_vaccine"),
+    "dualproj": ("dual_proj",),
+    "mgda": ("mgda_ub", "mgdaub", "min_norm"),
+    "pcgrad": ("pc_grad", "gradient_surgery"),
+    "cagrad": ("ca_grad",),
+    "upgrad": ("up_grad", "jd", "jacobian_descent"),
+}
+VALUE_HINTS.update(
+    {
+        **{
+            ("train.aggregator", word): f'aggregator = {{ name = "{name}" }}.'
+            for name, words in _AGGREGATOR_WORDS.items()
+            for word in words
+        },
+        **dict.fromkeys(
+            (("train.aggregator", w) for w in ("famo", "rlw", "gradnorm", "uncertainty", "dwa", "ew", "equal")),
+            'that is a loss weighting, not a gradient aggregator: loss_weighting = { name = "..." } '
+            "(fixed, equal, uncertainty, dwa, gradnorm, famo, rlw).",
+        ),
+        **dict.fromkeys(
+            (("train.aggregator", w) for w in ("sum", "mean", "none", "linear_scalarization", "ls")),
+            "the plain sum of the losses is training without an aggregator: leave aggregator out.",
+        ),
+        **dict.fromkeys(
+            (("train.loss_weighting", w) for w in ("random", "random_weighting", "random_loss_weighting")),
+            'random loss weighting is loss_weighting = { name = "rlw" }.',
+        ),
+        **dict.fromkeys(
+            (("train.loss_weighting", w) for w in tuple(_AGGREGATOR_WORDS) + ("nashmtl", "imtl")),
+            f"that is a gradient aggregator: aggregator = {{ name = ... }} ({_AGGREGATORS}).",
+        ),
+    }
+)
+
+
 # (top-level table, word) -> what to write instead, where a word means something else there.
 SECTION_HINTS: dict[tuple[str, str], str] = {
     (
@@ -177,7 +219,7 @@ SECTION_HINTS: dict[tuple[str, str], str] = {
     (
         "train",
         "scheduler",
-    ): 'the learning-rate schedule is schedule = { name = "onecycle" } (constant | cosine | onecycle).',
+    ): 'the learning-rate schedule is schedule = { name = "onecycle" } (constant | cosine | onecycle | step | plateau).',
 }
 
 

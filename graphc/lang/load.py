@@ -9,6 +9,7 @@ and gives a hint (the closest valid name, the field's description, ...).
 from __future__ import annotations
 
 import functools
+import os
 import re
 import tomllib
 from dataclasses import replace
@@ -18,7 +19,7 @@ from typing import Any, get_args
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from graphc.errors import Problem, SpecError, closest, did_you_mean
-from graphc.lang.builtin import builtin_specs, resolve_spec_path
+from graphc.lang.builtin import builtin_specs, resolve_spec_path, specs_dir
 from graphc.lang.hierarchy import hierarchy_problems
 from graphc.lang.hints import hint_for
 from graphc.lang.spec import NAME_PATTERN, NODE_CLASSES, NodeSpec, Spec
@@ -661,3 +662,39 @@ def load_spec(path: str | Path) -> Spec:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(Problem(f"cannot be read: {exc}.", file=path, hint="is it a UTF-8 text file?")) from None
     return parse_spec(text, path)
+
+
+def resolve_data_root(spec: Spec) -> tuple[Spec, str | None]:
+    """``spec`` with a relative ``[data] root`` made absolute, and a one-line note or None.
+
+    A relative root is read from the folder of the spec file that names it (a spec and its data
+    move together, and the run does not depend on where it was started). For compatibility, a root
+    that exists from the working directory but not from the spec's folder is still read from the
+    working directory, with a note saying so. Built-in specs (graphc's package data) and specs
+    without a file keep the root as written: theirs are relative to the working directory
+    (``data/cifar10``).
+    """
+    root, source = spec.data.root, spec.source
+    if root is None or source is None or Path(root).expanduser().is_absolute() or _is_builtin(Path(source)):
+        return spec, None
+    relative = Path(root).expanduser()
+    beside = Path(os.path.abspath(Path(source).parent / relative))
+    note = None
+    resolved = beside
+    if not beside.exists() and relative.exists():
+        resolved = Path(os.path.abspath(relative))
+        note = (
+            f"note: [data] root = {root!r} in {source} is read from the working directory ({resolved}), as graphc "
+            f"0.3 read every root; a relative root is now read from the spec's folder, where {beside} does not exist. "
+            "Write an absolute root (or pass --data-dir) to silence this."
+        )
+    data = spec.data.model_copy(update={"root": str(resolved)})
+    return spec.model_copy(update={"data": data}), note
+
+
+def _is_builtin(path: Path) -> bool:
+    """A spec file of graphc's own (``graphc specs``): under the built-in specs' folder."""
+    try:
+        return path.resolve().is_relative_to(specs_dir().resolve())
+    except OSError:
+        return False

@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -33,6 +33,7 @@ from pydantic import (
     Field,
     NonNegativeInt,
     PositiveInt,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -688,7 +689,8 @@ class DataSpec(_Strict):
     root: str | None = Field(
         default=None,
         description="cifar100: directory holding (or to receive) cifar-100-python/; "
-        "imagefolder: directory with train/<class>/ and test/<class>/.",
+        "imagefolder: directory with train/<class>/ and test/<class>/. A relative path is read from the "
+        "spec file's folder (built-in specs: from the working directory); --data-dir overrides it.",
     )
     val_fraction: float = Field(
         default=0.2, ge=0.0, lt=1.0, description="Fraction of the training images held out for validation."
@@ -768,10 +770,48 @@ OptimizerSpec = Annotated[AdamOptimizer | AdamWOptimizer | SGDOptimizer, Field(d
 class ScheduleSpec(_Strict):
     """Learning-rate schedule over the whole run, stepped every batch."""
 
-    name: Literal["constant", "cosine", "onecycle"] = Field(default="constant", description="Schedule shape.")
-    warmup_epochs: float = Field(default=0.0, ge=0, description="Linear warm-up from 0, in epochs (constant, cosine).")
+    name: Literal["constant", "cosine", "onecycle", "step", "plateau"] = Field(
+        default="constant", description="Schedule shape."
+    )
+    warmup_epochs: float = Field(
+        default=0.0,
+        ge=0,
+        description="Linear warm-up from 0, in epochs (every schedule but onecycle, which rises by itself); "
+        "multiplies the schedule's factor.",
+    )
     min_lr_ratio: float = Field(default=0.0, ge=0, le=1, description="cosine: final lr as a fraction of lr.")
     pct_start: float = Field(default=0.3, gt=0, lt=1, description="onecycle: fraction of the run spent rising.")
+    milestones: list[PositiveInt] = Field(
+        default_factory=list, description="step: epochs after which the lr is multiplied by gamma (increasing)."
+    )
+    gamma: float = Field(default=0.1, gt=0, le=1, description="step: the factor at each milestone.")
+    metric: str | None = Field(
+        default=None, description="plateau: the metric watched (as select.metric); omitted: train.select's metric."
+    )
+    mode: Literal["min", "max"] | None = Field(
+        default=None, description="plateau: whether lower or higher is better; omitted: train.select's mode."
+    )
+    factor: float = Field(default=0.1, gt=0, lt=1, description="plateau: the lr's factor when the metric stalls.")
+    patience: NonNegativeInt = Field(
+        default=10, description="plateau: epochs without improvement before the lr is reduced."
+    )
+    threshold: float = Field(
+        default=1e-4, ge=0, description="plateau: relative improvement that counts (torch's 'rel' mode)."
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_its_shape(self):
+        if self.milestones and self.milestones != sorted(set(self.milestones)):
+            raise ValueError("milestones must be increasing epochs, e.g. [30, 60, 90]")
+        if self.name != "step" and self.milestones:
+            raise ValueError(f'milestones are for name = "step", not {self.name!r}')
+        if self.name != "plateau" and (self.metric is not None or self.mode is not None):
+            raise ValueError(f'metric and mode are for name = "plateau", not {self.name!r}')
+        if self.metric is not None and (
+            self.metric.startswith("test/") or not re.fullmatch(MONITOR_PATTERN, self.metric)
+        ):
+            raise ValueError("metric must be 'train/METRIC', 'val/METRIC' or 'val/TASK/METRIC', as select.metric")
+        return self
 
 
 class FixedWeighting(_Strict):
@@ -811,8 +851,137 @@ class GradNormWeighting(_Strict):
     )
 
 
+class FAMOWeighting(_Strict):
+    """FAMO (Liu et al., NeurIPS 2023): task logits xi, z = softmax(xi); the model follows the gradient
+    of sum z_t log L_t (rescaled), and xi learns after each step from how much each loss fell."""
+
+    name: Literal["famo"] = Field(description="Loss-weighting tag: fast adaptive multitask optimisation.")
+    lr: float = Field(default=0.025, gt=0, description="Learning rate of the logits' own Adam optimiser.")
+    gamma: float = Field(default=0.01, ge=0, description="Weight decay (L2) of the logits (0.01: the authors' code).")
+
+
+class RLWWeighting(_Strict):
+    """Random loss weighting (Lin et al., TMLR 2022): each step, K * softmax of K standard normal draws."""
+
+    name: Literal["rlw"] = Field(description="Loss-weighting tag: random loss weighting.")
+
+
 LossWeightingSpec = Annotated[
-    FixedWeighting | EqualWeighting | UncertaintyWeighting | DWAWeighting | GradNormWeighting,
+    FixedWeighting
+    | EqualWeighting
+    | UncertaintyWeighting
+    | DWAWeighting
+    | GradNormWeighting
+    | FAMOWeighting
+    | RLWWeighting,
+    Field(discriminator="name"),
+]
+
+
+# Gradient aggregators ([train] aggregator): torchjd's, options passed through under torchjd's names.
+PrefVector = list[Annotated[float, Field(gt=0)]] | None
+
+
+class UPGradAggregator(_Strict):
+    """UPGrad (Quinton and Rey, 2024): each task gradient projected onto the dual cone of all, averaged."""
+
+    name: Literal["upgrad"] = Field(description="Aggregator tag: unconflicting projection of gradients.")
+    pref_vector: PrefVector = Field(
+        default=None, description="Relative weight per head (head order) before projection; omitted: equal."
+    )
+
+
+class MGDAAggregator(_Strict):
+    """MGDA (Desideri 2012; Sener and Koltun 2018): the min-norm point of the gradients' convex hull."""
+
+    name: Literal["mgda"] = Field(description="Aggregator tag: multiple-gradient descent.")
+    epsilon: float = Field(default=0.001, gt=0, description="Frank-Wolfe stopping tolerance.")
+    max_iters: PositiveInt = Field(default=100, description="Most Frank-Wolfe iterations.")
+
+
+class PCGradAggregator(_Strict):
+    """PCGrad (Yu et al. 2020): each gradient projected off the others it conflicts with, then summed."""
+
+    name: Literal["pcgrad"] = Field(description="Aggregator tag: projecting conflicting gradients.")
+
+
+class CAGradAggregator(_Strict):
+    """CAGrad (Liu et al. 2021): the update maximising the worst task's improvement near the mean gradient."""
+
+    name: Literal["cagrad"] = Field(description="Aggregator tag: conflict-averse gradient descent.")
+    c: float = Field(
+        default=0.4, ge=0, description="Radius of the ball around the mean gradient (torchjd requires it; 0.4)."
+    )
+    norm_eps: float = Field(default=0.0001, ge=0, description="Added to the Gramian's norm before normalising.")
+
+
+class NashMTLAggregator(_Strict):
+    """Nash-MTL (Navon et al. 2022): the Nash bargaining solution between the tasks' gradients (stateful)."""
+
+    name: Literal["nash_mtl"] = Field(description="Aggregator tag: multi-task learning as a bargaining game.")
+    max_norm: float = Field(default=1.0, ge=0, description="Largest norm of the update (0: no clipping).")
+    update_weights_every: PositiveInt = Field(default=1, description="Steps between solving for new weights.")
+    optim_niter: PositiveInt = Field(default=20, description="Iterations of the convex solver per solve.")
+
+
+class IMTLGAggregator(_Strict):
+    """IMTL-G (Liu et al. 2021): weights giving the update an equal projection onto every task's unit gradient."""
+
+    name: Literal["imtl_g"] = Field(description="Aggregator tag: impartial multi-task learning (gradient part).")
+
+
+class AlignedMTLAggregator(_Strict):
+    """Aligned-MTL (Senushkin et al. 2023): the gradients' matrix made well-conditioned (aligned) before summing."""
+
+    name: Literal["aligned_mtl"] = Field(description="Aggregator tag: aligned multi-task learning.")
+    pref_vector: PrefVector = Field(default=None, description="Relative weight per head (head order); omitted: equal.")
+    scale_mode: Literal["min", "median", "rmse"] = Field(
+        default="min", description="Which singular value scales the aligned gradients."
+    )
+
+
+class GradDropAggregator(_Strict):
+    """GradDrop (Chen et al. 2020): each coordinate keeps only the gradients of one sign, drawn by their purity."""
+
+    name: Literal["graddrop"] = Field(description="Aggregator tag: gradient sign dropout.")
+    leak: list[Annotated[float, Field(ge=0, le=1)]] | None = Field(
+        default=None, description="Per head (head order), the fraction of its gradient kept regardless; omitted: 0."
+    )
+
+
+class GradVacAggregator(_Strict):
+    """GradVac (Wang et al. 2021): pairs of gradients pushed towards an EMA target cosine (stateful)."""
+
+    name: Literal["gradvac"] = Field(description="Aggregator tag: gradient vaccine.")
+    beta: float = Field(default=0.5, ge=0, le=1, description="EMA rate of the target cosines.")
+    eps: float = Field(default=1e-8, ge=0, description="Added to denominators.")
+
+
+class DualProjAggregator(_Strict):
+    """DualProj: the mean gradient projected onto the dual cone of the gradients (no conflict with any)."""
+
+    name: Literal["dualproj"] = Field(description="Aggregator tag: projection onto the dual cone.")
+    pref_vector: PrefVector = Field(default=None, description="Relative weight per head (head order); omitted: equal.")
+
+
+class RandomAggregator(_Strict):
+    """Random (Lin et al. 2022): a random convex combination of the gradients each step (softmax of normals)."""
+
+    name: Literal["random"] = Field(description="Aggregator tag: random gradient weighting.")
+
+
+AggregatorSpec = Annotated[
+    UPGradAggregator
+    | MGDAAggregator
+    | PCGradAggregator
+    | CAGradAggregator
+    | NashMTLAggregator
+    | IMTLGAggregator
+    | AlignedMTLAggregator
+    | GradDropAggregator
+    | GradVacAggregator
+    | DualProjAggregator
+    | RandomAggregator,
     Field(discriminator="name"),
 ]
 
@@ -875,7 +1044,15 @@ class TrainSpec(_Strict):
     loss_weighting: LossWeightingSpec | None = Field(
         default=None,
         description="How the heads' losses are weighted into the total: fixed (the heads' loss_weight; the default "
-        "when omitted), equal, uncertainty, dwa or gradnorm. With the table, training rows log weight/TASK.",
+        "when omitted), equal, uncertainty, dwa, gradnorm, famo or rlw. With the table, training rows log weight/TASK.",
+    )
+    aggregator: AggregatorSpec | None = Field(
+        default=None,
+        description="Jacobian descent: the parameters several heads' gradients reach (the shared nodes of the "
+        "gradient diagnostics) "
+        "get torchjd's aggregate of the per-head gradients of the (loss-weighted) losses instead of their sum; "
+        "the others get their own head's gradient. upgrad, mgda, pcgrad, cagrad, nash_mtl, imtl_g, aligned_mtl, "
+        "graddrop, gradvac, dualproj or random. Training rows log agg/weight/TASK, agg/conflict, agg/norm_ratio.",
     )
     early_stopping: EarlyStopping | None = Field(default=None, description="Early stopping; omitted = off.")
     select: Monitor = Field(default_factory=Monitor, description="Metric that picks the best checkpoint (best.pt).")
@@ -927,6 +1104,42 @@ class TrainSpec(_Strict):
             "(both must have parameters, and every shape must fit). --init-map NEW=OLD adds to it.",
         )
     )
+
+    @field_validator("aggregator", mode="wrap")
+    @classmethod
+    def _aggregator_options(cls, value, handler):
+        # An unknown option: name the aggregator's options (torchjd's names), not only the bad word.
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            extra = [e for e in exc.errors() if e["type"] == "extra_forbidden"]
+            tag = value.get("name") if isinstance(value, dict) else None
+            member = next(
+                (m for m in get_args(get_args(AggregatorSpec)[0]) if m.model_fields["name"].annotation == Literal[tag]),
+                None,
+            )
+            if not extra or member is None:
+                raise
+            bad = ", ".join(repr(str(e["loc"][-1])) for e in extra)
+            options = [f for f in member.model_fields if f != "name"]
+            known = "its options are " + ", ".join(options) if options else "it takes no options"
+            raise ValueError(
+                f"unknown option {bad} for aggregator {tag!r}: {known} (torchjd's names; see graphc schema)"
+            ) from None
+
+    @model_validator(mode="after")
+    def _aggregator_composes(self):
+        # Weights scale the losses before aggregation; a method whose weights learn from the weighted
+        # sum's own gradient (uncertainty, gradnorm) has no such sum under an aggregator.
+        if self.aggregator is not None and self.loss_weighting is not None:
+            if self.loss_weighting.name in ("uncertainty", "gradnorm"):
+                raise ValueError(
+                    f"loss_weighting {self.loss_weighting.name!r} learns its weights from the gradient of the weighted "
+                    f"sum of the losses, which aggregator {self.aggregator.name!r} replaces: use one of them, or a "
+                    "loss_weighting that composes with an aggregator (fixed, equal, dwa, famo, rlw: the weights scale "
+                    "the losses before aggregation)"
+                )
+        return self
 
 
 # --------------------------------------------------------------------------- the spec

@@ -57,8 +57,12 @@ def _how_to_get_it(root: Path) -> str:
         f"Put the CIFAR-100 python release at {root / FOLDER}/ (files {', '.join(FILES)}): on a machine with "
         f"internet, download {URL} (md5 {ARCHIVE_MD5}) and run `tar -xzf {ARCHIVE} -C {root}`, or place "
         f"{ARCHIVE} itself in {root}/ and graphc unpacks it; or point --data-dir (or [data] root) at a "
-        f"directory that already holds {FOLDER}/."
+        f"directory that already holds {FOLDER}/. {TRY_NOW}"
     )
+
+
+# Every missing-data message ends with it: the way to see graphc work before the data is there.
+TRY_NOW = "To try graphc now, without CIFAR-100: add --dataset synthetic (generated images, no download)."
 
 
 def _md5(path: Path) -> str:

@@ -28,6 +28,11 @@
   before it is decoded: a few-kilobyte PNG can claim gigabytes (a decompression bomb);
   only regular files are read (runtime/data/image_files.py, shared with graphc predict).
 
+Only the images asked for are decoded (:func:`read_imagefolder`): :func:`open_imagefolder` lists and
+checks the folder without decoding, the caller picks the training images it uses (a limited run:
+graphc.runtime.data.load), and the rest stay on disk. Progress lines (:class:`Progress`) say how
+many images are read, decoded and found in the cache.
+
 Decoding happens once: the uint8 tensors go to a cache file in
 ``default_data_dir()/imagefolder-cache/`` (not ROOT, which may be read-only or
 shared, and so that one folder holds every cache and can be deleted as one).
@@ -41,6 +46,10 @@ ctime to now, which no user-space call can set back. The file's bytes are not ha
 that would read every image on every load, most of the cost the cache saves, while the
 stat is already made for the listing. (On a file system without real inodes or ctimes
 - some FUSE and network mounts - delete the cache folder after replacing images.)
+A cache of some training images (a limited run's) is a partial cache (:data:`CACHE_PARTIAL`, with
+``train_index``, the positions it holds, and the whole test split); a later read decodes only what it
+lacks and writes the union back, in the format of a full cache once it holds every image. (A graphc
+before partial caches reads one as a foreign file and decodes the folder again.)
 It is written to a temporary file and renamed into place, so an interrupted run never
 leaves a torn cache; a cache that cannot be written (full disk, file too large,
 read-only file system) is skipped with one warning and the data set is used as decoded.
@@ -52,9 +61,12 @@ import errno
 import hashlib
 import os
 import re
+import time
 import unicodedata
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -66,7 +78,8 @@ from graphc.runtime.data.image_files import read_image_file
 from graphc.runtime.data.split import Split, compose, default_data_dir
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
-CACHE_FORMAT = "graphc-imagefolder/1"
+CACHE_FORMAT = "graphc-imagefolder/1"  # every image of the folder
+CACHE_PARTIAL = "graphc-imagefolder/1-partial"  # some training images (train_index) and the test split
 LAYOUT = "ROOT/train/<class>/*.png|jpg|jpeg and ROOT/test/<class>/*.png|jpg|jpeg"
 
 
@@ -161,17 +174,20 @@ def class_labels(folders: list[str], where: Path) -> list[str]:
     return sorted(set(normal))
 
 
-def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]], str]:
+def scan(root: Path, where: str | None = None) -> tuple[list[str], dict[str, list[tuple[str, int]]], str]:
     """Class names, ``{split: [(file path, class index)]}`` and a fingerprint of every file.
+    ``where``: what sets the folder (``--data-dir, or [data] root in FILE``), for the messages of a
+    missing folder.
 
     Paths stay ``str``: building 60,000 ``Path`` objects would cost more than the stats."""
+    point = f" Point {where or '--data-dir, or [data] root'}, at the folder that holds train/ and test/."
     if not root.is_dir():
-        raise RunError(f"the image folder {root} does not exist (or is not a directory); expected {LAYOUT}.")
+        raise RunError(f"the image folder {root} does not exist (or is not a directory); expected {LAYOUT}.{point}")
     for split in ("train", "test"):
         if (root / split).is_symlink():
             _follow(root / split, root)
         if not (root / split).is_dir():
-            raise RunError(f"the image folder {root} has no {split}/ directory; expected {LAYOUT}.")
+            raise RunError(f"the image folder {root} has no {split}/ directory; expected {LAYOUT}.{point}")
     folders = _class_folders(root / "train", root)
     if not folders:
         raise RunError(f"{root / 'train'} has no class folders; expected {LAYOUT}.")
@@ -315,28 +331,82 @@ def _decode(path: str, channels: int, size: tuple[int, int] | None, resize: bool
     return image  # (C, H, W) uint8
 
 
-def decode_all(paths: list[str], channels: int, size: tuple[int, int] | None, resize: bool) -> torch.Tensor:
+def decode_all(
+    paths: list[str],
+    channels: int,
+    size: tuple[int, int] | None,
+    resize: bool,
+    done: Callable[[int], None] | None = None,
+) -> torch.Tensor:
     """Decode ``paths`` into one uint8 (N, C, H, W) tensor, on a few threads (file reads and
-    torch ops release the GIL, so this gains a little even on small machines)."""
+    torch ops release the GIL, so this gains a little even on small machines). ``done(n)`` is
+    called (on this thread) as each chunk of ``n`` images is decoded, for progress lines."""
     from PIL.Image import DecompressionBombWarning  # read_image_file raises instead
 
     if size is None:  # no input shape and no resize: the first image sets the size
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
-            warnings.filterwarnings("ignore", category=DecompressionBombWarning)
-            size = tuple(_decode(paths[0], channels, None, False).shape[1:])
+        size = first_size(paths[0], channels)
     images = torch.empty(len(paths), channels, *size, dtype=torch.uint8)
 
-    def work(start: int) -> None:
-        for i in range(start, min(start + 256, len(paths))):
+    def work(start: int) -> int:
+        end = min(start + CHUNK, len(paths))
+        for i in range(start, end):
             images[i] = _decode(paths[i], channels, size, resize)
+        return end - start
 
     with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         # torchvision >= 0.29 marks its image decoders deprecated in favour of torchcodec; they still work.
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
         warnings.filterwarnings("ignore", category=DecompressionBombWarning)
-        list(pool.map(work, range(0, len(paths), 256)))  # list(): re-raise the first error
+        for count in pool.map(work, range(0, len(paths), CHUNK)):  # in order; re-raises the first error
+            if done is not None:
+                done(count)
     return images
+
+
+CHUNK = 256  # images per decoding task
+
+
+def first_size(path: str, channels: int) -> tuple[int, int]:
+    """Height x width of the image at ``path``: the size every image must have when neither the
+    input node nor ``[data] resize`` gives one (the first training image's, in file order)."""
+    from PIL.Image import DecompressionBombWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+        warnings.filterwarnings("ignore", category=DecompressionBombWarning)
+        return tuple(_decode(path, channels, None, False).shape[1:])
+
+
+class Progress:
+    """Progress lines of an image folder's read, through ``report`` (None: silent): one when decoding
+    starts, one every :attr:`EVERY` seconds, one at the end (when there was a line before it)."""
+
+    EVERY = 5.0  # seconds between lines
+
+    def __init__(self, report: Callable[[str], None] | None, root: Path, total: int, hits: int):
+        self.report, self.total, self.hits, self.every = report, total, hits, self.EVERY
+        self.done = hits
+        self.started = self.last = time.monotonic()
+        if report is not None and total > hits:
+            report(
+                f"reading images from {root}: {total - hits:,} to decode, {hits:,} from the cache "
+                f"({total:,} in all; the first read of a folder decodes, later ones read the cache)"
+            )
+
+    def line(self) -> str:
+        return f"reading images: {self.done:,} / {self.total:,} (cache: {self.hits:,} hit)"
+
+    def add(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if self.report is not None and now - self.last >= self.every and self.done < self.total:
+            self.last = now
+            self.report(self.line())
+
+    def end(self) -> None:
+        if self.report is not None and self.done > self.hits:
+            elapsed = time.monotonic() - self.started
+            self.report(f"read {self.done:,} images in {elapsed:.1f} s (cache: {self.hits:,} hit)")
 
 
 # --------------------------------------------------------------------------- the cache
@@ -355,7 +425,9 @@ def _read_cache(path: Path, key: str) -> dict | None:
         cached = torch.load(path, weights_only=True)
     except Exception:  # torn or foreign file: decode again and overwrite it
         return None
-    if not isinstance(cached, dict) or cached.get("format") != CACHE_FORMAT or cached.get("key") != key:
+    if not isinstance(cached, dict) or cached.get("format") not in (CACHE_FORMAT, CACHE_PARTIAL):
+        return None
+    if cached.get("key") != key:
         return None
     return cached
 
@@ -372,6 +444,133 @@ def _write_cache(path: Path, content: dict) -> None:
 # --------------------------------------------------------------------------- the data set
 
 
+@dataclass(frozen=True)
+class Folder:
+    """An image folder as its listing gives it, before any image is decoded: what
+    :func:`read_imagefolder` decodes from, and what a caller needs to choose the images it reads."""
+
+    root: Path
+    channels: int
+    size: tuple[int, int] | None  # every image's height x width (None: the first training image's)
+    resize: bool
+    classes: list[str]
+    files: dict[str, list[tuple[str, int]]]  # split -> [(file path, class index)], in file order
+    key: str  # the fingerprint of every file (the cache's key)
+    label: str
+    class_names: dict[str, list[str]]
+    links: dict[tuple[str, str], torch.Tensor]
+    maps: dict[str, torch.Tensor]  # label field -> folder class index -> its class
+
+    @property
+    def pool_size(self) -> int:
+        """Images in the training pool (train/), before the validation split."""
+        return len(self.files["train"])
+
+    def split(self, images: torch.Tensor, folder_labels: torch.Tensor) -> Split:
+        folder_labels = folder_labels.to(torch.int64)
+        labels = {self.label: folder_labels, **{field: m[folder_labels] for field, m in self.maps.items()}}
+        return Split(images=images.contiguous(), labels=labels)
+
+
+def open_imagefolder(
+    root: str | Path,
+    *,
+    label: str = "fine",
+    hierarchy: dict[str, dict[str, list[str]]] | None = None,
+    resize: tuple[int, int] | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+    where: str | None = None,
+) -> Folder:
+    """List and check an image folder (every check but the images' own), decoding nothing.
+    ``where``: what sets the folder, for the message of a missing one (:func:`scan`)."""
+    root, channels, size = _options(root, resize, image_shape)
+    classes, files, key = scan(root, where)
+    class_names, links = derive_labels(classes, label, hierarchy or {}, root)
+    # Every field's labels from the folder labels: a nested field through its chain (fine -> coarse -> super).
+    maps = {path[-1]: compose(links, path) for path in hierarchy_paths(links) if path[0] == label}
+    return Folder(root, channels, size, resize is not None, classes, files, key, label, class_names, links, maps)
+
+
+def read_imagefolder(
+    folder: Folder,
+    select: torch.Tensor | None = None,
+    *,
+    cache_dir: Path | None = None,
+    report: Callable[[str], None] | None = None,
+) -> tuple[Split, Split]:
+    """``(pool, test)``: the training pool's images at the positions ``select`` (an int64 tensor,
+    in its order; None: every image in file order) and the whole test split.
+
+    Only images the cache does not hold are decoded: with ``select``, those selected (a limited
+    run reads the images it uses, not the folder). What was decoded is added to the cache: a
+    cache of every image is written in the format of a full read, one of some images as a partial
+    cache (``train_index`` says which) that later reads complete. ``report`` gets the progress lines.
+    """
+    files, n = folder.files, folder.pool_size
+    path = cache_file(folder.root, folder.channels, folder.size, folder.resize, cache_dir or default_cache_dir())
+    cached = _read_cache(path, folder.key) or {}
+    train_labels = torch.tensor([c for _, c in files["train"]], dtype=torch.int64)
+    test_labels = torch.tensor([c for _, c in files["test"]], dtype=torch.int64)
+    have = cached.get("train_index", torch.arange(n) if cached.get("format") == CACHE_FORMAT else None)
+    have_images = cached.get("train_images")
+    if have is None or have_images is None or len(have) != len(have_images) or (len(have) and int(have.max()) >= n):
+        have, have_images = torch.zeros(0, dtype=torch.int64), None  # nothing usable cached
+    test_images = cached.get("test_images")
+    size = folder.size
+    if size is None:  # the first training image's, as every image was decoded at
+        size = (
+            tuple(have_images.shape[2:])
+            if have_images is not None
+            else first_size(files["train"][0][0], folder.channels)
+        )
+    if have_images is None:
+        have_images = torch.empty(0, folder.channels, *size, dtype=torch.uint8)
+
+    position = torch.full((n,), -1, dtype=torch.int64)
+    position[have] = torch.arange(len(have))
+    wanted = torch.arange(n) if select is None else select.to(torch.int64)
+    needed = torch.unique(wanted)  # sorted: decoded in file order
+    missing = needed[position[needed] < 0]
+    test_hits = len(files["test"]) if test_images is not None else 0
+    progress = Progress(report, folder.root, len(needed) + len(files["test"]), len(needed) - len(missing) + test_hits)
+    train_paths = [files["train"][i][0] for i in missing.tolist()]
+    decoded = decode_all(train_paths, folder.channels, size, folder.resize, progress.add) if train_paths else None
+    if test_images is None:
+        # The test images must match the training images' size even when the first image set it.
+        test_images = decode_all([p for p, _ in files["test"]], folder.channels, size, folder.resize, progress.add)
+    progress.end()
+    if decoded is not None or not test_hits:
+        if decoded is not None and not len(have):  # nothing was cached: what was decoded, in file order
+            have, have_images = missing, decoded
+        elif decoded is not None:  # the cache and the new images, in file order
+            have = torch.cat([have, missing])
+            order = torch.argsort(have)
+            have, have_images = have[order], torch.cat([have_images, decoded])[order]
+        position[have] = torch.arange(len(have))
+        complete = len(have) == n
+        content = {
+            "format": CACHE_FORMAT if complete else CACHE_PARTIAL,
+            "key": folder.key,
+            "classes": folder.classes,
+            "train_images": have_images,
+            "train_labels": train_labels,
+            "test_images": test_images,
+            "test_labels": test_labels,
+        }
+        if not complete:
+            content["train_index"] = have
+        _write_cache(path, content)
+    if select is None and len(have) == n:
+        pool = folder.split(have_images, train_labels)  # every image, in file order: no copy
+    else:
+        pool = folder.split(have_images[position[wanted]], train_labels[wanted])
+    return pool, folder.split(test_images, test_labels)
+
+
+def default_cache_dir() -> Path:
+    return default_data_dir() / "imagefolder-cache"
+
+
 def load_imagefolder(
     root: str | Path,
     *,
@@ -380,38 +579,12 @@ def load_imagefolder(
     resize: tuple[int, int] | None = None,
     image_shape: tuple[int, int, int] | None = None,
     cache_dir: Path | None = None,
+    report: Callable[[str], None] | None = None,
 ):
-    """Return ``(train_pool, test, class_names, hierarchy)`` of an image folder."""
-    root, channels, size = _options(root, resize, image_shape)
-    classes, files, key = scan(root)
-    class_names, links = derive_labels(classes, label, hierarchy or {}, root)
-    # Every field's labels from the folder labels: a nested field through its chain (fine -> coarse -> super).
-    maps = {path[-1]: compose(links, path) for path in hierarchy_paths(links) if path[0] == label}
-
-    path = cache_file(root, channels, size, resize is not None, cache_dir or default_data_dir() / "imagefolder-cache")
-    cached = _read_cache(path, key)
-    if cached is None:
-        train_paths, test_paths = [p for p, _ in files["train"]], [p for p, _ in files["test"]]
-        train_images = decode_all(train_paths, channels, size, resize is not None)
-        # The test images must match the training images' size even when the first image set it.
-        test_images = decode_all(test_paths, channels, tuple(train_images.shape[2:]), resize is not None)
-        cached = {
-            "format": CACHE_FORMAT,
-            "key": key,
-            "classes": classes,
-            "train_images": train_images,
-            "train_labels": torch.tensor([c for _, c in files["train"]]),
-            "test_images": test_images,
-            "test_labels": torch.tensor([c for _, c in files["test"]]),
-        }
-        _write_cache(path, cached)
-
-    def split(name: str) -> Split:
-        folder_labels = cached[f"{name}_labels"].to(torch.int64)
-        labels = {label: folder_labels, **{field: mapping[folder_labels] for field, mapping in maps.items()}}
-        return Split(images=cached[f"{name}_images"].contiguous(), labels=labels)
-
-    return split("train"), split("test"), class_names, links
+    """Return ``(train_pool, test, class_names, hierarchy)`` of an image folder: every image."""
+    folder = open_imagefolder(root, label=label, hierarchy=hierarchy, resize=resize, image_shape=image_shape)
+    pool, test = read_imagefolder(folder, cache_dir=cache_dir, report=report)
+    return pool, test, folder.class_names, folder.links
 
 
 def probe_imagefolder(
@@ -421,13 +594,14 @@ def probe_imagefolder(
     hierarchy: dict[str, dict[str, list[str]]] | None = None,
     resize: tuple[int, int] | None = None,
     image_shape: tuple[int, int, int] | None = None,
+    where: str | None = None,
 ) -> tuple[dict[str, list[str]], tuple[int, ...], int]:
     """``(class_names, image shape, training images)`` of an image folder, checked as
     :func:`load_imagefolder` checks it (same functions, same messages) but from the folder
     listing and the first image of every class in each split: what ``graphc check --data``
     reads, in seconds whatever the size of the set."""
     root, channels, size = _options(root, resize, image_shape)
-    classes, files, _ = scan(root)
+    classes, files, _ = scan(root, where)
     class_names, _ = derive_labels(classes, label, hierarchy or {}, root)
     first: dict[str, dict[int, str]] = {"train": {}, "test": {}}  # split -> class -> its first file
     for split in first:

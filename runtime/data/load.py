@@ -1,17 +1,49 @@
 """One entry point for every data set: ``load_dataset(spec)`` -> a :class:`Dataset` with train/val/test splits;
-and ``probe_dataset(spec)``, what ``graphc check --data`` reads: the class lists and one image per class."""
+and ``probe_dataset(spec)``, what ``graphc check --data`` reads: the class lists and one image per class.
+
+Limits limit what is read: an image folder decodes only the training and validation images a run
+uses (``--limit-train``, ``--limit-val``: chosen from the folder listing by the split seed, the same
+images a full read would give), and :func:`validation_limit` is the validation size of a run that
+limits training but not validation.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from graphc.errors import UsageError
+import torch
+
+from graphc.errors import RunError, UsageError
 from graphc.lang.spec import DataSpec
 from graphc.runtime.data.cifar100 import load_cifar100, probe_cifar100
-from graphc.runtime.data.imagefolder import load_imagefolder, probe_imagefolder
-from graphc.runtime.data.split import Dataset, check_image_shape, split_pool
+from graphc.runtime.data.imagefolder import open_imagefolder, probe_imagefolder, read_imagefolder
+from graphc.runtime.data.split import Dataset, check_image_shape, split_indices
 from graphc.runtime.data.synthetic import make_synthetic, synthetic_class_names
+
+MIN_VALIDATION = 500  # validation images of a run that limits training but not validation, at least
+VALIDATION_SHARE = 4  # ... and otherwise a quarter of its training images (train : val = 4 : 1, val_fraction 0.2's)
+
+
+def validation_limit(limit_train: int | None, limit_val: int | None) -> int | None:
+    """``graphc train``'s validation limit: ``--limit-val`` when given; with ``--limit-train N`` alone,
+    ``max(ceil(N / 4), 500)``: the 4 : 1 ratio of the default val_fraction (0.2), never fewer than 500
+    images (where the validation split has them), so that a quick run validates in proportion to what
+    it trains on, not on the whole split, and its accuracy is still measured on enough images."""
+    if limit_val is not None or limit_train is None:
+        return limit_val
+    return max(-(-limit_train // VALIDATION_SHARE), MIN_VALIDATION)
+
+
+def validation_note(limit_train: int | None, limit_val: int | None) -> str | None:
+    """The line ``graphc train`` prints at start when the rule of :func:`validation_limit` set the limit."""
+    if limit_train is None or limit_val is None or limit_val != validation_limit(limit_train, None):
+        return None
+    return (
+        f"validation: at most {limit_val:,} images (--limit-train {limit_train:,} without --limit-val validates on "
+        f"max(N / {VALIDATION_SHARE}, {MIN_VALIDATION}); --limit-val sets another number)"
+    )
 
 
 def load_dataset(
@@ -23,6 +55,8 @@ def load_dataset(
     limit_val: int | None = None,
     image_shape: tuple[int, int, int] | None = None,
     download: bool = True,
+    source: Path | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> Dataset:
     """Load the data set ``data`` describes.
 
@@ -31,8 +65,10 @@ def load_dataset(
     [C, H, W]: synthetic images are generated at that shape, cifar100 and
     imagefolder images must have it (imagefolder images are resized to it only
     when ``data.resize`` is set). ``limit_train`` / ``limit_val`` keep the first N
-    images of the (already shuffled) train and validation splits for quick runs.
+    images of the (already shuffled) train and validation splits for quick runs; an
+    image folder decodes only those (and the test split).
     ``download=False`` forbids network access (cifar100 then needs a local copy).
+    ``source``: the spec file, named in the messages of a missing data set; ``report``: progress lines.
     """
     name = dataset or data.dataset
     root = root if root is not None else data.root
@@ -40,12 +76,30 @@ def load_dataset(
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be a positive number of images, got {value}.")
 
-    if name == "cifar100":
-        pool, test, class_names, hierarchy = load_cifar100(root, download=download)
-    elif name == "imagefolder":
-        pool, test, class_names, hierarchy = load_imagefolder(
-            _folder_root(root), label=data.label, hierarchy=data.hierarchy, resize=data.resize, image_shape=image_shape
+    if name == "imagefolder":
+        folder = open_imagefolder(
+            _folder_root(root, source),
+            label=data.label,
+            hierarchy=data.hierarchy,
+            resize=data.resize,
+            image_shape=image_shape,
+            where=root_field(source),
         )
+        train_index, val_index = split_indices(folder.pool_size, data.val_fraction, data.split_seed)
+        _check_pool(name, folder.pool_size, len(train_index), data.val_fraction)
+        if limit_train is None and limit_val is None:  # every image: read the pool once, then split it
+            pool, test = read_imagefolder(folder, report=report)
+            train, val = pool.subset(train_index), pool.subset(val_index)
+        else:  # the images the limits keep, the same a full read would give them
+            train_index, val_index = train_index[:limit_train], val_index[:limit_val]
+            chosen, test = read_imagefolder(folder, torch.cat([train_index, val_index]), report=report)
+            train, val = chosen.subset(slice(0, len(train_index))), chosen.subset(slice(len(train_index), None))
+        check_image_shape(name, tuple(test.images.shape[1:]), image_shape)
+        return Dataset(
+            name=name, train=train, val=val, test=test, class_names=folder.class_names, hierarchy=folder.links
+        )
+    if name == "cifar100":
+        pool, test, class_names, hierarchy = _missing_names_spec(lambda: load_cifar100(root, download=download), source)
     elif name == "synthetic":
         pool, test, class_names, hierarchy = make_synthetic(
             data.synthetic, image_shape=image_shape or (3, 32, 32), seed=data.split_seed
@@ -53,20 +107,32 @@ def load_dataset(
     else:
         raise _unknown(name)
     check_image_shape(name, tuple(pool.images.shape[1:]), image_shape)
-
-    train, val = split_pool(pool, data.val_fraction, data.split_seed)
-    _check_pool(name, len(pool), len(train), data.val_fraction)
-    if limit_train is not None:
-        train = train.subset(slice(0, limit_train))
-    if limit_val is not None:
-        val = val.subset(slice(0, limit_val))
+    train_index, val_index = split_indices(len(pool), data.val_fraction, data.split_seed)
+    _check_pool(name, len(pool), len(train_index), data.val_fraction)
+    train, val = pool.subset(train_index[:limit_train]), pool.subset(val_index[:limit_val])
     return Dataset(name=name, train=train, val=val, test=test, class_names=class_names, hierarchy=hierarchy)
 
 
-def _folder_root(root: str | Path | None) -> str | Path:
+def root_field(source: Path | None) -> str:
+    """Where a data set's folder is set: ``--data-dir`` or the spec's field, naming its file."""
+    return f"--data-dir, or [data] root in {source}" if source is not None else "--data-dir, or [data] root in the spec"
+
+
+def _missing_names_spec(load: Callable, source: Path | None):
+    """CIFAR-100's own messages name --data-dir and [data] root; add the spec file they are in."""
+    try:
+        return load()
+    except RunError as exc:
+        if source is None or "was not found" not in str(exc):
+            raise
+        raise RunError(f"{exc} (The data set's folder is set by {root_field(source)}.)") from None
+
+
+def _folder_root(root: str | Path | None, source: Path | None = None) -> str | Path:
     if root is None:
+        spec = f"set [data] root in {source}" if source is not None else "set [data] root in the spec"
         raise UsageError(
-            "the imagefolder data set needs a directory: set [data] root in the spec or pass --data-dir "
+            f"the imagefolder data set needs a directory: {spec} or pass --data-dir "
             "(it must hold train/<class>/ and test/<class>/ folders of images)."
         )
     return root
@@ -104,6 +170,7 @@ def probe_dataset(
     dataset: str | None = None,
     root: str | Path | None = None,
     image_shape: tuple[int, int, int] | None = None,
+    source: Path | None = None,
 ) -> Probe:
     """Run the checks :func:`load_dataset` runs, with the same functions and messages, on the data
     set's class lists and one image per class (and split) instead of every image: seconds, not minutes.
@@ -116,10 +183,15 @@ def probe_dataset(
     root = root if root is not None else data.root
     pool: int | None = None
     if name == "cifar100":
-        class_names, found, _ = probe_cifar100(root)
+        class_names, found, _ = _missing_names_spec(lambda: probe_cifar100(root), source)
     elif name == "imagefolder":
         class_names, found, pool = probe_imagefolder(
-            _folder_root(root), label=data.label, hierarchy=data.hierarchy, resize=data.resize, image_shape=image_shape
+            _folder_root(root, source),
+            label=data.label,
+            hierarchy=data.hierarchy,
+            resize=data.resize,
+            image_shape=image_shape,
+            where=root_field(source),
         )
     elif name == "synthetic":  # generated at the input shape: only the counts to report
         class_names = synthetic_class_names(data.synthetic)

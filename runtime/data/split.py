@@ -96,14 +96,23 @@ def compose(hierarchy: dict[tuple[str, str], torch.Tensor], path: tuple[str, ...
     return mapping
 
 
-def split_pool(pool: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
-    """Shuffle the training pool with ``seed`` and hold out ``round(val_fraction * N)`` images.
+def split_indices(size: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train, val)``: positions in a training pool of ``size`` images. The pool is shuffled with
+    ``seed`` and the first ``round(val_fraction * size)`` are held out for validation.
 
-    Both parts keep the shuffled order, so taking the first N of either is a random subset.
+    Both parts keep the shuffled order, so taking the first N of either is a random subset. Only the
+    pool's size is needed: an image folder picks the images a run uses before decoding any.
     """
-    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
-    n_val = round(len(pool) * val_fraction)
-    return pool.subset(order[n_val:]), pool.subset(order[:n_val])
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+    n_val = round(size * val_fraction)
+    return order[n_val:], order[:n_val]
+
+
+def split_pool(pool: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
+    """Shuffle the training pool with ``seed`` and hold out ``round(val_fraction * N)`` images
+    (:func:`split_indices`)."""
+    train, val = split_indices(len(pool), val_fraction, seed)
+    return pool.subset(train), pool.subset(val)
 
 
 def check_image_shape(name: str, found: tuple[int, ...], expected: tuple[int, int, int] | None) -> None:

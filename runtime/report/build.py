@@ -6,12 +6,14 @@ content hash "spec_sha256"), every setting it resolved that can change its numbe
 (config.json "train": epochs, batch size, optimiser and learning rate, schedule, ...;
 "data": data set, an image folder's root, split, augmentation, ...), its data limits (limit_train,
 limit_val), its final test pass (limit_test, no_test) and the name ``graphc train --tag``
-gave it. Where and how it ran (device, processes, torch.compile, TensorBoard) is not part of it.
+gave it. Where it ran (which device of a kind, processes, torch.compile, TensorBoard) is not part of it.
 Seeds of one variant are averaged: for each head its loss and accuracy (plus top-5, the
 hierarchy metrics and the per-head baselines when the runs have them, and cross-head
 metrics such as mean_acc) as the mean +/- *sample* standard deviation (ddof=1) over seeds,
 with the number of seeds.
 
+How a run executed can move its numbers too: runs that differ in threads, torch version, kind of
+device, precision, memory format or graphc version (the record's, EXECUTION_APART) are rows apart.
 A row is labelled by its tag, else its spec name, then the settings in which it differs
 from the other variants of that name: ``shared_conv [epochs=3, limit_train=2000]``,
 ``spec_sha256=1a2b3c4d`` when the spec's text differs. A limited or skipped test pass is
@@ -29,8 +31,9 @@ Which epoch a run contributes to the table:
   Runs without it (in progress, trained with --no-test or without a test split) are
   skipped with a note.
 
-What is compared: a metric is compared between rows (the best mean in bold, the
-difference to the baseline) only when both have it under the same name - so
+What is compared: a metric is compared with the baseline's (--baseline: the paired difference over
+shared seeds, its interval, tests and verdict, :func:`compare_rows` and stats.py; bold only where
+the verdict is "better") only when both have it under the same name - so
 ``fine/consistency_with_coarse`` is never set against ``fine/consistency_with_flies`` -
 and measured it on the same images: rows whose data settings or limit for the split
 (limit_val, limit_test) differ are named in a note and not compared with each other. A
@@ -59,7 +62,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +70,24 @@ import numpy as np
 
 from graphc.errors import RunError, UsageError, did_you_mean
 from graphc.files import nfc_names
-from graphc.ir.metrics import DIAGNOSTIC_PREFIX, WEIGHT_PREFIX
+from graphc.ir.metrics import AGG_PREFIX, DIAGNOSTIC_PREFIX, WEIGHT_PREFIX, canonical_name
 from graphc.lang.builtin import specs_dir
+from graphc.runtime.report.reference import load_reference
+from graphc.runtime.report.stats import (
+    BETTER,
+    Paired,
+    discordant,
+    holm,
+    mcnemar_exact,
+    paired_difference,
+    verdict,
+)
+from graphc.runtime.runs.predictions import TEST_PREDICTIONS, Predictions, read_predictions
 from graphc.runtime.runs.rundir import CONFIG, METRICS_JSONL, SUMMARY, find_runs, read_json, read_numbered_metrics
 
 SPLITS = ("val", "test")
 EPOCHS = ("best", "last")
-FORMATS = ("md", "csv", "json")
+FORMATS = ("md", "csv", "json", "latex")
 # The original study's table, keyed by spec name. CSV rather than TOML: it is a table,
 # and a .toml beside the six specs would be taken for a seventh spec by `specs/*.toml`.
 REPORTED_RESULTS = specs_dir() / "reported_results.csv"
@@ -116,10 +130,28 @@ def natural(name: str) -> list:
 # Settings that say where or how visibly a run trained, not what: not part of its variant.
 # (torch.compile gives the eager model's numbers, checked on the first batch; diagnostics leave the
 # training's trajectory as it is: runtime/train/diagnostics.py.)
-EXECUTION = ("train.seed", "train.device", "train.compile", "train.tensorboard", "train.diagnostics")
+# train.precision is what was asked for ("auto"); the precision a run used is the record's, in EXECUTION_APART.
+EXECUTION = ("train.seed", "train.device", "train.precision", "train.compile", "train.tensorboard", "train.diagnostics")
+# How a run executed, as the record says (runtime/device.py decides it): not what was trained, but each
+# can move the numbers (thread count changes reduction order, another torch another kernel, bf16 another
+# rounding), so runs that differ in one are rows apart, the setting named in the label, never averaged.
+# Defaults are left out, so a record written before a field existed reads the same as one with its default.
+EXECUTION_APART = ("device", "precision", "memory_format", "threads", "torch_version", "graphc_version")
+EXECUTION_DEFAULTS = {"precision": "fp32", "memory_format": "contiguous"}
 # Labels use the flags' names; other settings keep their config path without "train.".
 SHORT = {"train.optimizer.lr": "lr", "data.dataset": "dataset", "data.root": "data_dir"}
-LABEL_ORDER = ("epochs", "batch_size", "lr", "limit_train", "limit_val", "limit_test", "no_test", "dataset", "data_dir")
+LABEL_ORDER = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "limit_train",
+    "limit_val",
+    "limit_test",
+    "no_test",
+    "dataset",
+    "data_dir",
+    *EXECUTION_APART,
+)
 ALWAYS_SHOWN = ("limit_test", "no_test")  # a test pass over fewer images (or none) is named in every label
 # Data settings that change what a model trains on, not which images measure it.
 TRAINING_ONLY_DATA = ("data.augment", "data.normalize")
@@ -157,6 +189,12 @@ def variant_settings(config: dict) -> tuple[tuple[str, Any], ...]:
             continue
         name = SHORT.get(path) or path.removeprefix("train.")
         settings[name] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value, sort_keys=True)
+    for name in EXECUTION_APART:
+        value = config.get(name)
+        if name == "device" and isinstance(value, str):
+            value = value.split(":", 1)[0]  # cuda:0 and cuda:1 are the same kind of device
+        if value is not None and value != EXECUTION_DEFAULTS.get(name):
+            settings[name] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value, sort_keys=True)
     return tuple(sorted(settings.items()))
 
 
@@ -175,6 +213,12 @@ class Variant:
 
     def get(self, setting: str) -> Any:
         return dict(self.settings).get(setting)
+
+    def planned(self) -> Variant:
+        """The variant without how its runs executed (EXECUTION_APART): what a sweep plans and finds a
+        run by. A run's execution (threads, device, torch) is decided when it starts, so a plan
+        cannot know it; the report still shows runs that differ in it apart."""
+        return replace(self, settings=tuple((k, v) for k, v in self.settings if k not in EXECUTION_APART))
 
     def measured_on(self, split: str) -> tuple:
         """What decides the images a split's metrics are measured on: the data settings
@@ -234,6 +278,17 @@ class Run:
     variant: Variant | None = None
     warnings: list[str] = field(default_factory=list)  # what was read but is odd (graphc report prints them)
     stored_tag: str | None = None  # config.json's tag as written (variant.tag is it in NFC)
+    dataset: str | None = None  # the record's data set (data.dataset, or 0.1's top-level "dataset")
+    labels: str | None = None  # imagefolder: the label field (data.label); the study's labels are CIFAR-100's own
+
+    classes: dict[str, int] = field(default_factory=dict)  # config.json "classes": label field -> classes
+
+    def collapsed(self) -> set[str]:
+        """The heads whose final test pass collapsed (summary.json "collapsed", else the rule of
+        graphc.runtime.collapse applied to the summary's test metrics, for runs written before it)."""
+        if self.summary is None or self.summary.get("test_skipped"):
+            return set()
+        return collapsed_of(self.path / SUMMARY, self.summary.get("collapsed"), self.summary.get("test"), self)
 
     @property
     def in_progress(self) -> bool:
@@ -321,6 +376,8 @@ def load_run(path: Path) -> Run:
             for k, v in summary.items()
         }
     sha = config.get("spec_sha256")
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    dataset = data.get("dataset", config.get("dataset"))
     return Run(
         path=path,
         spec=config["spec"],
@@ -328,7 +385,8 @@ def load_run(path: Path) -> Run:
         tasks=tuple(config["tasks"]),
         spec_sha256=sha if isinstance(sha, str) else None,
         started=str(config.get("started", "")),
-        rows=[current_names(row) for row in rows],
+        # graphc before 0.4 named a cosine pair in head order (diag/N/cos/fine:coarse): read in sorted order
+        rows=[current_names({canonical_name(k): v for k, v in row.items()}) for row in rows],
         summary=summary,
         variant=Variant(
             config["spec"],
@@ -338,7 +396,30 @@ def load_run(path: Path) -> Run:
         ),
         warnings=warnings,
         stored_tag=tag,
+        dataset=dataset if isinstance(dataset, str) else None,
+        labels=data.get("label") if isinstance(data.get("label"), str) else None,
+        classes={
+            k: v
+            for k, v in (config.get("classes") or {}).items()
+            if isinstance(config.get("classes"), dict) and type(v) is int and v > 0
+        },
     )
+
+
+def collapsed_of(where: Path, stored: Any, metrics: Any, run: Run) -> set[str]:
+    """The collapsed heads of one evaluation: its stored "collapsed" table when there is one (checked:
+    a damaged one is a RunError naming ``where``), else graphc.runtime.collapse's rule applied to its
+    metrics (runs written before the table existed; a head without TASK/majority_acc or balanced_acc
+    cannot be judged and is not marked)."""
+    from graphc.runtime.collapse import collapsed_heads, read_collapsed
+
+    table = read_collapsed(stored, where)
+    if table is None:
+        if not isinstance(metrics, dict):
+            return set()
+        classes = {t: run.classes[t] for t in run.tasks if t in run.classes}
+        table = collapsed_heads(metrics, classes)
+    return {task for task in table if task in run.tasks}
 
 
 # Metrics that are fractions in [0, 1] (rundir.py: "Accuracies are fractions"), by their last part.
@@ -352,7 +433,7 @@ def is_fraction(key: str) -> bool:
     parts = key.split("/")
     if parts[0] in ("train", "val", "test") and len(parts) > 1:
         parts = parts[1:]
-    if f"{parts[0]}/" in (DIAGNOSTIC_PREFIX, WEIGHT_PREFIX):
+    if f"{parts[0]}/" in (DIAGNOSTIC_PREFIX, WEIGHT_PREFIX, AGG_PREFIX):
         return False
     return parts[-1] in FRACTIONS or parts[-1].startswith(FRACTION_PREFIXES)
 
@@ -521,10 +602,49 @@ class Point:
     epoch: int | None
     values: dict[str, float]
     marked: bool = False  # in progress: counted at its last completed epoch
+    collapsed: set[str] = field(default_factory=set)  # heads that collapsed in this evaluation (test, --eval)
+    predictions: Path | None = None  # where its per-image predictions would be (test split, --eval)
 
 
-def run_point(run: Run, split: str, epoch: str) -> Point | str:
+def eval_point(run: Run, name: str) -> Point | str:
+    """The run's saved evaluation NAME (RUN/evaluations/NAME/, graphc eval --save NAME; read and checked
+    by graphc.runtime.runs.evaluations), or the reason it has none."""
+    from graphc.runtime.runs import evaluations
+
+    folder = evaluations.evaluation_dir(run.path, name)
+    if not (folder / evaluations.EVALUATION_FILE).is_file():
+        return (
+            f"{run.path} has no evaluation '{name}' ({folder / evaluations.EVALUATION_FILE} is missing; "
+            f"graphc eval --save {name} writes it)"
+        )
+    try:
+        saved = evaluations.read_evaluation(run.path, name)
+        if saved.split != "test":
+            raise RunError(
+                f"{folder}: an evaluation of the {saved.split!r} split; --split test --eval compares test "
+                "evaluations only."
+            )
+        for key, value in saved.metrics.items():
+            _check_range(str(folder / evaluations.EVALUATION_FILE), key, value)
+    except RunError as exc:
+        return str(exc).rstrip(".")
+    metrics = current_names(saved.metrics)
+    collapsed = {task for task in saved.collapsed or {} if task in run.tasks}
+    if saved.collapsed is None:  # not judged when it was saved: judge it now, by the same rule
+        collapsed = collapsed_of(folder, None, metrics, run)
+    return Point(
+        run,
+        run.summary.get("best_epoch") if run.summary else None,
+        run.head_metrics(metrics),
+        collapsed=collapsed,
+        predictions=folder / evaluations.predictions_file("test"),
+    )
+
+
+def run_point(run: Run, split: str, epoch: str, evaluation: str | None = None) -> Point | str:
     """The run's contribution, or the reason it has none (a string)."""
+    if evaluation is not None:
+        return eval_point(run, evaluation)
     if split == "test":
         if run.summary is None:
             return f"{run.path} is still in progress and has no test metrics yet"
@@ -533,7 +653,18 @@ def run_point(run: Run, split: str, epoch: str) -> Point | str:
         test = run.summary.get("test")
         if not isinstance(test, dict) or not test:
             return f"{run.path} has no test metrics in summary.json (trained without a test split?)"
-        return Point(run, run.summary.get("best_epoch"), run.head_metrics(test))
+        try:
+            collapsed = run.collapsed()
+        except RunError as exc:
+            run.warnings.append(f"{exc} Its heads are not checked for collapse.")
+            collapsed = set()
+        return Point(
+            run,
+            run.summary.get("best_epoch"),
+            run.head_metrics(test),
+            collapsed=collapsed,
+            predictions=run.path / TEST_PREDICTIONS,
+        )
     if run.summary is not None:
         block = run.summary.get(epoch)
         values = (
@@ -606,6 +737,36 @@ def delta(stat: Stat, base: Stat) -> Delta:
 
 
 @dataclass
+class ImageTest:
+    """McNemar's exact test on the test images both rows' runs answered, pooled over shared seeds."""
+
+    images: int  # image answers compared: images per seed, summed over the shared seeds
+    b: int  # right in the row's run, wrong in the baseline's
+    c: int  # wrong in the row's run, right in the baseline's
+    p: float
+    p_holm: float = math.nan
+    test: str = "mcnemar_exact"
+
+
+@dataclass
+class Comparison:
+    """One metric of one row against the baseline: the paired difference over shared seeds, its
+    tests and the verdict in words (stats.verdict)."""
+
+    baseline: str
+    shared_seeds: list[int]
+    paired: Paired
+    t_p_holm: float = math.nan
+    image: ImageTest | None = None
+    image_why_not: str | None = None  # why there is no image test (shown in "cannot tell (...)")
+    verdict: str = ""
+
+    @property
+    def better(self) -> bool:
+        return self.verdict == BETTER
+
+
+@dataclass
 class Row:
     """One variant: its runs over seeds and their statistics."""
 
@@ -617,6 +778,17 @@ class Row:
     measured: tuple = ()  # Variant.measured_on(split): rows compare only with rows measured alike
     reported: dict | None = None  # the original study's row, beneath the last row of its spec
     deltas: dict[str, Delta] = field(default_factory=dict)
+    comparisons: dict[str, Comparison] = field(default_factory=dict)  # per metric, against the baseline
+    reference: dict | None = None  # --reference FILE: {"source", "values": {metric: {"value","sd","n","line"}}}
+
+    @property
+    def collapsed(self) -> dict[str, list[int]]:
+        """{head: seeds whose evaluation collapsed} (graphc.runtime.collapse); heads without one left out."""
+        found: dict[str, list[int]] = {}
+        for point in sorted(self.points, key=lambda p: p.run.seed):
+            for task in sorted(point.collapsed):
+                found.setdefault(task, []).append(point.run.seed)
+        return found
 
     @property
     def spec(self) -> str:
@@ -655,6 +827,7 @@ class Report:
     rows: list[Row]
     warnings: list[str]  # skipped or ignored runs
     notes: list[str]  # how to read the table: marked runs, pairing, rows not compared
+    evaluation: str | None = None  # --eval NAME: the saved evaluation compared
 
     def best(self, key: str, row: Row | None = None) -> float | None:
         """The best mean in a column among the rows measured like ``row`` (all rows when None);
@@ -668,8 +841,10 @@ class Report:
         return min(means) if lower_is_better(key) else max(means)
 
     def is_best(self, row: Row, key: str) -> bool:
-        best = self.best(key, row)
-        return best is not None and key in row.stats and row.stats[key].mean == best
+        """Bold: only a row whose verdict against the baseline is "better" (stats.verdict); without a
+        baseline nothing is, since the highest mean alone is no evidence of a difference."""
+        comparison = row.comparisons.get(key)
+        return comparison is not None and comparison.better
 
 
 def load_reported(path: Path = REPORTED_RESULTS) -> dict[str, dict]:
@@ -724,12 +899,35 @@ def find_baseline(name: str, rows: list[Row]) -> Row:
     )
 
 
+def study_data(run: Run, reported: dict) -> bool:
+    """Whether the original study's reported numbers apply to ``run``: trained on CIFAR-100 with its own
+    labels (the heads the reported row names, fine and coarse) - a CIFAR-10 folder, a synthetic set
+    or other heads under the same spec name measure something else."""
+    heads = {k.split("/")[0] for k in reported.get("values", {})}
+    return run.dataset == "cifar100" and heads <= set(run.tasks) and set(run.tasks) <= {"fine", "coarse"}
+
+
+def sort_rows(rows: list[Row], key: str, columns: list[str]) -> list[Row]:
+    """--sort METRIC: best first (descending for accuracies, ascending for losses); rows without it last."""
+    if key not in columns:
+        hint = did_you_mean(key, columns) or ""
+        raise UsageError(
+            f"--sort '{key}': no such metric in this report; the metrics are {', '.join(columns)}. {hint}".strip()
+        )
+    sign = 1.0 if lower_is_better(key) else -1.0
+    known = lambda r: key in r.stats and not math.isnan(r.stats[key].mean)
+    return sorted(rows, key=lambda r: (not known(r), sign * r.stats[key].mean if known(r) else 0.0))
+
+
 def build_report(
     paths: Iterable[Path],
     split: str = "val",
     epoch: str = "best",
     baseline: str | None = None,
     reported_path: Path = REPORTED_RESULTS,
+    sort: str | None = None,
+    evaluation: str | None = None,
+    reference_path: Path | None = None,
 ) -> Report:
     if split not in SPLITS:
         raise UsageError(f"--split '{split}': expected one of {', '.join(SPLITS)}.")
@@ -739,6 +937,15 @@ def build_report(
         raise UsageError(
             "--split test uses the best checkpoint, the one evaluated on the test split; drop --epoch last."
         )
+    if evaluation is not None:
+        from graphc.runtime.runs.evaluations import check_name
+
+        check_name(evaluation, "--eval")
+        if split != "test":
+            raise UsageError(f"--eval {evaluation} compares saved test evaluations; add --split test.")
+    reference = None
+    if reference_path is not None:
+        reference = load_reference(Path(reference_path), is_fraction)
     groups, labels, warnings = collect_runs(paths)
     reported = load_reported(reported_path)
     notes: list[str] = []
@@ -748,7 +955,9 @@ def build_report(
         for variant in variants:
             points = []
             for run in groups[variant]:
-                point = run_point(run, split, epoch)
+                before = len(run.warnings)
+                point = run_point(run, split, epoch, evaluation)
+                warnings += run.warnings[before:]
                 if isinstance(point, str):
                     warnings.append(f"left out of the table: {point}.")
                 else:
@@ -760,14 +969,32 @@ def build_report(
             keys = {k for p in points for k in p.values}
             stats = {k: Stat({p.run.seed: p.values[k] for p in points if k in p.values}) for k in keys}
             rows.append(Row(labels[variant], variant, groups[variant], points, stats, variant.measured_on(split)))
-        if spec in reported:  # once, beneath the spec's last row
-            rows[-1].reported = reported[spec]
+        if spec in reported:  # once, beneath the spec's last row of the study's data
+            studied = [r for r in rows if r.spec == spec and r.runs and study_data(r.runs[0], reported[spec])]
+            if studied:
+                studied[-1].reported = reported[spec]
+            else:
+                data = sorted({r.runs[0].dataset or "unknown" for r in rows if r.spec == spec and r.runs})
+                notes.append(
+                    f"{spec}: the original study's numbers are not shown: they are for CIFAR-100 with its fine and "
+                    f"coarse labels, and these runs are on {', '.join(data)} (or other heads)."
+                )
     if not any(r.points for r in rows):
         raise RunError(
             f"none of the runs has {'test' if split == 'test' else 'validation'} metrics to report:\n"
             + "\n".join(warnings)
         )
     columns = _columns(rows)
+    if sort is not None:
+        rows = sort_rows(rows, sort, columns)
+    if reference is not None:
+        notes += attach_reference(reference, rows, columns)
+    for row in rows:
+        for task, seeds in row.collapsed.items():
+            notes.append(
+                f"{row.label}: head {task} collapsed (graphc.runtime.collapse) in {len(seeds)} of {len(row.points)} "
+                f"seeds (seed {', '.join(map(str, seeds))}); still included in its mean."
+            )
     notes += _measured_notes(rows, split)
     base_label = None
     if baseline is not None:
@@ -796,7 +1023,117 @@ def build_report(
                 f"no differences to {base.label} for {', '.join(apart)}: measured on other "
                 f"{'validation' if split == 'val' else 'test'} images than the baseline."
             )
-    return Report(split, epoch, base_label, columns, rows, warnings, notes)
+        compare_rows(rows, base, columns, warnings)
+    return Report(split, epoch, base_label, columns, rows, warnings, notes, evaluation)
+
+
+def image_metric(key: str) -> bool:
+    """Whether McNemar's test applies to ``key``: a head's accuracy (``TASK/acc``), right or wrong per image."""
+    return key.count("/") == 1 and key.endswith("/acc")
+
+
+class _PredictionsCache:
+    """Each run's per-image predictions, read once; an unreadable file is one warning and no image test."""
+
+    def __init__(self, warnings: list[str]):
+        self.read: dict[Path, Predictions | None] = {}
+        self.warnings = warnings
+
+    def get(self, path: Path | None) -> Predictions | None:
+        if path is None:
+            return None
+        if path not in self.read:
+            self.read[path] = None
+            if path.is_file():
+                try:
+                    self.read[path] = read_predictions(path)
+                except RunError as exc:
+                    self.warnings.append(f"no image-level test with {path}: {exc}")
+        return self.read[path]
+
+
+def _image_test(key: str, row: Row, base: Row, seeds: list[int], cache: _PredictionsCache) -> ImageTest | str:
+    """McNemar's exact test of ``key`` (TASK/acc) on the discordant images, pooled over ``seeds``;
+    or why there is none."""
+    if not image_metric(key):
+        return "not a per-image metric"
+    task = key.split("/")[0]
+    mine = {p.run.seed: p for p in row.points}
+    theirs = {p.run.seed: p for p in base.points}
+    images = b = c = 0
+    for seed in seeds:
+        a, z = cache.get(mine[seed].predictions), cache.get(theirs[seed].predictions)
+        if mine[seed].predictions is None:
+            return "no per-image predictions of the validation split"
+        if a is None or z is None:
+            return "no per-image predictions"
+        if task not in a.heads or task not in z.heads:
+            return f"no per-image predictions of {task}"
+        if not a.same_images(z) or a.heads[task].true != z.heads[task].true:
+            return "different test images"
+        db, dc = discordant(a.heads[task].correct(), z.heads[task].correct())
+        images, b, c = images + len(a.indices), b + db, c + dc
+    return ImageTest(images, b, c, mcnemar_exact(b, c))
+
+
+def compare_rows(rows: list[Row], base: Row, columns: list[str], warnings: list[str]) -> None:
+    """Fill each row's comparisons with the baseline (Row.comparisons): the paired difference over
+    shared seeds, its t-test, the image-level test of accuracies, both Holm-adjusted per metric across
+    the rows compared with the baseline, and the verdict."""
+    cache = _PredictionsCache(warnings)
+    for key in columns:
+        if not compared(key):
+            continue
+        family = [r for r in rows if r is not base and r.points and key in r.deltas]
+        for row in family:
+            seeds = sorted(set(row.stats[key].by_seed) & set(base.stats[key].by_seed))
+            paired = paired_difference(row.stats[key].by_seed, base.stats[key].by_seed)
+            image = _image_test(key, row, base, seeds, cache) if seeds else "no shared seeds"
+            row.comparisons[key] = Comparison(
+                base.label,
+                seeds,
+                paired,
+                image=image if isinstance(image, ImageTest) else None,
+                image_why_not=None if isinstance(image, ImageTest) else image,
+            )
+        comparisons = [r.comparisons[key] for r in family]
+        for comparison, p in zip(comparisons, holm([c.paired.p for c in comparisons])):
+            comparison.t_p_holm = p
+        with_images = [c for c in comparisons if c.image is not None]
+        for comparison, p in zip(with_images, holm([c.image.p for c in with_images])):
+            comparison.image.p_holm = p
+        for comparison in comparisons:
+            n = len(comparison.shared_seeds)
+            comparison.verdict = verdict(
+                comparison.paired.mean,
+                n,
+                comparison.t_p_holm,
+                None if comparison.image is None else comparison.image.p_holm,
+                why_not=f"{n} shared seed{'s' if n != 1 else ''}, {comparison.image_why_not}",
+                higher_is_better=not lower_is_better(key),
+            )
+
+
+def attach_reference(table: dict[str, dict], rows: list[Row], columns: list[str]) -> list[str]:
+    """Set Row.reference on each row a reference row names; notes for reference rows matching none
+    and for metrics the report does not have."""
+    notes = []
+    used: set[str] = set()
+    for row in rows:
+        for name in (row.label, row.variant.tag, row.spec):
+            if name is not None and name in table:
+                row.reference = table[name]
+                used.add(name)
+                break
+    for name, entry in table.items():
+        if name not in used:
+            notes.append(
+                f"reference row {name!r} ({entry['source']}) matches no row of the report (a label, tag or spec name)."
+            )
+        absent = [m for m in entry["values"] if m not in columns]
+        if absent:
+            notes.append(f"reference row {name!r}: metrics not in this report: {', '.join(absent)}.")
+    return notes
 
 
 def _measured_notes(rows: list[Row], split: str) -> list[str]:

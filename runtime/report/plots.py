@@ -30,7 +30,7 @@ import numpy as np
 
 from graphc.errors import printable
 from graphc.files import atomic_write_bytes
-from graphc.ir.metrics import DIAGNOSTIC_PREFIX, WEIGHT_PREFIX
+from graphc.ir.metrics import AGG_PREFIX, DIAGNOSTIC_PREFIX, WEIGHT_PREFIX
 from graphc.runtime.report.build import Run, lower_is_better
 
 # split -> (line style, legend label, band alpha, marker, marker filled)
@@ -74,13 +74,16 @@ def plotted_metrics(groups: dict[str, list[Run]]) -> list[str]:
             tasks += [t for t in run.tasks if t not in tasks]
             for row in run.rows:
                 keys.update(run.head_metrics(row))
-                keys.update(k for k in row if k.startswith(WEIGHT_PREFIX) and isinstance(row[k], (int, float)))
+                keys.update(
+                    k for k in row if k.startswith((WEIGHT_PREFIX, AGG_PREFIX)) and isinstance(row[k], (int, float))
+                )
     ordered = []
     for task in tasks:
         ordered += [f"{task}/acc", f"{task}/loss"]
         ordered += sorted(k for k in keys if k.startswith(f"{task}/") and k.split("/", 1)[1].startswith(HIERARCHY))
     ordered += sorted(k for k in keys if "/" not in k)
     ordered += [f"{WEIGHT_PREFIX}{task}" for task in tasks]
+    ordered += [f"{AGG_PREFIX}weight/{task}" for task in tasks] + sorted(k for k in keys if k.startswith(AGG_PREFIX))
     return list(dict.fromkeys(k for k in ordered if k in keys))
 
 
@@ -91,6 +94,13 @@ def describe(key: str) -> tuple[str, str]:
     if key.startswith(WEIGHT_PREFIX):
         task = key[len(WEIGHT_PREFIX) :]
         return f"{task}: loss weight in force at the end of each epoch", f"weight of the {task} loss"
+    if key.startswith(f"{AGG_PREFIX}weight/"):
+        task = key[len(f"{AGG_PREFIX}weight/") :]
+        return f"{task}: the aggregator's weight, mean over the epoch's steps", f"aggregator weight of {task}"
+    if key == f"{AGG_PREFIX}conflict":
+        return "pairs of heads whose gradients conflict (negative cosine), mean over steps", "fraction of pairs"
+    if key == f"{AGG_PREFIX}norm_ratio":
+        return "norm of the aggregated update / norm of the mean gradient, mean over steps", "norm ratio"
     task, metric = key.split("/", 1)
     if metric == "loss":
         return f"{task}: loss", f"{task} loss (cross-entropy)"
@@ -112,7 +122,7 @@ def metric_figure(groups: dict[str, list[Run]], key: str, colours: dict[str, tup
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    percent = not lower_is_better(key) and not key.startswith(WEIGHT_PREFIX)  # weights are plain numbers
+    percent = not lower_is_better(key) and not key.startswith((WEIGHT_PREFIX, AGG_PREFIX))  # plain numbers
     scale = 100.0 if percent else 1.0
     fig = Figure(figsize=(8, 5), dpi=120, layout="constrained")
     FigureCanvasAgg(fig)
@@ -214,6 +224,9 @@ def metric_figure(groups: dict[str, list[Run]], key: str, colours: dict[str, tup
 # --------------------------------------------------------------------------- gradient diagnostics
 
 KEY_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))  # one per task or task pair in a figure
+# Every key of a panel its own marker (line styles repeat after four): three heads have three pairs,
+# four heads six, and two pairs drawn alike could not be told apart in the legend.
+KEY_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 
 
 def diagnostic_figures(groups: dict[str, list[Run]]) -> dict[str, list[tuple[str, list[str]]]]:
@@ -269,7 +282,7 @@ def diagnostic_figure(
         ax = fig.add_subplot(len(panels), 1, index + 1)
         key_handles = []
         for k, key in enumerate(keys):
-            style, marker = KEY_STYLES[k % len(KEY_STYLES)]
+            style, marker = KEY_STYLES[k % len(KEY_STYLES)][0], KEY_MARKERS[k % len(KEY_MARKERS)]
             key_handles.append(
                 Line2D(
                     [], [], color="0.3", linestyle=style, marker=marker, label=printable("/".join(key.split("/")[2:]))

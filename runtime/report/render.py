@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from graphc.errors import printable
-from graphc.runtime.report.build import Delta, Report, lower_is_better
+from graphc.runtime.collapse import COLLAPSE_RULE
+from graphc.runtime.report.build import Comparison, Delta, Report, Row, lower_is_better
+from graphc.runtime.report.stats import ALPHA, MIN_SEEDS_FOR_T
 from graphc.runtime.runs.rundir import finite_json
 
 ACROSS_HEADS = "across heads"  # the terminal table of metrics without a head (mean_acc)
@@ -36,10 +38,28 @@ def format_value(key: str, value: float) -> str:
     return f"{value:.3f}" if lower_is_better(key) else f"{100 * value:.2f}"
 
 
+def signed(key: str, value: float) -> str:
+    text = format_value(key, value)
+    return text if text.startswith("-") or text == "nan" else "+" + text
+
+
 def format_delta(key: str, d: Delta) -> str:
-    text = format_value(key, d.value)
-    text = text if text.startswith("-") or text == "nan" else "+" + text
-    return text + {True: " ~", False: "", None: " ?"}[d.within_sd]
+    return signed(key, d.value) + {True: " ~", False: "", None: " ?"}[d.within_sd]
+
+
+def format_comparison(key: str, c: Comparison, sep: str = ", ", unpaired: Delta | None = None) -> str:
+    """``+5.17 [-1.20, +11.54], better``: the mean paired difference, its 95% interval (when n >= 2), the
+    verdict; with no shared seed, the difference of means (``unpaired``) and why no verdict."""
+    text = signed(key, c.paired.mean if c.paired.n or unpaired is None else unpaired.value)
+    if not math.isnan(c.paired.ci95[0]):
+        text += f" [{signed(key, c.paired.ci95[0])}, {signed(key, c.paired.ci95[1])}]"
+    return f"{text}{sep}{c.verdict}"
+
+
+def collapse_mark(row: Row, key: str) -> str:
+    """``⚠ 1 of 2 seeds collapsed`` for the cells of a head that collapsed in some seeds, else ''."""
+    seeds = row.collapsed.get(key.split("/", 1)[0]) if "/" in key else None
+    return f"⚠ {len(seeds)} of {len(row.points)} seeds collapsed" if seeds else ""
 
 
 def _epochs_text(epochs: list[int]) -> str:
@@ -79,11 +99,33 @@ def table_lines(report: Report, delta_sep: str = " ", columns: list[str] | None 
             text = format_value(key, stat.mean)
             if stat.n > 1:
                 text += f" ± {format_value(key, stat.std)}"
-            if key in row.deltas:
+            mark = collapse_mark(row, key)
+            if mark:
+                text += f" {mark}"
+            if key in row.comparisons:
+                text += f"{delta_sep}({format_comparison(key, row.comparisons[key], ', ' if delta_sep == ' ' else delta_sep, row.deltas.get(key))})"
+            elif key in row.deltas:
                 text += f"{delta_sep}({format_delta(key, row.deltas[key])})"
             cells.append(text)
             bold.append(report.is_best(row, key))
         lines.append(Line(cells, bold))
+        if row.reference:
+            values = row.reference["values"]
+            ns = {v["n"] for v in values.values() if v["n"] is not None}
+            cells = [f"↳ {printable(row.reference['source'])}", str(ns.pop()) if len(ns) == 1 else "-", "-"]
+            for key in columns:
+                ref = values.get(key)
+                if ref is None:
+                    cells.append("-")
+                    continue
+                text = format_value(key, ref["value"])
+                if ref["sd"] is not None:
+                    text += f" ± {format_value(key, ref['sd'])}"
+                stat = row.stats.get(key)
+                if stat is not None and not math.isnan(stat.mean):
+                    text += f"{delta_sep}(row {signed(key, stat.mean - ref['value'])})"
+                cells.append(text)
+            lines.append(Line(cells, [False] * len(cells), reported=True))
         if row.reported:
             values = row.reported["values"]
             cells = ["↳ reported", str(row.reported["seeds"]), str(row.reported["epoch"])]
@@ -94,7 +136,9 @@ def table_lines(report: Report, delta_sep: str = " ", columns: list[str] | None 
 
 
 def caption(report: Report) -> str:
-    if report.split == "test":
+    if report.evaluation:
+        where = f"test split, each run's saved evaluation '{printable(report.evaluation)}' (RUN/evaluations/)"
+    elif report.split == "test":
         where = "test split, each run's best checkpoint (summary.json 'test')"
     elif report.epoch == "best":
         where = "validation split, each run at its best epoch (summary.json 'best', picked by train.select)"
@@ -110,24 +154,42 @@ def caption(report: Report) -> str:
         parts.append(
             "majority_acc: always answering the split's commonest class (a property of the split, not compared)."
         )
-    if len(report.rows) > 1:
-        parts.append(
-            "Bold: the best mean per column (lowest loss, highest accuracy) among the rows measured on the same images."
-        )
     if any(r.marked for r in report.rows):
         parts.append("*: includes runs still in progress, counted at their last completed epoch.")
-    if report.baseline:
+    if any(r.collapsed for r in report.rows):
         parts.append(
-            f"(+x/-x): difference to the baseline {printable(report.baseline)} (percentage points for accuracies), "
-            "the mean of per-seed differences when both rows have the same seeds, else the difference of means; "
-            "~: within one standard deviation of the difference (of the per-seed differences, or "
-            "sqrt(sd1² + sd2²)), i.e. not beyond seed-to-seed noise; ?: too few seeds to tell."
+            "⚠ k of n seeds collapsed: in k seeds that head answered little better than a constant class "
+            "(accuracy within 1 point of the majority class's, or balanced accuracy within 1 point of chance); "
+            "those seeds are still in the mean."
+        )
+    if report.baseline:
+        parts.append(legend(report))
+    elif len(report.rows) > 1:
+        parts.append(
+            "No bold: without --baseline nothing is tested, and the highest mean alone is no evidence of a difference."
         )
     if any(r.reported for r in report.rows):
         parts.append(
             "↳ reported: the original study's numbers (one run, after its last epoch 100; specs/reported_results.csv)."
         )
     return " ".join(parts)
+
+
+def legend(report: Report) -> str:
+    """What the differences, intervals, tests and verdicts mean (docs/reports.md says the same)."""
+    return (
+        f"(diff [lo, hi], verdict): the row minus the baseline {printable(report.baseline)} (percentage points for "
+        "accuracies), the mean of the per-seed differences over the seeds both rows have (paired by seed), with "
+        "its 95% confidence interval (Student t, n-1 degrees of freedom; none with one shared seed). Tests, "
+        f"two-sided at alpha {ALPHA}: the paired t-test over shared seeds; for a head's accuracy (TASK/acc) with "
+        "per-image predictions of the same test images, McNemar's exact test (binomial on the discordant "
+        "images b, c) on the counts pooled over the shared seeds' pairs of runs. Each test's p is Holm-adjusted "
+        f"across the rows compared with the baseline, per metric. Verdict: with >= {MIN_SEEDS_FOR_T} shared seeds "
+        f"the t-test decides, with fewer the image test: better/worse when its Holm p < {ALPHA}, the direction "
+        "that of the mean difference (lower loss, higher accuracy is better), else no detectable difference; "
+        "cannot tell (why) when neither can decide (fewer than 3 shared seeds and no image test). "
+        "Bold: only a verdict of better (significantly better than the baseline)."
+    )
 
 
 def render_markdown(report: Report, plots: Iterable[Path] = ()) -> str:
@@ -154,6 +216,7 @@ def render_csv(report: Report) -> str:
         columns += [f"{key} mean", f"{key} std", f"{key} n"]
         columns += [f"{key} reported"] if has_reported else []
         columns += [f"{key} delta", f"{key} delta_sd", f"{key} paired", f"{key} within_sd"] if report.baseline else []
+        columns += [f"{key} {c}" for c in COMPARISON_CSV] if report.baseline else []
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -187,8 +250,38 @@ def render_csv(report: Report) -> str:
                         f"{key} within_sd": "" if within is None else within,
                     }
                 )
+            if key in row.comparisons:
+                block = comparison_dict(row.comparisons[key])
+                image = block["image_test"] or {}
+                flat = {
+                    "diff_mean": block["diff_mean"],
+                    "ci95_lo": block["ci95"][0],
+                    "ci95_hi": block["ci95"][1],
+                    "t_p": block["t_p"],
+                    "t_p_holm": block["t_p_holm"],
+                    "mcnemar_b": image.get("b"),
+                    "mcnemar_c": image.get("c"),
+                    "mcnemar_p": image.get("p"),
+                    "mcnemar_p_holm": image.get("p_holm"),
+                    "verdict": block["verdict"],
+                }
+                record.update({f"{key} {k}": "" if v is None else v for k, v in flat.items()})
         writer.writerow(record)
     return buffer.getvalue()
+
+
+COMPARISON_CSV = (
+    "diff_mean",
+    "ci95_lo",
+    "ci95_hi",
+    "t_p",
+    "t_p_holm",
+    "mcnemar_b",
+    "mcnemar_c",
+    "mcnemar_p",
+    "mcnemar_p_holm",
+    "verdict",
+)
 
 
 def _num(value: float) -> float | str:
@@ -220,8 +313,8 @@ def report_dict(report: Report) -> dict:
                 "n": stat.n,
                 "by_seed": {str(s): _json_num(v) for s, v in stat.by_seed.items()},
             }
-            if report.best(key, row) is not None:
-                entry["best"] = report.is_best(row, key)
+            if key in row.comparisons:
+                entry["best"] = report.is_best(row, key)  # verdict "better" than the baseline
             if row.reported and key in row.reported["values"]:
                 entry["reported"] = row.reported["values"][key]
             if key in row.deltas:
@@ -231,6 +324,15 @@ def report_dict(report: Report) -> dict:
                     "sd": _json_num(d.sd),
                     "paired": d.paired,
                     "within_sd": d.within_sd,
+                }
+            if key in row.comparisons:
+                entry["comparison"] = comparison_dict(row.comparisons[key])
+            if row.reference and key in row.reference["values"]:
+                ref = row.reference["values"][key]
+                entry["reference"] = {
+                    "source": row.reference["source"],
+                    **{k: ref[k] for k in ("value", "sd", "n", "line")},
+                    "diff": _json_num(stat.mean - ref["value"]),
                 }
             metrics[key] = entry
         rows.append(
@@ -256,6 +358,7 @@ def report_dict(report: Report) -> dict:
                 ],
                 "metrics": metrics,
                 "reported": row.reported,
+                "collapsed": row.collapsed,  # {head: [seeds whose evaluation collapsed]}
             }
         )
     return {
@@ -263,12 +366,39 @@ def report_dict(report: Report) -> dict:
         "epoch": report.epoch,
         "std": "sample (ddof=1)",
         "baseline": report.baseline,
+        "evaluation": report.evaluation,
+        "alpha": ALPHA,
+        "collapse_rule": COLLAPSE_RULE,
         "columns": report.columns,
         "rows": rows,
         "caption": caption(report),
         "notes": report.notes,
         "warnings": report.warnings,
         "note": NULL_NOTE,
+    }
+
+
+def comparison_dict(c: Comparison) -> dict:
+    """results.json's comparison block of one metric of one row (docs/reports.md)."""
+    image = None
+    if c.image is not None:
+        image = {
+            "test": c.image.test,
+            "images": c.image.images,
+            "b": c.image.b,
+            "c": c.image.c,
+            "p": _json_num(c.image.p),
+            "p_holm": _json_num(c.image.p_holm),
+        }
+    return {
+        "baseline": c.baseline,
+        "shared_seeds": c.shared_seeds,
+        "diff_mean": _json_num(c.paired.mean),
+        "ci95": [_json_num(c.paired.ci95[0]), _json_num(c.paired.ci95[1])],
+        "t_p": _json_num(c.paired.p),
+        "t_p_holm": _json_num(c.t_p_holm),
+        "image_test": image,
+        "verdict": c.verdict,
     }
 
 
@@ -341,3 +471,128 @@ def rich_tables(report: Report, width: int = 160) -> list:
                 table.add_row(*cells, style="dim italic" if line.reported else None)
             tables.append(table)
     return tables
+
+
+# --------------------------------------------------------------------------- LaTeX
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Text from run folders (labels, metric names) as LaTeX text: every special character escaped, so a
+    label can neither break the table nor run a command."""
+    return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in printable(text))
+
+
+def _latex_value(key: str, value: float) -> str:
+    return format_value(key, value).replace("nan", "--")
+
+
+def render_latex(report: Report) -> str:
+    """A booktabs table: one row per variant, ``mean $\\pm$ sd`` (accuracies in %), the difference to the
+    baseline in small type, bold only where the verdict is better; a footnote with n, the tests and the
+    collapsed heads. Needs ``\\usepackage{booktabs}``."""
+    columns = report.columns
+    split = {"val": "validation", "test": "test"}[report.split]
+    out = [
+        "% graphc report: needs \\usepackage{booktabs}",
+        "\\begin{table}[t]",
+        "\\centering",
+        "\\begin{tabular}{l" + "r" * (1 + len(columns)) + "}",
+        "\\toprule",
+        " & ".join(["Variant", "$n$"] + [latex_escape(display_name(k)) for k in columns]) + " \\\\",
+        "\\midrule",
+    ]
+    collapsed_any = False
+    for row in report.rows:
+        label = latex_escape(row.label) + (" (baseline)" if row.label == report.baseline else "")
+        cells = [label, str(len(row.points))]
+        for key in columns:
+            stat = row.stats.get(key)
+            if stat is None:
+                cells.append("--")
+                continue
+            text = _latex_value(key, stat.mean)
+            if stat.n > 1:
+                text += f" $\\pm$ {_latex_value(key, stat.std)}"
+            if report.is_best(row, key):
+                text = f"\\textbf{{{text}}}"
+            if key in row.comparisons:
+                text += f" {{\\scriptsize ({signed(key, row.comparisons[key].paired.mean)})}}"
+            if collapse_mark(row, key):
+                text += "$^\\dagger$"
+                collapsed_any = True
+            cells.append(text)
+        out.append(" & ".join(cells) + " \\\\")
+    out += ["\\bottomrule", "\\end{tabular}"]
+    notes = [
+        f"Mean $\\pm$ sample standard deviation over $n$ seeds ({split} split); accuracies in \\%, losses cross-entropy."
+    ]
+    if report.baseline:
+        notes.append(
+            f"In parentheses: the mean per-seed difference to {latex_escape(report.baseline)}. Bold: significantly "
+            f"better than the baseline (two-sided, $\\alpha = {ALPHA}$, Holm-adjusted across rows): paired $t$-test "
+            f"over shared seeds when $n \\geq {MIN_SEEDS_FOR_T}$, else for accuracies McNemar's exact test on the "
+            "same test images, discordant counts pooled over seeds."
+        )
+    else:
+        notes.append("No test was run (no baseline), so nothing is bold.")
+    if collapsed_any:
+        notes.append(
+            "$^\\dagger$ The head collapsed (answers little better than a constant class) in some seeds: "
+            + "; ".join(
+                f"{latex_escape(r.label)}: {latex_escape(t)} in {len(s)} of {len(r.points)}"
+                for r in report.rows
+                for t, s in r.collapsed.items()
+            )
+            + ". Included in the mean."
+        )
+    out += ["\\par\\smallskip{\\footnotesize " + " ".join(notes) + "}", "\\end{table}", ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- per seed
+
+
+def per_seed_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """--per-seed: header and one line per (row, seed) with that seed's value of every metric."""
+    header = ["variant", "seed", "epoch"] + [printable(display_name(k)) for k in report.columns]
+    lines = []
+    for row in report.rows:
+        for point in sorted(row.points, key=lambda p: p.run.seed):
+            seed = point.run.seed
+            cells = [printable(row.label), str(seed), "-" if point.epoch is None else str(point.epoch)]
+            for key in report.columns:
+                stat = row.stats.get(key)
+                value = None if stat is None else stat.by_seed.get(seed)
+                text = "-" if value is None else format_value(key, value)
+                if value is not None and "/" in key and key.split("/", 1)[0] in point.collapsed:
+                    text += " ⚠ collapsed"
+                cells.append(text)
+            lines.append(cells)
+    return header, lines
+
+
+def per_seed_table(report: Report):
+    """The per-seed values as one rich table."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    header, lines = per_seed_rows(report)
+    table = Table(title="per seed", title_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(escape(name), justify="left" if i == 0 else "right", overflow="fold")
+    for cells in lines:
+        table.add_row(*(escape(c) for c in cells))
+    return table

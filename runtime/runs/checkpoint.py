@@ -45,6 +45,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "class_names": (dict,),
     "config": (dict,),
     "weighting": (dict,),  # [train] loss_weighting's state (runtime/train/weighting.py)
+    "aggregation": (dict,),  # [train] aggregator's state (runtime/train/aggregation.py)
 }
 
 

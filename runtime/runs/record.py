@@ -12,7 +12,9 @@ weights came from and each resume.
 
 On disk the keys are those graphc has always written (``spec``, ``seed``, ... , ``device``,
 ``nproc``, ``precision``, ``memory_format``, ``frozen``, ``init_from``, ``resumed``), plus
-``format`` (:data:`RECORD_FORMAT`), ``threads`` and ``allocator``. Files without ``format`` -
+``format`` (:data:`RECORD_FORMAT`), ``threads``, ``allocator`` and ``torch_version`` (what can change
+a run's numbers besides its settings; each resume records its own threads and torch too). A file
+without one of these reads it as None. Files without ``format`` -
 graphc 0.1 to 0.3 - are converted as they are read (:func:`_from_unversioned`); a format this
 graphc does not know is refused. Keys the record does not know (a newer graphc's, or a note added
 by hand) are kept and written back unchanged, never read.
@@ -28,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 import graphc
@@ -54,6 +57,8 @@ class Resume(BaseModel):
     nproc: PositiveInt | None = None
     precision: Literal["fp32", "bf16"] | None = None  # the session's execution (graphc-run/1 on)
     memory_format: Literal["contiguous", "channels_last"] | None = None
+    threads: PositiveInt | None = None  # the session's CPU threads per process
+    torch_version: StrictStr | None = None  # the torch that ran the session
 
 
 class RunRecord(BaseModel):
@@ -86,6 +91,7 @@ class RunRecord(BaseModel):
     memory_format: Literal["contiguous", "channels_last"] = "contiguous"
     threads: PositiveInt | None = None
     allocator: StrictStr | None = None
+    torch_version: StrictStr | None = None  # torch.__version__ that trained it (None: written before graphc 0.4)
     # written only when they apply
     frozen: dict[str, PositiveInt | None] = Field(default_factory=dict)  # node -> unfreeze_after (None: never)
     init_from: dict[str, Any] | None = None  # transfer: the source run's provenance (runtime/train/transfer.py)
@@ -108,7 +114,8 @@ class RunRecord(BaseModel):
 
     @staticmethod
     def execution_fields(execution: Execution) -> dict[str, Any]:
-        """The record's fields that hold ``execution`` (what is not in the [train] table)."""
+        """The record's fields that hold ``execution`` (what is not in the [train] table), with the
+        torch version that runs it (this process's: the training processes import the same torch)."""
         return {
             "device": execution.device,
             "nproc": execution.nproc,
@@ -116,6 +123,7 @@ class RunRecord(BaseModel):
             "memory_format": memory_format_name(execution),
             "threads": execution.threads,
             "allocator": execution.allocator,
+            "torch_version": torch.__version__,
         }
 
     def resumed_with(self, resume: Resume, data: DataSpec, train: TrainSpec, data_root: str | None) -> RunRecord:
@@ -236,6 +244,7 @@ _EXPECTED = {
     "memory_format": "'contiguous' or 'channels_last'",
     "threads": "a positive integer or null",
     "allocator": "a string or null",
+    "torch_version": "a string or null",
     "frozen": "a table of node names to a positive number of epochs or null",
     "init_from": "a table (JSON object) or null",
     "resumed": "a list of tables",
@@ -298,8 +307,9 @@ def input_shape(spec: Spec) -> tuple[int, int, int]:
     return tuple(node.shape)  # type: ignore[union-attr]
 
 
-def load_run_data(spec: Spec, record: RunRecord, data_dir: str | Path | None = None):
-    """The data set exactly as the run loaded it (same split seed, limits and image shape)."""
+def load_run_data(spec: Spec, record: RunRecord, data_dir: str | Path | None = None, report=None):
+    """The data set exactly as the run loaded it (same split seed, limits and image shape);
+    ``report``: an image folder's progress lines."""
     from graphc.runtime.data.load import load_dataset
 
     root = data_dir if data_dir is not None else record.data_root
@@ -309,4 +319,5 @@ def load_run_data(spec: Spec, record: RunRecord, data_dir: str | Path | None = N
         limit_train=record.limit_train,
         limit_val=record.limit_val,
         image_shape=input_shape(spec),
+        report=report,
     )

@@ -41,7 +41,8 @@ import torch
 from graphc.errors import RunError, UsageError
 from graphc.ir.gradients import ReusedBranch, SharedNode, reused_branches, shared_nodes
 from graphc.ir.graph import Graph
-from graphc.ir.metrics import DIAGNOSTIC_PREFIX, WEIGHT_PREFIX, diagnostic_names
+from graphc.ir.metrics import DIAGNOSTIC_PREFIX, WEIGHT_PREFIX, canonical_name, cosine_name, diagnostic_names
+from graphc.lang.spec import Spec
 from graphc.runtime.device import autocast
 from graphc.runtime.metrics import HeadInfo, compute_loss
 from graphc.runtime.train.freeze import hold_norms
@@ -119,8 +120,8 @@ def conflict_metrics(
         g = gradients[node.name]
         for task in node.tasks:
             values[f"{DIAGNOSTIC_PREFIX}{node.name}/norm/{task}"] = float(g[task].norm())
-        for a, b in combinations(node.tasks, 2):
-            values[f"{DIAGNOSTIC_PREFIX}{node.name}/cos/{a}:{b}"] = _cosine(g[a], g[b])
+        for a, b in combinations(node.tasks, 2):  # named in sorted order, whatever the head order
+            values[cosine_name(node.name, a, b)] = _cosine(g[a], g[b])
     for branch in branches:
         # Each task's norm over the whole branch: the root of its nodes' squared norms.
         flowing = [branch.task] + [r for r in branch.readers if r not in branch.detached]
@@ -250,6 +251,19 @@ def start_diagnostics(run, console) -> Diagnostics | None:
     return diagnostics
 
 
+def canonical_monitors(spec: Spec) -> Spec:
+    """``spec`` with ``select`` and ``early_stopping`` watching a pair's cosine under its sorted name
+    (graphc.ir.metrics.canonical_name) where a run of graphc before 0.4 recorded the head-order
+    name: resuming such a run watches what this graphc logs."""
+    train, update = spec.train, {}
+    if canonical_name(train.select.metric) != train.select.metric:
+        update["select"] = train.select.model_copy(update={"metric": canonical_name(train.select.metric)})
+    stop = train.early_stopping
+    if stop is not None and canonical_name(stop.metric) != stop.metric:
+        update["early_stopping"] = stop.model_copy(update={"metric": canonical_name(stop.metric)})
+    return spec.model_copy(update={"train": train.model_copy(update=update)}) if update else spec
+
+
 def diagnostic_metrics(run) -> list[str]:
     """The ``diag/...`` names a run's training rows will carry (none without [train] diagnostics)."""
     if not run.spec.train.diagnostics:
@@ -260,8 +274,9 @@ def diagnostic_metrics(run) -> list[str]:
 def last_diagnostics(run_dir: Path) -> tuple[int, dict[str, float]]:
     """``(epoch, {diag/...: value})`` of a run's last training row with diagnostics (what
     ``graphc render --diagnostics RUN_DIR`` draws); values that are not numbers are dropped
-    (the file is the run's, not ours). UsageError for a folder that is no run, RunError for a
-    run that logged none."""
+    (the file is the run's, not ours); a cosine pair logged in head order (graphc before 0.4) is
+    named as it is now (graphc.ir.metrics.canonical_name). UsageError for a folder that is no run,
+    RunError for a run that logged none."""
     from graphc.runtime.runs import rundir
 
     run_dir = Path(run_dir)
@@ -282,7 +297,7 @@ def last_diagnostics(run_dir: Path) -> tuple[int, dict[str, float]]:
         )
     last = rows[-1]
     values = {
-        k: float(v)
+        canonical_name(k): float(v)
         for k, v in last.items()
         if k.startswith(DIAGNOSTIC_PREFIX) and isinstance(v, (int, float)) and not isinstance(v, bool)
     }

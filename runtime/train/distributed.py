@@ -11,7 +11,7 @@ a resume does, and trains (graphc.runtime.train.launch.train_process)::
     the same seeded batch order                 writes metrics, last.pt, best.pt, summary.json
     its 1/N share of each global batch          prints progress
     DDP averages the gradients                  evaluates best.pt on the test split at the end
-    its part of the validation split
+    its part of the validation split            (so test_predictions.json has every test image once)
     train and val metric sums all-reduced
 
 So the logged metrics are those of the whole data, and a step's weights equal a

@@ -1,5 +1,6 @@
 """The training loop's optional features behind one interface: loss weighting, gradient
-diagnostics, frozen nodes and TensorBoard logging.
+aggregation (its statistics and state), gradient diagnostics, the plateau schedule, frozen
+nodes and TensorBoard logging.
 
 A run holds the features its spec asks for (``run.features``, made by :func:`make_features`
 in ``build_run``); ``fit``, ``finish`` and the checkpoint functions (runtime/train/loop.py) call
@@ -101,6 +102,15 @@ class LossWeighting(LoopFeature):
     def metric_names(self, run: Run) -> list[str]:
         return weight_metrics(run.tasks, run.spec.train.loss_weighting)
 
+    def start(self, run: Run, console: Console) -> None:
+        if self.weighting.name == "dwa" and run.epochs <= 2 and run.epoch == 0:
+            console.print(
+                f"warning: loss_weighting dwa keeps every weight at 1 in epochs 1 and 2, and this run has "
+                f"{run.epochs} epoch{'s' if run.epochs > 1 else ''}: it trains as equal weighting.",
+                markup=False,
+                highlight=False,
+            )
+
     def after_step(self, run: Run) -> None:
         self.weighting.after_step()
 
@@ -125,6 +135,28 @@ class LossWeighting(LoopFeature):
         self.weighting.load_state_dict(checkpoint[self.key])
 
 
+class Aggregating(LoopFeature):
+    """``[train] aggregator`` (runtime/train/aggregation.py): the epoch's means of the aggregation's
+    statistics (``agg/...``) on each training row, and its state (torchjd's, its generator's) in checkpoints."""
+
+    key = "aggregation"
+
+    def __init__(self, aggregation) -> None:
+        self.aggregation = aggregation
+
+    def epoch_start(self, run: Run, console: Console) -> None:
+        self.aggregation.reset_stats()
+
+    def train_entries(self, run: Run, metrics: Mapping[str, float]) -> dict[str, float]:
+        return self.aggregation.epoch_entries()
+
+    def state_dict(self) -> dict:
+        return self.aggregation.state_dict()
+
+    def load_state(self, run: Run, checkpoint: Mapping[str, Any]) -> None:
+        self.aggregation.load_state_dict(checkpoint[self.key])
+
+
 class Diagnostics(LoopFeature):
     """``[train] diagnostics`` (runtime/train/diagnostics.py): the ``diag/...`` gradient diagnostics
     on each training row, measured after its timing (their own is ``diag/time_s``)."""
@@ -141,6 +173,37 @@ class Diagnostics(LoopFeature):
     def train_row(self, run: Run, row: dict[str, Any]) -> None:
         if self.diagnostics is not None:  # the row's weight/TASK entries are the epoch's loss weights
             row.update(self.diagnostics.measure(run, row))
+
+
+class PlateauSchedule(LoopFeature):
+    """``schedule = { name = "plateau" }`` (runtime/train/optim.py): once per epoch, the watched metric
+    (the schedule's, else train.select's) of the epoch's rows as logged; the lr drops after ``patience``
+    epochs without improvement. Its state is the scheduler's, in every checkpoint."""
+
+    def __init__(self) -> None:
+        self.val: dict[str, float] = {}
+
+    def epoch_start(self, run: Run, console: Console) -> None:
+        self.val = {}
+
+    def validated(self, run: Run, metrics: dict[str, float]) -> None:
+        self.val = dict(metrics)  # after the loss weighting's reweighting: the row as logged
+
+    def train_row(self, run: Run, row: dict[str, Any]) -> None:
+        from graphc.runtime.train.optim import observe_plateau, plateau_metric
+
+        metric = plateau_metric(run.spec.train)
+        split, name = metric.split("/", 1)
+        value = (row if split == "train" else self.val).get(name)
+        if run.world.size > 1:  # rank 0's value (timings differ between processes)
+            value = run.world.from_main(value)
+        if observe_plateau(run.scheduler, value) and run.console is not None:
+            run.console.print(
+                f"plateau: {metric} has not improved for {run.spec.train.schedule.patience + 1} epochs; "
+                f"lr now {run.optimizer.param_groups[0]['lr']:.3g}",
+                markup=False,
+                highlight=False,
+            )
 
 
 class Freezing(LoopFeature):
@@ -204,8 +267,12 @@ def make_features(run: Run) -> list[LoopFeature]:
         features.append(Freezing())
     if run.weighting is not None:
         features.append(LossWeighting(run.weighting))
+    if getattr(run, "aggregation", None) is not None:
+        features.append(Aggregating(run.aggregation))
     if run.spec.train.diagnostics:
         features.append(Diagnostics())
+    if run.spec.train.schedule.name == "plateau":  # after the features that add to the rows it watches
+        features.append(PlateauSchedule())
     if run.spec.train.tensorboard:
         features.append(TensorBoard())
     return features

@@ -32,8 +32,10 @@ from graphc.errors import RunError, SpecError, UsageError, did_you_mean
 from graphc.files import atomic_write_bytes, atomic_write_text
 from graphc.ir.build import check_model_size
 from graphc.ir.graph import Graph
+from graphc.lang.load import resolve_data_root
 from graphc.lang.spec import DATASETS, MAX_SEED, DataSpec, Spec, TrainSpec
 from graphc.runtime import allocator
+from graphc.runtime.data.load import validation_note
 from graphc.runtime.device import Execution, decide_execution, resolve_device
 from graphc.runtime.runs import rundir as runs
 from graphc.runtime.runs.checkpoint import load_checkpoint, save_checkpoint
@@ -49,6 +51,7 @@ from graphc.runtime.runs.record import (
 )
 from graphc.runtime.runs.weights import resolve_checkpoint
 from graphc.runtime.train import distributed, tensorboard
+from graphc.runtime.train.diagnostics import canonical_monitors
 from graphc.runtime.train.distributed import World
 from graphc.runtime.train.freeze import apply_freeze
 from graphc.runtime.train.loop import Run, build_run, check_run, finish, fit, make_checkpoint, restore_checkpoint
@@ -295,8 +298,15 @@ def _describe(run: Run, verb: str) -> str:
     )
 
 
-def load_data(spec: Spec, limit_train: int | None, limit_val: int | None, cache: dict | None = None):
-    """The spec's data set at its input shape (cached per command: seeds of one spec share it)."""
+def load_data(
+    spec: Spec,
+    limit_train: int | None,
+    limit_val: int | None,
+    cache: dict | None = None,
+    report: Callable[[str], None] | None = None,
+):
+    """The spec's data set at its input shape (cached per command: seeds of one spec share it);
+    ``report``: an image folder's progress lines."""
     from graphc.lang.load import locate
     from graphc.runtime.data.load import load_dataset
 
@@ -304,7 +314,14 @@ def load_data(spec: Spec, limit_train: int | None, limit_val: int | None, cache:
     if cache is not None and key in cache:
         return cache[key]
     try:
-        dataset = load_dataset(spec.data, limit_train=limit_train, limit_val=limit_val, image_shape=input_shape(spec))
+        dataset = load_dataset(
+            spec.data,
+            limit_train=limit_train,
+            limit_val=limit_val,
+            image_shape=input_shape(spec),
+            source=spec.source,
+            report=report,
+        )
     except SpecError as exc:  # the data's checks name a field: say in which file and line
         raise locate(exc, spec) from None
     if len(dataset.train) < 2:
@@ -372,11 +389,16 @@ def _train_run(
     nproc = processes(overrides.nproc, 1)
     check_overrides(overrides)
     spec = apply_overrides(spec, overrides, seed)
+    spec, note = resolve_data_root(spec)  # a relative [data] root: from the spec's folder
     device = resolve_device(spec.train.device)  # before the data: a bad device fails fast
     if spec.train.tensorboard:
         tensorboard.check_available()
     graph = graph_before_data(spec, checked)  # the run's one IR build, before its data where it can be
-    dataset = load_data(spec, overrides.limit_train, overrides.limit_val, data_cache)
+    for line in (note, validation_note(overrides.limit_train, overrides.limit_val)):
+        if line:
+            console.print(line, markup=False, highlight=False)
+    say = functools.partial(console.print, markup=False, highlight=False)
+    dataset = load_data(spec, overrides.limit_train, overrides.limit_val, data_cache, report=say)
     graph = graph_of_data(spec, dataset, graph)  # heads vs the data's label fields
     started = _now()
     model = graphc.compile_graph(graph, seed=spec.train.seed)
@@ -489,6 +511,7 @@ def _resume_run(run_dir: Path, overrides: Overrides, console: Console, quiet: bo
             f"{run_dir / runs.SPEC_COPY} differs from the spec {last} was trained with; "
             "restore the file or start a new run."
         )
+    spec = canonical_monitors(spec)  # a pair's cosine watched under graphc 0.3's head-order name
     done = int(checkpoint.get("epoch", 0))
     previous = runs.read_json(run_dir / runs.SUMMARY) if (run_dir / runs.SUMMARY).is_file() else None
     finished = previous is not None and previous.get("status") in ("completed", "early_stopped")
@@ -517,7 +540,8 @@ def _resume_run(run_dir: Path, overrides: Overrides, console: Console, quiet: bo
         tensorboard.check_available()
     nproc = processes(overrides.nproc, record.nproc)
     data_root = str(Path(overrides.data_dir).expanduser().resolve()) if overrides.data_dir else None
-    dataset = load_run_data(spec, record, data_root)
+    say = functools.partial(console.print, markup=False, highlight=False)  # an image folder's progress lines
+    dataset = load_run_data(spec, record, data_root, report=say)
     graph = graphc.build_graph(spec, classes=dataset.classes)  # the session's one IR build
     model = graphc.compile_graph(graph, seed=spec.train.seed)
     # The session's execution, decided once (the device may have changed): in its resume entry.
@@ -531,6 +555,8 @@ def _resume_run(run_dir: Path, overrides: Overrides, console: Console, quiet: bo
         nproc=nproc,
         precision=execution.precision,
         memory_format=memory_format_name(execution),
+        threads=execution.threads,
+        torch_version=torch.__version__,
     )
     record = record.resumed_with(session, spec.data, spec.train, data_root)
 
@@ -617,7 +643,7 @@ def train_process(
     restore_checkpoint(run, load_checkpoint(run_dir / runs.LAST), run_dir / runs.LAST)
     run.monitor = monitor  # as the launching process left it (a resume may have given patience a fresh start)
     console = Console(stderr=True, highlight=False, soft_wrap=True, quiet=not world.is_main)
-    status = fit(run, console, quiet or not world.is_main)
+    status = fit(run, console, quiet if world.is_main else True)  # quiet: True or a progress mode (progress.py)
     return RunResult(run_dir, status, finish_run(run, status)) if world.is_main else None
 
 
@@ -637,12 +663,14 @@ def train_command(
     overrides: Overrides = Overrides(),
     out: Path = Path("runs"),
     resume: Path | None = None,
-    quiet: bool = False,
+    quiet: bool | str = False,
     console: Console | None = None,
     on_result: Callable[[RunResult], None] | None = None,
 ) -> list[RunResult]:
     """What ``graphc train`` does: every spec x every seed, one after another (or one resume).
 
+    ``quiet``: True for only the per-epoch lines, or a progress mode (auto, bar, lines, none: see
+    runtime/train/progress.py), handed down to ``loop.fit`` as it is.
     Stops after an interrupted run. ``on_result`` is called as each run ends.
     Under torchrun, rank 0 does all this and the other ranks train each run with it (``train_job``).
     """
@@ -686,7 +714,7 @@ def train_command(
     specs = [graphc.load_spec(path) for path in spec_paths]  # every spec's form is checked before any training
     checked: list[Graph | None] = []
     for spec in specs:  # and its meaning (graph, class counts, watched metrics) where that needs no data, as check does
-        resolved = apply_overrides(spec, overrides)
+        resolved, _ = resolve_data_root(apply_overrides(spec, overrides))  # as train_run resolves it
         # The graph a run of the spec's own seed builds (train_run takes it rather than build it again).
         checked.append(graphc.build_graph(resolved) if None not in resolved.data.known_classes().values() else None)
         if resolved.train.init_from:  # a missing source fails before any data loads (transfer.py reads it later)

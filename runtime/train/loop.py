@@ -11,7 +11,7 @@ The loop is plain PyTorch::
             loss = sum_t w_t * CE_t(model(x)[t])    # train_step (w_t: runtime/train/weighting.py)
             backward, clip, step, schedule step
         evaluate on val; [features: loss weights, diagnostics]; append metrics; write last.pt (and best.pt)
-    evaluate best.pt once on test; write summary.json  # finish
+    evaluate best.pt once on test; write test_predictions.json, summary.json  # finish
 
 The optional parts - loss weighting, gradient diagnostics, frozen nodes, TensorBoard - are
 ``run.features`` (runtime/train/features.py): the loop calls each at fixed points and never asks
@@ -36,6 +36,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from graphc.ir.graph import Graph
 from graphc.ir.metrics import monitor_problem, watchable_metrics
 from graphc.lang.spec import Spec, TrainSpec
 from graphc.runtime.allocator import keep_freed_memory
+from graphc.runtime.collapse import COLLAPSE_RULE, collapsed_heads
 from graphc.runtime.device import Execution, autocast, configure_matmul, decide_execution
 from graphc.runtime.metrics import (
     Confusion,
@@ -71,15 +73,17 @@ from graphc.runtime.runs.checkpoint import (
     python_rng_to_plain,
     save_checkpoint,
 )
+from graphc.runtime.runs.predictions import TEST_PREDICTIONS, predictions_of, write_predictions
 from graphc.runtime.runs.record import RunRecord, checkpoint_record
-from graphc.runtime.scoring import eval_batch_size, evaluate
+from graphc.runtime.scoring import Answers, eval_batch_size, evaluate, final_test_indices
+from graphc.runtime.train.aggregation import Aggregation, make_aggregation
 from graphc.runtime.train.distributed import SINGLE, World
 from graphc.runtime.train.features import LoopFeature, make_features
 from graphc.runtime.train.freeze import freeze, freeze_plan, hold_norms
 from graphc.runtime.train.optim import load_optimizer_state, make_optimizer, make_scheduler
-from graphc.runtime.train.progress import EpochProgress, epoch_line, live_stats
+from graphc.runtime.train.progress import EpochProgress, Plan, epoch_line, live_stats
 from graphc.runtime.train.signals import deferred_interrupt  # Ctrl-C, SIGTERM, SIGHUP wait for an epoch's files
-from graphc.runtime.train.weighting import Weighting, make_weighting
+from graphc.runtime.train.weighting import Weighting, losses_after_step, make_weighting
 
 # --------------------------------------------------------------------------- one run's state
 
@@ -122,6 +126,7 @@ class Run:
     weighting: Weighting | None = (
         None  # [train] loss_weighting (runtime/train/weighting.py); None: loss_weight, as before
     )
+    aggregation: Aggregation | None = None  # [train] aggregator (runtime/train/aggregation.py)
     features: list[LoopFeature] = field(default_factory=list)  # runtime/train/features.py
 
     @property
@@ -236,6 +241,7 @@ def build_run(
         ddp=world.wrap(model, spec.train.sync_batchnorm),
         frozen=frozen,
         weighting=weighting,
+        aggregation=make_aggregation(spec, graph, model, [h.task for h in heads], world),
     )
     run.features = make_features(run)
     return run
@@ -253,6 +259,8 @@ def check_monitors(run: Run) -> None:
     watched = [("select", run.spec.train.select)]
     if run.spec.train.early_stopping is not None:
         watched.append(("early_stopping", run.spec.train.early_stopping))
+    if run.spec.train.schedule.name == "plateau" and run.spec.train.schedule.metric is not None:
+        watched.append(("schedule", run.spec.train.schedule))
     for name, monitor in watched:
         problem = monitor_problem(monitor.metric, available, run.spec.data.val_fraction)
         if problem is not None:
@@ -386,17 +394,27 @@ def train_step(run: Run, x: torch.Tensor, labels: dict[str, torch.Tensor]):
 
 def optimisation_step(run: Run, x: torch.Tensor, labels: dict[str, torch.Tensor]):
     forward = run.compiled if run.compiled is not None else (run.model if run.ddp is None else run.ddp)
-    with autocast(run.device, run.precision):
-        outputs = forward(x)  # {task: (B, classes)}
-    total, parts = compute_loss(outputs, labels, run.heads)
-    run.optimizer.zero_grad(set_to_none=True)
-    if run.weighting is None:
-        total.backward()
-    else:  # the method's objective; the total logged: sum_t w_t L_t with the weights in force
-        total = run.weighting.backward(total, parts)
+    if run.aggregation is not None:  # Jacobian descent: it averages the gradients itself, not DDP
+        with run.ddp.no_sync() if run.ddp is not None else nullcontext():
+            with autocast(run.device, run.precision):
+                outputs = forward(x)  # {task: (B, classes)}
+            total, parts = compute_loss(outputs, labels, run.heads)
+            run.optimizer.zero_grad(set_to_none=True)
+            total = run.aggregation.step(total, parts, run.weighting, run.heads)
+    else:
+        with autocast(run.device, run.precision):
+            outputs = forward(x)  # {task: (B, classes)}
+        total, parts = compute_loss(outputs, labels, run.heads)
+        run.optimizer.zero_grad(set_to_none=True)
+        if run.weighting is None:
+            total.backward()
+        else:  # the method's objective; the total logged: sum_t w_t L_t with the weights in force
+            total = run.weighting.backward(total, parts)
     if run.spec.train.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.spec.train.grad_clip)
     run.optimizer.step()
+    if run.weighting is not None and run.weighting.learns_after_step:  # FAMO: the losses the step left
+        run.weighting.learn(losses_after_step(run, forward, x, labels))
     for feature in run.features:
         feature.after_step(run)
     run.scheduler.step()  # the schedule is per batch
@@ -543,14 +561,20 @@ def train_epoch(run: Run, epoch: int, progress: EpochProgress) -> tuple[dict[str
 
 
 def evaluate_split(
-    run: Run, split, shared: bool = False, confusion: Confusion | None = None, keep: str | None = None
+    run: Run,
+    split,
+    shared: bool = False,
+    confusion: Confusion | None = None,
+    keep: str | None = None,
+    answers: Answers | None = None,
 ) -> dict[str, float]:
     """The run's model on a split, in eval mode, as the run trains it (device, precision, normalisation),
     in batches of ``eval_batch_size``.
 
     ``shared``: every process evaluates its part of the split, with rank 0's batch-norm
     statistics (the model it saves), and the sums are added up over the processes.
-    ``confusion`` (one process only) also collects the per-head confusion matrices.
+    ``confusion`` (one process only) also collects the per-head confusion matrices, ``answers`` (one
+    process only) each image's true and predicted classes.
     ``keep``: the name of a split evaluated again and again (the validation split): its part is
     placed once per run, on the GPU when it fits (placed_split); others are streamed.
     """
@@ -573,6 +597,7 @@ def evaluate_split(
         batch_size=eval_batch_size(run.spec.train.batch_size),
         reduce=reduce,
         confusion=confusion,
+        answers=answers,
     )
 
 
@@ -602,10 +627,17 @@ def watch(run: Run, metrics: dict[str, float], epoch: int) -> tuple[dict, bool]:
     return monitor, is_best
 
 
-def fit(run: Run, console: Console, quiet: bool = False) -> str:
+def fit(run: Run, console: Console, quiet: bool | str = False) -> str:
     """Train until train.epochs or early stopping; returns 'completed', 'early_stopped', 'interrupted'
     or 'diverged' (a NaN or infinite loss: that epoch's files are not written, see ``run.diverged``)."""
-    progress = EpochProgress(console, live=not quiet)
+    # quiet: True (no progress), or a progress mode: auto, bar, lines, none (runtime/train/progress.py)
+    progress = EpochProgress(console, live=not quiet if isinstance(quiet, bool) else quiet, device=run.device)
+    test = final_test_images(run) if run.world.is_main else None  # for the estimate of the run's time
+    progress.set_plan(
+        Plan(
+            run.epoch + 1, run.epochs, run.spec.train.batch_size, len(run.dataset.val), 0 if test is None else len(test)
+        )
+    )
     run.console = console
     if run.spec.train.compile and run.compiled is None and run.epoch < run.epochs:
         compile_model(run, first_batch(run))
@@ -687,23 +719,31 @@ def fit(run: Run, console: Console, quiet: bool = False) -> str:
     return "early_stopped" if run.monitor["stopped"] else "completed"
 
 
-def final_test_split(run: Run):
-    """The test split the final pass evaluates: all of it, none (--no-test: None), or with
-    --limit-test N a random N images, the same N for every run of the data set (seeded by
-    data.split_seed, as the validation split is: the test split itself may be ordered by class)."""
+def final_test_images(run: Run) -> torch.Tensor | None:
+    """Indices (ascending) of the test images the final pass evaluates: all of them, none (--no-test:
+    None), or with --limit-test N a random N images, the same N for every run of the data set (seeded
+    by data.split_seed, as the validation split is: the test split itself may be ordered by class).
+    graphc eval picks the run's images with the same function (graphc.runtime.scoring.final_test_indices)."""
     record = run.record
     if record is not None and record.no_test:
         return None
-    test, limit = run.dataset.test, record.limit_test if record is not None else None
-    if limit is None or limit >= len(test):
-        return test
-    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(run.spec.data.split_seed))
-    return test.subset(order[:limit].sort().values)
+    limit = record.limit_test if record is not None else None
+    return final_test_indices(len(run.dataset.test), limit, run.spec.data.split_seed)
+
+
+def final_test_split(run: Run):
+    """The test split the final pass evaluates (:func:`final_test_images`), or None (--no-test)."""
+    indices = final_test_images(run)
+    if indices is None:
+        return None
+    test = run.dataset.test
+    return test if len(indices) == len(test) else test.subset(indices)
 
 
 def finish(run: Run, status: str) -> dict:
     """Evaluate best.pt once on the test split (unless interrupted or --no-test; on a random
-    subset with --limit-test) and write summary.json."""
+    subset with --limit-test), write each image's answers (test_predictions.json,
+    runtime/runs/predictions.py), judge collapsed heads (runtime/collapse.py) and write summary.json."""
     rows = runs.read_metrics(run.run_dir)
 
     def metrics_of(epoch: int | None) -> dict:
@@ -717,13 +757,19 @@ def finish(run: Run, status: str) -> dict:
 
     test = None
     best_path = run.run_dir / runs.BEST
+    indices = final_test_images(run)
     split = final_test_split(run)
+    predictions_path = run.run_dir / TEST_PREDICTIONS
+    # A resumed run's earlier test pass: its file goes with the summary that a resume deletes.
+    predictions_path.unlink(missing_ok=True)
     if status != "interrupted" and best_path.is_file() and split is not None:
         best = load_checkpoint(best_path)
         run.model.load_state_dict(best["model"])
         confusion = Confusion(run.heads, run.device)
+        # Every test image once: this pass runs in one process (rank 0, alone, with several: launch.train_process).
+        answers = Answers(run.heads)
         try:
-            test = evaluate_split(run, split, confusion=confusion)
+            test = evaluate_split(run, split, confusion=confusion, answers=answers)
         except torch.OutOfMemoryError:
             raise RunError(
                 f"out of GPU memory on {run.device} evaluating {best_path} on the test split ({len(split):,} images in "
@@ -734,6 +780,16 @@ def finish(run: Run, status: str) -> dict:
         test.update(confusion.baselines())  # TASK/majority_acc, TASK/balanced_acc: what the accuracies compare with
         for feature in run.features:  # e.g. the loss with the best epoch's weights, as its val row
             feature.tested(run, test, best)
+        record = run.record
+        predictions = predictions_of(
+            "test",
+            record.dataset if record is not None else run.spec.data.dataset,
+            indices.tolist(),
+            answers.collected(),
+            {h.task: h.classes for h in run.heads},
+            {"limit": record.limit_test if record is not None else None, "seed": run.spec.data.split_seed},
+        )
+        write_predictions(predictions_path, predictions)  # before summary.json, which marks the run finished
     speeds = [r["images_per_s"] for r in rows if r["split"] == "train" and r.get("images_per_s")]
     summary = {
         "spec": run.graph.name,
@@ -749,6 +805,10 @@ def finish(run: Run, status: str) -> dict:
         "test_skipped": run.record is not None and run.record.no_test,
         "test_limit": run.record.limit_test if run.record is not None else None,
         "test_images": len(split) if test is not None else 0,
+        "test_predictions": TEST_PREDICTIONS if test is not None else None,  # per image, beside this file
+        # Heads no better than a constant answer on the test pass (runtime/collapse.py); None: not judged.
+        "collapsed": collapsed_heads(test, {h.task: h.classes for h in run.heads}) if test is not None else None,
+        "collapse_rule": COLLAPSE_RULE,
         "wall_time_s": run.wall_time(),
         "images_per_s": sum(speeds) / len(speeds) if speeds else None,
     }

@@ -47,6 +47,7 @@ import graphc
 from graphc.errors import RunError, UsageError, printable
 from graphc.files import control_characters, open_append
 from graphc.lang.spec import Spec
+from graphc.runtime.collapse import read_collapsed
 from graphc.runtime.report.build import Run as ReportRun
 from graphc.runtime.report.build import Variant, load_run
 from graphc.runtime.runs import rundir as runs
@@ -85,6 +86,7 @@ class Job:
     error: str | None = None
     log: Path | None = None
     gpus: str = ""  # its CUDA_VISIBLE_DEVICES while it runs ("" on the CPU)
+    collapsed: dict = field(default_factory=dict)  # its summary.json's "collapsed" heads (runtime/collapse.py)
     started: float = 0.0
     process: subprocess.Popen | None = field(default=None, repr=False)
     lock: run_lock.IdentityLock | None = field(default=None, repr=False)  # held from its start to its end
@@ -99,14 +101,14 @@ class Job:
 
 
 def existing_runs(out: Path) -> dict[tuple[Variant, int], list[ReportRun]]:
-    """The readable runs under ``out`` by (variant, seed); damaged ones are left to graphc report."""
+    """The readable runs under ``out`` by (planned variant, seed); damaged ones are left to graphc report."""
     found: dict[tuple[Variant, int], list[ReportRun]] = {}
     for path in runs.find_runs([out]) if Path(out).is_dir() else []:
         try:
             run = load_run(path)
         except RunError:
             continue
-        found.setdefault((run.variant, run.seed), []).append(run)
+        found.setdefault((run.variant.planned(), run.seed), []).append(run)
     return found
 
 
@@ -331,7 +333,7 @@ def _find_new_run(job: Job, out: Path, known: set[Path]) -> Path | None:
             run = load_run(path)
         except RunError:
             continue  # still being written
-        if run.variant == job.variant and run.seed == job.seed:
+        if run.variant.planned() == job.variant and run.seed == job.seed:
             return path
     return None
 
@@ -349,6 +351,17 @@ def _read_progress(job: Job) -> None:
             job.images_per_s = float(row["images_per_s"])
         if row["split"] == split and isinstance(row.get(key), (int, float)):
             job.metric = float(row[key])
+
+
+def _read_collapsed(job: Job) -> None:
+    """The heads its summary.json judged collapsed on the test pass (none: not judged, or unreadable)."""
+    path = job.run_dir / runs.SUMMARY if job.run_dir is not None else None
+    if path is None or not path.is_file():
+        return
+    with contextlib.suppress(RunError):
+        summary = runs.read_json(path)
+        if isinstance(summary, dict):
+            job.collapsed = read_collapsed(summary.get("collapsed"), path) or {}
 
 
 def _error_of(log: Path) -> str:
@@ -409,6 +422,8 @@ class View:
         )
         speed = "" if job.images_per_s is None else f"{job.images_per_s:,.0f}"
         state = job.state.replace("_", " ")
+        if job.collapsed:  # judged on the test pass (the metric beside it is train.select's)
+            state += f" (collapsed: {', '.join(job.collapsed)})"
         return [
             job.name,
             str(job.seed),
@@ -470,6 +485,7 @@ def run_sweep(
     for job in jobs:
         if job.run_dir is not None:
             _read_progress(job)
+            _read_collapsed(job)  # a run finished before: its judgement stands
     pending = [j for j in jobs if j.action in ("new", "resume")]
     known = set(runs.find_runs([out])) if out.is_dir() else set()
     free = list(slots.gpu_sets)
@@ -598,6 +614,7 @@ def _ended(job: Job, out: Path, known: set[Path]) -> None:
     if job.run_dir is not None:
         known.add(job.run_dir)
         _read_progress(job)
+        _read_collapsed(job)
     summary = job.run_dir / runs.SUMMARY if job.run_dir is not None else None
     status = None
     if summary is not None and summary.is_file():

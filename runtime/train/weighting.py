@@ -32,6 +32,26 @@ epoch (after its last step), and a validation row's ``loss`` is the same sum wit
   first-order gradient per head gives dL_grad/dw_t = sign(G_t - target_t) ||grad_W L_t|| exactly,
   without differentiating twice.
 
+- ``famo``: Liu, Liu, Jin, Stone and Liu, "FAMO: Fast Adaptive Multitask Optimization", NeurIPS
+  2023, Algorithm 1. Task logits xi (initial 0), z = softmax(xi). The model descends
+  sum_t z_t log L_t, rescaled by c = (sum_t z_t / L_t)^-1 (so the step is a convex combination of
+  the heads' gradients), times K (graphc's scale: weights averaging 1): its gradient is
+  sum_t K c z_t / L_t grad L_t, i.e. the per-step loss coefficients K c z_t / L_t
+  (``step_weights``). After the optimiser's step, the losses of the same batch are computed again
+  (one forward pass without gradient; batch-norm statistics put back), delta_t = log L_t(theta_t)
+  - log L_t(theta_t+1), and xi takes one step of its own Adam (lr 0.025, L2 weight decay gamma
+  0.01, both the authors' code's defaults; the paper tunes gamma per benchmark) along the gradient J_z(xi)^T delta = z * (delta - z . delta):
+  a head whose loss fell less than the others gains weight. ``weight/TASK`` logs K z_t. O(1) extra
+  cost in K (no per-head backward pass): one forward pass per step.
+- ``rlw``: Lin, Ye, Xu, Shi and Zhang, "Reasonable Effectiveness of Random Weighting: A Litmus Test
+  for Multi-Task Learning", TMLR 2022: each step, w = K softmax(eps), eps ~ N(0, I_K) drawn from the
+  weighting's own generator (seeded train.seed + 4, the same on every process, saved in
+  checkpoints). The paper's weights are softmax(eps) (summing to 1); graphc multiplies by K, the
+  scale of every other method, so a learning rate carries over. ``weight/TASK`` logs the last step's.
+
+With ``[train] aggregator`` (runtime/train/aggregation.py) the weights scale the losses before
+aggregation: the Jacobian's rows are the gradients of ``step_weights(parts)_t * L_t``.
+
 Under several processes (--nproc) every process ends a step with the same weights: the learned
 log-variances' gradients are averaged over the processes as DDP averages the model's; GradNorm
 averages each head's gradient on the shared node and the heads' losses over the processes
@@ -76,6 +96,16 @@ class Weighting:
     def weights(self) -> torch.Tensor:
         """The weights in force, ``(K,)`` in head order, detached."""
         raise NotImplementedError
+
+    learns_after_step = False  # FAMO: learn() from the batch's losses after the optimiser's step
+
+    def step_weights(self, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The coefficients c_t of this step's gradient sum_t c_t grad L_t, ``(K,)``, detached; called
+        once per step (RLW draws here). An aggregator aggregates the gradients of c_t L_t."""
+        return self.weights()
+
+    def learn(self, parts_after: Mapping[str, torch.Tensor]) -> None:
+        """With ``learns_after_step``: the per-head losses of the step's batch after the optimiser's step."""
 
     def backward(self, total: torch.Tensor, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Back-propagate this step's objective (``total``: compute_loss's loss_weight sum; ``parts``:
@@ -283,6 +313,115 @@ class GradNormWeighting(Weighting):
         self.initial = None if initial is None else _vector(initial, len(self.tasks), "initial").to(self.device)
 
 
+class FAMOWeighting(Weighting):
+    """Liu et al. 2023: logits learned from the losses' decrease after each step (module docstring)."""
+
+    name = "famo"
+    learns_after_step = True
+    EPS = 1e-8  # added to the losses before logs and divisions (the authors' code)
+
+    def __init__(self, heads, device, world, lr: float, gamma: float):
+        super().__init__(heads, device, world)
+        self.logits = torch.zeros(len(self.tasks), device=device, requires_grad=True)  # xi
+        self.optimizer = torch.optim.Adam([self.logits], lr=lr, weight_decay=gamma)
+        self.before: torch.Tensor | None = None  # L(theta_t) of the current step, global batch
+
+    def weights(self) -> torch.Tensor:
+        return len(self.tasks) * torch.softmax(self.logits.detach(), dim=0)
+
+    def step_weights(self, parts):
+        losses = mean_over_processes(self.stack(parts).detach().float(), self.world) + self.EPS
+        self.before = losses
+        z = torch.softmax(self.logits.detach(), dim=0)
+        c = 1.0 / (z / losses).sum()
+        return len(self.tasks) * c * z / losses
+
+    def backward(self, total, parts):
+        losses = self.stack(parts)
+        (self.step_weights(parts) * losses).sum().backward()
+        return (self.weights() * losses.detach()).sum()
+
+    def learn(self, parts_after):
+        after = mean_over_processes(self.stack(parts_after).detach().float(), self.world) + self.EPS
+        if self.before is None:
+            return
+        delta = self.before.log() - after.log()
+        z = torch.softmax(self.logits.detach(), dim=0)
+        self.logits.grad = z * (delta - (z * delta).sum())  # J_softmax(xi)^T delta
+        self.optimizer.step()
+        self.before = None
+
+    def state_dict(self):
+        return {
+            "name": self.name,
+            "logits": self.logits.detach().cpu().clone(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        with torch.no_grad():
+            self.logits.copy_(_vector(state["logits"], len(self.tasks), "logits"))
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class RLWWeighting(Weighting):
+    """Lin et al. 2022: each step K softmax of K standard normal draws (module docstring)."""
+
+    name = "rlw"
+    RNG_OFFSET = 4  # seeded train.seed + 4 (shuffle +0, augment +1, aggregator +3)
+
+    def __init__(self, heads, device, world, seed: int):
+        super().__init__(heads, device, world)
+        self.rng = torch.Generator().manual_seed(seed + self.RNG_OFFSET)
+        self._weights = torch.ones(len(self.tasks), device=device)
+
+    def weights(self) -> torch.Tensor:
+        return self._weights
+
+    def step_weights(self, parts):
+        draw = torch.randn(len(self.tasks), generator=self.rng)
+        self._weights = (len(self.tasks) * torch.softmax(draw, dim=0)).to(self.device)
+        return self._weights
+
+    def backward(self, total, parts):
+        losses = self.stack(parts)
+        (self.step_weights(parts) * losses).sum().backward()
+        return (self._weights * losses.detach()).sum()
+
+    def state_dict(self):
+        return {"name": self.name, "rng": self.rng.get_state(), "weights": self._weights.detach().cpu().clone()}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.rng.set_state(state["rng"])
+        self._weights = _vector(state["weights"], len(self.tasks), "weights").to(self.device)
+
+
+def mean_over_processes(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    if world.size == 1:
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor)
+    return tensor / world.size
+
+
+def losses_after_step(run, forward, x: torch.Tensor, labels: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The per-head losses of batch ``x`` with the weights the step left (FAMO's L(theta_t+1)): one forward
+    pass without gradient, in training mode, with the batch-norm statistics put back afterwards."""
+    from graphc.runtime.device import autocast
+    from graphc.runtime.metrics import compute_loss
+
+    buffers = [b.detach().clone() for b in run.model.buffers()]
+    with torch.no_grad():
+        with autocast(run.device, run.precision):
+            outputs = forward(x)
+        parts = compute_loss(outputs, labels, run.heads)[1]
+        for buffer, saved in zip(run.model.buffers(), buffers):
+            buffer.copy_(saved)
+    return parts
+
+
 def _vector(value, size: int, name: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor) or value.shape != (size,) or not value.is_floating_point():
         raise ValueError(f"its loss weighting's {name!r} is not {size} floats")
@@ -308,4 +447,8 @@ def make_weighting(
         node = gradnorm_node(graph.nodes)  # build_graph refused a model without one
         shared = list(model.get_submodule(node.name).parameters())  # those trainable at each step (freezing)
         return GradNormWeighting(heads, device, world, table.alpha, shared)
+    if table.name == "famo":
+        return FAMOWeighting(heads, device, world, table.lr, table.gamma)
+    if table.name == "rlw":
+        return RLWWeighting(heads, device, world, spec.train.seed)
     raise AssertionError(f"unknown loss weighting {table!r}")

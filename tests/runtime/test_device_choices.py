@@ -333,6 +333,9 @@ def test_bench_json_schema(monkeypatch):
             "--repeats",
             "1",
             "--compile",
+            "--precision",
+            "all",  # the full table: emulated bf16 too (the default measures the native precisions only)
+            "--onnx",
             "--json",
         ],
         env={"COLUMNS": "200"},
@@ -350,13 +353,14 @@ def test_bench_json_schema(monkeypatch):
         "seconds",
         "repeats",
         "auto",
+        "skipped",
         "training",
         "pipeline",
         "inference",
         "augmentation",
         "peak_memory",
     }
-    assert data["command"].startswith("graphc bench ") and "--compile" in data["command"]
+    assert data["command"].startswith("graphc bench ") and "--compile" in data["command"] and data["skipped"] == []
     assert {"device", "device_name", "torch", "threads", "cpu_flags"} <= set(data["machine"])
     assert data["auto"]["precision"] == resolve_precision("auto", torch.device("cpu"))
     # eager: every precision x memory format; compiled: each precision in its run's format

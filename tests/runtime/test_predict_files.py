@@ -92,8 +92,8 @@ def test_an_image_over_the_pixel_limit_is_refused(tmp_path, model, monkeypatch):
 
 
 def test_a_directory_and_a_missing_file_are_messages(tmp_path, model):
-    (tmp_path / "dir.png").mkdir()
-    assert "is a directory, not an image file" in invoke("predict", model, tmp_path / "dir.png", code=1).stderr
+    (tmp_path / "dir.png").mkdir()  # a folder is searched for images: this one holds none (exit 2)
+    assert "no images found in the folder" in invoke("predict", model, tmp_path / "dir.png", code=2).stderr
     assert "no such image file" in invoke("predict", model, tmp_path / "absent.png", code=1).stderr
 
 

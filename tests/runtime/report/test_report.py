@@ -43,6 +43,7 @@ def make_run(
     hierarchy: bool = False,
     name: str | None = None,
     started: str | None = None,
+    dataset: str = "synthetic",
 ) -> Path:
     """A run directory as graphc train writes it, with noisy learning curves."""
     rng = np.random.default_rng(zlib.crc32(f"{spec}/{seed}/{name}".encode()))
@@ -56,7 +57,8 @@ def make_run(
             "seed": seed,
             "tasks": list(tasks),
             "classes": {t: CLASSES[t] for t in tasks},
-            "dataset": "synthetic",
+            "dataset": dataset,
+            **({"data": {"dataset": dataset}} if dataset != "synthetic" else {}),
             "started": started or f"2025-01-01T00:00:{seed:02d}",
         },
     )
@@ -127,9 +129,9 @@ def parse_markdown_table(text: str) -> tuple[list[str], list[list[str]]]:
 
 @pytest.fixture
 def study(tmp_path):
-    """Three specs (two named like reference specs) x three seeds, plus a custom one."""
+    """Three specs (two named like reference specs) x three seeds, plus a custom one, on CIFAR-100."""
     runs = {
-        spec: [make_run(tmp_path / "runs", spec, seed) for seed in (0, 1, 2)]
+        spec: [make_run(tmp_path / "runs", spec, seed, dataset="cifar100") for seed in (0, 1, 2)]
         for spec in ("independent", "shared_conv", "mine")
     }
     return tmp_path / "runs", runs
@@ -217,7 +219,8 @@ def test_baseline_unpaired_when_seeds_differ(tmp_path):
         assert rows["lone"].deltas[key].value == pytest.approx(on_files(lone, key)[0] - b.mean())
     header, lines = parse_markdown_table(render_markdown(report))
     lone_cell = next(l for l in lines if l[0] == "lone")[header.index("fine/acc (%)")]
-    assert lone_cell.endswith("?)")
+    # one seed and none shared with the baseline: the difference of means, and no verdict
+    assert lone_cell.endswith("cannot tell (no shared seeds))")
 
 
 def test_markers_in_the_table_follow_the_deltas(study):
@@ -227,10 +230,14 @@ def test_markers_in_the_table_follow_the_deltas(study):
     for row in report.rows[1:]:
         line = next(l for l in lines if l[0] == row.spec)
         for key in report.columns:
-            cell = line[header.index(key if key.endswith("loss") else f"{key} (%)")].strip("*")
-            assert cell.endswith(" ~)") == bool(row.deltas[key].within_sd)
-            sign = "+" if row.deltas[key].value >= 0 else "-"
-            assert f"({sign}" in cell
+            raw = line[header.index(key if key.endswith("loss") else f"{key} (%)")]
+            comparison = row.comparisons[key]
+            assert raw.startswith("**") == (comparison.verdict == "better")
+            assert raw.strip("*").endswith(f", {comparison.verdict})")
+            sign = "+" if comparison.paired.mean >= 0 else "-"
+            assert f"({sign}" in raw
+            # three shared seeds: the t-test decides, nothing is "cannot tell"
+            assert comparison.shared_seeds == [0, 1, 2] and not comparison.verdict.startswith("cannot tell")
 
 
 def test_unknown_baseline_is_a_usage_error(study, tmp_path):
@@ -270,16 +277,17 @@ def test_cli_writes_markdown_csv_and_plots(study, tmp_path):
     reported = lines[1]
     assert reported[header.index("fine/acc (%)")] == "48.86" and reported[header.index("coarse/loss")] == "1.15"
     assert reported[header.index("fine/top5 (%)")] == "-"
-    # the best mean per column is bold, and only it
+    # bold only where the verdict against the baseline is "better"; the mean as printed
     for key in report.columns:
         column = header.index(key if key.endswith("loss") else f"{key} (%)")
-        means = {r.spec: r.stats[key].mean for r in report.rows}
-        best = (min if key.endswith("loss") else max)(means, key=means.get)
+        better = [r.label for r in report.rows if key in r.comparisons and r.comparisons[key].verdict == "better"]
         bold = [l[0] for l in lines if l[column].startswith("**")]
-        assert bold == [next(n for n in names if n.startswith(best))]
-        text = next(l for l in lines if l[0].startswith(best))[column].strip("*")
-        scale = 1 if key.endswith("loss") else 100
-        assert text.split(" ±")[0] == (f"{means[best] * scale:.3f}" if scale == 1 else f"{means[best] * scale:.2f}")
+        assert bold == better
+        for row in report.rows:
+            text = next(l for l in lines if l[0].startswith(row.spec))[column].strip("*")
+            scale = 1 if key.endswith("loss") else 100
+            mean = row.stats[key].mean * scale
+            assert text.split(" ±")[0] == (f"{mean:.3f}" if scale == 1 else f"{mean:.2f}")
 
     with (out / "results.csv").open() as f:
         table = {row["variant"]: row for row in csv.DictReader(f)}
@@ -400,7 +408,7 @@ def test_no_runs_and_missing_paths(tmp_path):
     assert result.exit_code == 1 and "no runs found" in result.output
     result = runner.invoke(app, ["report", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no such file or directory" in result.output
-    for bad in (["--split", "train"], ["--format", "html"]):
+    for bad in (["--split", "train"], ["--format", "pdf"]):
         result = runner.invoke(app, ["report", str(tmp_path / "empty"), *bad])
         assert result.exit_code == 2, bad
     assert clean_exit(result)

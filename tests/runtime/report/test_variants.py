@@ -221,8 +221,10 @@ def test_rows_measured_on_other_images_are_not_compared(tmp_path):
     rows = {r.label: r for r in report.rows}
     limited = rows["s [epochs=3, limit_val=100]"]
     assert not report.is_best(limited, "fine/acc")  # highest, but on other validation images
-    assert report.is_best(rows["s [epochs=2]"], "fine/acc")
-    assert limited.deltas == {} and "fine/acc" in rows["s [epochs=2]"].deltas
+    # one seed, no per-image predictions of the validation split: highest, but not shown as better
+    assert not report.is_best(rows["s [epochs=2]"], "fine/acc")
+    assert rows["s [epochs=2]"].comparisons["fine/acc"].verdict.startswith("cannot tell (1 shared seed")
+    assert limited.deltas == {} and limited.comparisons == {} and "fine/acc" in rows["s [epochs=2]"].deltas
     assert any("not compared" in n and "limit_val" in n for n in report.notes)
     assert any("no differences to s [epochs=1] for s [epochs=3, limit_val=100]" in n for n in report.notes)
 
@@ -265,9 +267,11 @@ def test_a_mean_over_other_heads_is_never_compared(tmp_path):
     column = header.index("mean_acc (%)")
     cells = {l[0]: l[column] for l in lines}
     assert cells["t"] == "63.00"  # the highest mean, but over three heads: not bold
-    assert cells["u"].startswith("**55.00")  # the best of the two-head rows
+    # the best of the two-head rows, compared; one seed and no image test: not bold
+    assert cells["u"].startswith("55.00 (+5.00, cannot tell (1 shared seed")
     by_label = {r.label: r for r in report.rows}
     assert "mean_acc" not in by_label["t"].deltas and "fine/acc" in by_label["t"].deltas
+    assert "mean_acc" not in by_label["t"].comparisons and "mean_acc" in by_label["u"].comparisons
     assert by_label["u"].deltas["mean_acc"].value == pytest.approx(0.05)
 
 
@@ -287,7 +291,8 @@ def test_majority_baseline_is_shown_but_never_a_winner(tmp_path):
     assert [l[column] for l in lines] == ["80.00", "81.00"]  # not bold
     assert "fine/majority_acc" not in report.rows[1].deltas
     assert report.rows[1].deltas["fine/balanced_acc"].value == pytest.approx(0.3)
-    assert lines[1][header.index("fine/balanced_acc (%)")].startswith("**60.00")
+    # compared (a difference and a verdict), but one seed and no image test for it: not bold
+    assert lines[1][header.index("fine/balanced_acc (%)")].startswith("60.00 (+30.00, cannot tell")
 
 
 def _markdown(report):

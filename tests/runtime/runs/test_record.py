@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 import graphc
 from graphc.errors import RunError
@@ -45,7 +46,7 @@ KEYS_0_2 = [
     "started",
     "memory_format",
 ]
-ADDED = ["format", "threads", "allocator"]  # graphc-run/1's keys beside those
+ADDED = ["format", "threads", "allocator", "torch_version"]  # graphc-run/1's keys beside those
 
 
 def as_0_2_1(run_dir: Path) -> dict:
@@ -79,8 +80,9 @@ def old_run(trained, tmp_path) -> Path:
 
 def test_config_json_has_the_0_2_keys_plus_the_format_and_reads_back_as_written(trained):
     content = json.loads((trained / runs.CONFIG).read_text())
-    assert list(content) == ["format", *KEYS_0_2, "threads", "allocator"]
+    assert list(content) == ["format", *KEYS_0_2, "threads", "allocator", "torch_version"]
     assert content["format"] == RECORD_FORMAT and content["threads"] >= 1 and content["allocator"]
+    assert content["torch_version"] == torch.__version__
     record = read_record(trained)
     assert record.to_json() == content  # one model, both ways
     assert load_checkpoint(trained / runs.BEST)["config"] == content  # the checkpoints carry the same record
@@ -94,8 +96,14 @@ def test_a_0_2_1_record_is_converted_as_it_is_read(old_run):
     old = json.loads((old_run / runs.CONFIG).read_text())
     assert "format" not in old and old["graphc_version"] == "0.2.1"
     record = read_record(old_run)
-    assert record.format == RECORD_FORMAT and (record.threads, record.allocator) == (None, None)
-    assert record.to_json() == {"format": RECORD_FORMAT, **old, "threads": None, "allocator": None}
+    assert record.format == RECORD_FORMAT and (record.threads, record.allocator, record.torch_version) == (None,) * 3
+    assert record.to_json() == {
+        "format": RECORD_FORMAT,
+        **old,
+        "threads": None,
+        "allocator": None,
+        "torch_version": None,
+    }
     assert (record.tag, record.limit_train, record.precision) == ("old", 64, old["precision"])
 
 
