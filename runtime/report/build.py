@@ -38,7 +38,8 @@ the verdict is "better") only when both have it under the same name - so
 and measured it on the same images: rows whose data settings or limit for the split
 (limit_val, limit_test) differ are named in a note and not compared with each other. A
 metric across heads (``mean_acc``, ``weighted_acc``) is compared only between rows with the
-same heads. ``TASK/majority_acc`` (always answering the split's commonest class) is a property of the
+same heads, and ``weighted_acc`` only between rows whose heads have the same loss_weight (read from
+each run's spec copy). ``TASK/majority_acc`` (always answering the split's commonest class) is a property of the
 split, shown but never compared. ``-`` marks a metric a row does not have.
 
 Bad runs never sink the report: a run whose files are damaged, whose config is
@@ -63,6 +64,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +284,22 @@ class Run:
     labels: str | None = None  # imagefolder: the label field (data.label); the study's labels are CIFAR-100's own
 
     classes: dict[str, int] = field(default_factory=dict)  # config.json "classes": label field -> classes
+
+    @cached_property
+    def head_weights(self) -> tuple[tuple[str, float], ...] | None:
+        """Each head's loss_weight, from the run's spec copy: what its ``weighted_acc`` weights the heads'
+        accuracies by. None when the copy cannot be read (then weighted_acc is not compared)."""
+        import graphc
+        from graphc.errors import SpecError
+        from graphc.lang.spec import HeadNode
+        from graphc.runtime.runs.rundir import SPEC_COPY, read_text
+
+        path = self.path / SPEC_COPY
+        try:
+            spec = graphc.parse_spec(read_text(path, "spec text"), path, name=self.spec)
+        except (RunError, SpecError, OSError):
+            return None
+        return tuple(sorted((n.task, n.loss_weight) for n in spec.nodes if isinstance(n, HeadNode)))
 
     def collapsed(self) -> set[str]:
         """The heads whose final test pass collapsed (summary.json "collapsed", else the rule of
@@ -814,8 +832,16 @@ class Row:
 def comparable(a: Row, b: Row, key: str) -> bool:
     """Whether ``key`` means the same in rows ``a`` and ``b``: measured on the same images, and for a
     metric across heads (``mean_acc``, ``weighted_acc``) over the same heads - a mean over three
-    heads is not a better or worse mean over two."""
-    return a.measured == b.measured and ("/" in key or a.heads == b.heads)
+    heads is not a better or worse mean over two - and for ``weighted_acc`` with the same weights
+    (the heads' loss_weight): 0.8 fine + 0.2 coarse is another number than 0.5 fine + 0.5 coarse."""
+    if a is b:
+        return True
+    if a.measured != b.measured or ("/" not in key and a.heads != b.heads):
+        return False
+    if key == "weighted_acc":
+        weights = {run.head_weights for row in (a, b) for run in row.runs}
+        return len(weights) == 1 and None not in weights
+    return True
 
 
 @dataclass
@@ -1000,7 +1026,7 @@ def build_report(
     if baseline is not None:
         base = find_baseline(baseline, rows)
         base_label = base.label
-        paired, unpaired, apart = [], [], []
+        paired, unpaired, apart, weighted_apart = [], [], [], []
         for row in rows:
             if row is base or not row.points:
                 continue
@@ -1014,6 +1040,8 @@ def build_report(
             }
             if row.deltas:
                 (paired if all(d.paired for d in row.deltas.values()) else unpaired).append(row.label)
+            if "weighted_acc" in row.stats and "weighted_acc" in base.stats and "weighted_acc" not in row.deltas:
+                weighted_apart.append(row.label)
         if paired:
             notes.append(f"differences to {base.label} paired by seed: {', '.join(paired)}.")
         if unpaired:
@@ -1022,6 +1050,11 @@ def build_report(
             notes.append(
                 f"no differences to {base.label} for {', '.join(apart)}: measured on other "
                 f"{'validation' if split == 'val' else 'test'} images than the baseline."
+            )
+        if weighted_apart:
+            notes.append(
+                f"weighted_acc of {', '.join(weighted_apart)} is not compared with {base.label}'s: their heads' "
+                "loss_weight differ (or a spec copy could not be read), so each weights the accuracies differently."
             )
         compare_rows(rows, base, columns, warnings)
     return Report(split, epoch, base_label, columns, rows, warnings, notes, evaluation)

@@ -54,8 +54,9 @@ def paired_difference(row: dict[int, float], base: dict[int, float]) -> Paired:
     if n < 2:
         return Paired(n, mean, (math.nan, math.nan), math.nan)
     sd = float(diffs.std(ddof=1))
-    if sd == 0.0:
-        # every seed moved by exactly the same amount: no spread to test against (t is infinite or 0/0)
+    if sd <= 1e-12 * max(1.0, abs(mean)):
+        # every seed moved by the same amount (up to float rounding in the metrics' sums): no spread to
+        # test against (t is infinite or 0/0; scipy would warn of catastrophic cancellation)
         p = 1.0 if mean == 0.0 else 0.0
         return Paired(n, mean, (mean, mean), p)
     half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)

@@ -484,3 +484,27 @@ def test_aggregator_statistics_are_plotted_as_plain_numbers(tmp_path):
     fig = metric_figure(groups, "agg/conflict", {"s": (0.1, 0.2, 0.3)})
     (line, *_) = fig.axes[0].get_lines()
     assert 0.25 in list(line.get_ydata())  # plotted as logged, not x100
+
+
+def _spec_copy(run: Path, fine_weight: float) -> None:
+    (run / "spec.toml").write_text(
+        '[[nodes]]\nname = "image"\nkind = "input"\nshape = [3, 8, 8]\n\n'
+        '[[nodes]]\nname = "fine_head"\nkind = "head"\ninput = "image"\ntask = "fine"\nclasses = 4\n'
+        f"loss_weight = {fine_weight}\n\n"
+        '[[nodes]]\nname = "coarse_head"\nkind = "head"\ninput = "image"\ntask = "coarse"\nclasses = 4\n',
+        encoding="utf-8",
+    )
+
+
+def test_weighted_acc_is_compared_only_between_rows_that_weight_the_heads_alike(tmp_path):
+    """weighted_acc averages the heads' accuracies by their loss_weight: rows that weight them differently
+    average different things, so no difference or verdict is given between them (mean_acc still is)."""
+    for seed in (0, 1, 2):
+        for spec, weight, fine in (("base", 1.0, 0.5), ("same", 1.0, 0.6), ("heavy", 4.0, 0.6)):
+            metrics = {**acc(fine + seed / 100), "mean_acc": 0.5 + seed / 100, "weighted_acc": 0.5 + seed / 100}
+            _spec_copy(write_run(tmp_path, spec, seed, metrics), weight)
+    report = build_report([tmp_path], split="test", baseline="base")
+    rows = {r.spec: r for r in report.rows}
+    assert "weighted_acc" in rows["same"].comparisons and "mean_acc" in rows["same"].comparisons
+    assert "weighted_acc" not in rows["heavy"].comparisons and "mean_acc" in rows["heavy"].comparisons
+    assert any("weighted_acc of heavy is not compared" in note for note in report.notes)
