@@ -180,7 +180,8 @@ def legend(report: Report) -> str:
     return (
         f"(diff [lo, hi], verdict): the row minus the baseline {printable(report.baseline)} (percentage points for "
         "accuracies), the mean of the per-seed differences over the seeds both rows have (paired by seed), with "
-        "its 95% confidence interval (Student t, n-1 degrees of freedom; none with one shared seed). Tests, "
+        "its 95% confidence interval (Student t, n-1 degrees of freedom; none with one shared seed; for that row "
+        "alone, not adjusted for the other rows: an interval that excludes 0 can still lose its Holm test). Tests, "
         f"two-sided at alpha {ALPHA}: the paired t-test over shared seeds; for a head's accuracy (TASK/acc) with "
         "per-image predictions of the same test images, McNemar's exact test (binomial on the discordant "
         "images b, c) on the counts pooled over the shared seeds' pairs of runs. Each test's p is Holm-adjusted "
