@@ -22,11 +22,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from types import UnionType
-from typing import Union, get_args, get_origin
+from typing import TYPE_CHECKING, Union, get_args, get_origin
 
-import click  # older typer builds click's own classes (see _value_type)
 from rich.markup import escape
 from typer.core import TyperGroup
+
+if TYPE_CHECKING:  # typer >= 0.20 needs no click (it builds its own copy of click's classes)
+    import click
 
 
 def tidy_command(command) -> None:
@@ -96,6 +98,8 @@ def _value_type(param: click.Parameter) -> object:
         while get_origin(annotation) in (list, tuple, Union, UnionType):
             annotation = next((a for a in get_args(annotation) if a is not type(None)), None)
         return annotation
+    import click  # only older typer builds click types, and then click is installed with it
+
     kind = getattr(param, "type", None)
     if isinstance(kind, click.Path):
         return Path

@@ -20,6 +20,7 @@ TOP_LEVEL = {
     "test_kinds.py",
     "test_docs.py",
     "test_suite_layout.py",
+    "test_dependencies.py",
 }
 # What starts a process or a compilation in a test: a subprocess, graphc's own process options, torch.compile.
 STARTS_PROCESSES = re.compile(
