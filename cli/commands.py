@@ -539,10 +539,11 @@ def train(
 
     if lr is not None and not lr > 0:
         raise UsageError(f"--lr must be positive, got {lr}.")
-    from graphc.runtime.train.progress import MODES
+    from graphc.runtime.train.progress import MODES, check_line_interval
 
     if progress not in MODES:
         raise UsageError(f"--progress '{progress}': expected one of {', '.join(MODES)}.")
+    check_line_interval()  # GRAPHC_PROGRESS_INTERVAL: refused before any run directory is made
     overrides = train_overrides(locals())
     if jobs is not None or jobs_per_gpu is not None:
         with signals.stop_signals():  # SIGTERM and SIGHUP stop the sweep as Ctrl-C does (exit 143, 129)

@@ -257,6 +257,7 @@ def save_evaluation(evaluation: RunEvaluation, name: str) -> Path:
         collapsed=evaluation.collapsed,
         predictions=evaluation.predictions,
         path=evaluation.run_dir,
+        epoch=evaluation.epoch,
     )
     try:
         return write_evaluation(evaluation.run_dir, saved)

@@ -272,15 +272,26 @@ def find_images(arguments: Sequence[str | Path]) -> tuple[list[Path], list[str]]
         elif os.path.lexists(argument) or not glob.has_magic(argument):
             files.append(path)  # a file (or a missing one, which the reader names)
         else:
-            matches = sorted(glob.glob(argument, recursive=True))
+            base = _pattern_base(argument)
+            matches, outside = [], []
+            for match in map(Path, sorted(glob.glob(argument, recursive=True))):
+                (matches if _reached_without_links_out(match, base) else outside).append(match)
+            if outside:
+                notes.append(
+                    f"note: skipped {len(outside):,} match(es) of {argument!r} reached through a symbolic link that "
+                    f"leads out of {base} or nowhere (e.g. {outside[0]}); graphc does not follow links out of the "
+                    "folder a pattern starts in."
+                )
             found = []
-            for match in map(Path, matches):
+            for match in matches:
                 if match.is_dir():
                     found += _folder_images(match, notes)
                 elif match.name.lower().endswith(SUFFIXES) and not match.name.startswith("."):
                     found.append(match)
             if not matches:
-                empty.append(f"the pattern {argument!r} (it matches no file)")
+                empty.append(
+                    f"the pattern {argument!r} ({'its matches lead out of its folder' if outside else 'it matches no file'})"
+                )
             elif not found:
                 empty.append(f"the pattern {argument!r} ({len(matches):,} matches, none a .png/.jpg/.jpeg image)")
             files += found
@@ -326,6 +337,35 @@ def _folder_images(folder: Path, notes: list[str]) -> list[Path]:
             f"(e.g. {skipped[0]}); graphc does not follow links out of the folder it is given."
         )
     return sorted(found, key=lambda path: path.parts)
+
+
+def _pattern_base(pattern: str) -> Path:
+    """The folder a glob pattern starts in: its leading parts without wildcards ('photos' of
+    'photos/**/*.jpg'; '.' of '*.png')."""
+    fixed = []
+    for part in Path(pattern).parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _reached_without_links_out(match: Path, base: Path) -> bool:
+    """Whether a glob match lies in ``base`` without passing through a symbolic link that leads out of
+    it (glob's ``**`` descends into linked folders, and a linked file may point anywhere): the
+    pattern gets what the folder walk would give."""
+    try:
+        root = base.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return False
+    if not _inside(match, root) if match.is_symlink() else not match.resolve().is_relative_to(root):
+        return False
+    for parent in match.parents:  # a linked folder on the way (base itself is the user's to name)
+        if parent == base or len(parent.parts) <= len(base.parts):
+            break
+        if parent.is_symlink() and not _inside(parent, root):
+            return False
+    return True
 
 
 def _inside(link: Path, root: Path) -> bool:

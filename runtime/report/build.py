@@ -77,6 +77,7 @@ from graphc.lang.builtin import specs_dir
 from graphc.runtime.report.reference import load_reference
 from graphc.runtime.report.stats import (
     BETTER,
+    MIN_SEEDS_FOR_T,
     Paired,
     discordant,
     holm,
@@ -622,6 +623,7 @@ class Point:
     marked: bool = False  # in progress: counted at its last completed epoch
     collapsed: set[str] = field(default_factory=set)  # heads that collapsed in this evaluation (test, --eval)
     predictions: Path | None = None  # where its per-image predictions would be (test split, --eval)
+    images: tuple | None = None  # --eval: which test images the saved evaluation measured (its subset)
 
 
 def eval_point(run: Run, name: str) -> Point | str:
@@ -650,12 +652,18 @@ def eval_point(run: Run, name: str) -> Point | str:
     collapsed = {task for task in saved.collapsed or {} if task in run.tasks}
     if saved.collapsed is None:  # not judged when it was saved: judge it now, by the same rule
         collapsed = collapsed_of(folder, None, metrics, run)
+    subset = saved.subset
+    images = ("all",) if subset.get("all") else ("limit", subset.get("limit"), subset.get("seed"))
+    epoch = saved.epoch
+    if epoch is None and saved.checkpoint == "best.pt" and run.summary:  # saved before the epoch was written
+        epoch = run.summary.get("best_epoch")
     return Point(
         run,
-        run.summary.get("best_epoch") if run.summary else None,
+        epoch,
         run.head_metrics(metrics),
         collapsed=collapsed,
         predictions=folder / evaluations.predictions_file("test"),
+        images=images,
     )
 
 
@@ -994,7 +1002,11 @@ def build_report(
                         )
             keys = {k for p in points for k in p.values}
             stats = {k: Stat({p.run.seed: p.values[k] for p in points if k in p.values}) for k in keys}
-            rows.append(Row(labels[variant], variant, groups[variant], points, stats, variant.measured_on(split)))
+            measured = variant.measured_on(split)
+            if evaluation is not None:
+                # the images the saved evaluations measured, not the training run's test pass (limit_test)
+                measured = measured[:-1] + (("evaluated", tuple(sorted({p.images for p in points}, key=str))),)
+            rows.append(Row(labels[variant], variant, groups[variant], points, stats, measured))
         if spec in reported:  # once, beneath the spec's last row of the study's data
             studied = [r for r in rows if r.spec == spec and r.runs and study_data(r.runs[0], reported[spec])]
             if studied:
@@ -1022,6 +1034,16 @@ def build_report(
                 f"seeds (seed {', '.join(map(str, seeds))}); still included in its mean."
             )
     notes += _measured_notes(rows, split)
+    if evaluation is not None and any(r.points for r in rows):
+        kinds = sorted({p.images for r in rows for p in r.points}, key=str)
+        said = [
+            "all test images" if k == ("all",) else f"{k[1]:,} test images drawn with seed {k[2]}" if k[1] else str(k)
+            for k in kinds
+        ]
+        notes.append(
+            f"--eval {evaluation}: the rows compare the saved evaluations, on {' / '.join(said)}; a label's "
+            "[limit_test=N] is the training run's own test pass, not what the evaluation measured."
+        )
     base_label = None
     if baseline is not None:
         base = find_baseline(baseline, rows)
@@ -1045,7 +1067,11 @@ def build_report(
         if paired:
             notes.append(f"differences to {base.label} paired by seed: {', '.join(paired)}.")
         if unpaired:
-            notes.append(f"differences to {base.label} of means (seeds differ): {', '.join(unpaired)}.")
+            notes.append(
+                f"seeds differ from {base.label}'s for {', '.join(unpaired)}: the differences, intervals and tests "
+                "shown are over the seeds both rows have (the others left out); results.json's 'delta' is the "
+                "difference of the means over all seeds."
+            )
         if apart:
             notes.append(
                 f"no differences to {base.label} for {', '.join(apart)}: measured on other "
@@ -1142,7 +1168,13 @@ def compare_rows(rows: list[Row], base: Row, columns: list[str], warnings: list[
                 n,
                 comparison.t_p_holm,
                 None if comparison.image is None else comparison.image.p_holm,
-                why_not=f"{n} shared seed{'s' if n != 1 else ''}, {comparison.image_why_not}",
+                why_not=(
+                    f"{n} seeds, all differ alike, {comparison.image_why_not}"
+                    if n >= MIN_SEEDS_FOR_T
+                    and math.isnan(comparison.paired.p)
+                    and not math.isnan(comparison.paired.mean)
+                    else f"{n} shared seed{'s' if n != 1 else ''}, {comparison.image_why_not}"
+                ),
                 higher_is_better=not lower_is_better(key),
             )
 

@@ -50,6 +50,16 @@ def load_reference(path: Path, is_fraction: Callable[[str], bool]) -> dict[str, 
     except (OSError, UnicodeDecodeError) as exc:
         raise RunError(f"{path}: cannot read it as UTF-8 text ({exc}). Save the table as UTF-8 CSV.") from None
     reader = csv.reader(text.splitlines())
+    try:
+        return _read_table(path, reader, is_fraction)
+    except csv.Error as exc:  # a field over csv's size limit, a NUL byte: not a table graphc can read
+        raise RunError(
+            f"{path}:{reader.line_num}: not CSV graphc can read ({exc}). Fix that line; a reference table is a "
+            "few short lines."
+        ) from None
+
+
+def _read_table(path: Path, reader, is_fraction: Callable[[str], bool]) -> dict[str, dict]:
     header = next(reader, None)
     if header is None:
         raise RunError(f"{path}: empty; expected a header line with the columns {', '.join(COLUMNS)}.")
@@ -85,7 +95,8 @@ def load_reference(path: Path, is_fraction: Callable[[str], bool]) -> dict[str, 
             raise RunError(f"{where}: 'sd' is {entry['sd']}, negative. A standard deviation is >= 0.")
         n = None
         if entry.get("n"):
-            if not entry["n"].isdigit() or int(entry["n"]) < 1:
+            # isascii: "²".isdigit() is true, and int("²") fails
+            if not (entry["n"].isascii() and entry["n"].isdigit()) or int(entry["n"]) < 1:
                 raise RunError(f"{where}: 'n' is {entry['n'][:40]!r}; expected a whole number of runs >= 1.")
             n = int(entry["n"])
         values = table.setdefault(entry["row"], {"source": path.name, "values": {}})["values"]

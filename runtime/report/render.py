@@ -530,7 +530,10 @@ def render_latex(report: Report) -> str:
             if report.is_best(row, key):
                 text = f"\\textbf{{{text}}}"
             if key in row.comparisons:
-                text += f" {{\\scriptsize ({signed(key, row.comparisons[key].paired.mean)})}}"
+                c = row.comparisons[key]
+                unpaired = row.deltas.get(key)  # no shared seeds: the difference of the means, as markdown shows
+                shown = c.paired.mean if c.paired.n or unpaired is None else unpaired.value
+                text += f" {{\\scriptsize ({signed(key, shown)})}}" if math.isfinite(shown) else ""
             if collapse_mark(row, key):
                 text += "$^\\dagger$"
                 collapsed_any = True

@@ -38,7 +38,7 @@ class Paired:
     n: int
     mean: float
     ci95: tuple[float, float]  # nan, nan with fewer than 2 seeds
-    p: float  # the paired t-test's two-sided p; nan with fewer than 2 seeds
+    p: float  # the paired t-test's two-sided p; nan with fewer than 2 seeds or no spread among the differences
 
 
 def paired_difference(row: dict[int, float], base: dict[int, float]) -> Paired:
@@ -55,10 +55,10 @@ def paired_difference(row: dict[int, float], base: dict[int, float]) -> Paired:
         return Paired(n, mean, (math.nan, math.nan), math.nan)
     sd = float(diffs.std(ddof=1))
     if sd <= 1e-12 * max(1.0, abs(mean)):
-        # every seed moved by the same amount (up to float rounding in the metrics' sums): no spread to
-        # test against (t is infinite or 0/0; scipy would warn of catastrophic cancellation)
-        p = 1.0 if mean == 0.0 else 0.0
-        return Paired(n, mean, (mean, mean), p)
+        # Every seed moved by the same amount (up to float rounding): the t statistic is infinite or
+        # 0/0, not evidence. Accuracies on a few hundred images are quantised, so three seeds that each
+        # got one more image right do this; the image test (if any) decides instead (verdict()).
+        return Paired(n, mean, (mean, mean), math.nan)
     half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
     p = float(stats.ttest_rel(np.array([row[s] for s in seeds]), np.array([base[s] for s in seeds])).pvalue)
     return Paired(n, mean, (mean - half, mean + half), p)
@@ -107,6 +107,8 @@ def verdict(
       better/worse, else no detectable difference. The image test is reported but does not decide:
       it holds the trained models fixed, so it cannot see how much retraining with another seed moves
       the result, which three seeds can estimate.
+    * the same with 3 or more seeds whose differences do not vary at all (no t-test p: see
+      paired_difference) - the image-level test, as below;
     * 1 or 2 shared seeds: the image-level test (McNemar, pooled over the shared seeds) when there
       is one: Holm p < 0.05 gives better/worse, else no detectable difference. Without one:
       cannot tell (``why_not``; one or two seeds are too few for the t-test to decide).

@@ -13,7 +13,8 @@ Each saved evaluation is a folder ``RUN/evaluations/NAME/`` holding two files:
        "subset": {"limit": 1000, "seed": 0, "all": false},  # which: --limit-test's N and its seed, or all
        "graphc_version": "0.4.0",
        "evaluated": "2026-12-06T12:00:00+00:00",   # ISO 8601, UTC
-       "collapsed": {TASK: {...}}}        # as summary.json's (graphc.runtime.collapse)
+       "collapsed": {TASK: {...}},        # as summary.json's (graphc.runtime.collapse)
+       "epoch": 12}                       # the epoch the checkpoint holds
 
 - ``SPLIT_predictions.json`` (``test_predictions.json`` for the test split): each image's true and
   predicted class per head, format ``graphc-predictions/1`` (runtime/runs/predictions.py).
@@ -92,6 +93,7 @@ class Evaluation:
     collapsed: dict[str, dict[str, Any]] | None
     predictions: Predictions
     path: Path  # the folder
+    epoch: int | None = None  # the epoch the checkpoint holds (None: saved by graphc 0.4.0 before it was written)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +107,7 @@ class Evaluation:
             "graphc_version": self.graphc_version,
             "evaluated": self.evaluated,
             "collapsed": self.collapsed,
+            "epoch": self.epoch,
         }
 
 
@@ -175,6 +178,9 @@ def read_evaluation(run_dir: Path, name: str) -> Evaluation:
     version, evaluated = content.get("graphc_version"), content.get("evaluated")
     if not (version is None or isinstance(version, str)) or not isinstance(evaluated, str):
         raise _damaged(path, "'graphc_version' or 'evaluated' is not text")
+    epoch = content.get("epoch")
+    if epoch is not None and (type(epoch) is not int or epoch < 0):
+        raise _damaged(path, f"'epoch' is {str(epoch)[:40]!r}, not a whole number >= 0 or null")
     collapsed = read_collapsed(content.get("collapsed"), path)
     predictions = read_predictions(folder / predictions_file(split))
     if predictions.split != split or len(predictions.indices) != images:
@@ -195,6 +201,7 @@ def read_evaluation(run_dir: Path, name: str) -> Evaluation:
         collapsed,
         predictions,
         folder,
+        epoch,
     )
 
 

@@ -18,6 +18,7 @@ the device is synchronised at the two ends of the timed steps, once per run.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -29,8 +30,33 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from graphc.errors import UsageError
 
 REFRESH_S = 0.5  # how often the bar's live numbers are read back from the device (each read is a sync)
+
+
+def _line_interval() -> float:
+    """GRAPHC_PROGRESS_INTERVAL (seconds, > 0), else 30; a value that is not a positive number is a
+    usage error when a run starts (never a traceback at import)."""
+    text = os.environ.get("GRAPHC_PROGRESS_INTERVAL", "").strip()
+    if not text:
+        return 30.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(
+            f"GRAPHC_PROGRESS_INTERVAL={text[:40]!r}: expected the seconds between progress lines, a number > 0 "
+            "(e.g. 30); unset it for the default."
+        )
+    return value
+
+
+def check_line_interval() -> None:
+    """Refuse a bad GRAPHC_PROGRESS_INTERVAL when a command starts (a UsageError), not a run in."""
+    _line_interval()
+
+
 # At most one progress line per this many seconds (``lines``); GRAPHC_PROGRESS_INTERVAL sets it.
-LINE_INTERVAL_S = float(os.environ.get("GRAPHC_PROGRESS_INTERVAL", "30") or 30)
+LINE_INTERVAL_S: float | None = None  # None: read from the environment when a run starts
 ESTIMATE_WARMUP = 2  # first steps left out of the estimate (allocation, kernel choice, caches)
 ESTIMATE_STEPS = 4  # steps timed after them (so a 10-step epoch shows it at step 6)
 # Evaluation (a forward pass, no backward or optimiser step) runs at about this many times the
@@ -80,6 +106,10 @@ class EpochProgress:
         self.console = console
         self.mode = progress_mode(None if live is True else (True if live is False else live), console)
         self.live = self.mode != "none"
+        # a test (or a caller) may set LINE_INTERVAL_S; else the environment's, checked here, at start
+        self.line_interval = (
+            (LINE_INTERVAL_S if LINE_INTERVAL_S is not None else _line_interval()) if self.mode == "lines" else None
+        )
         self.device = device
         self.progress: Progress | None = None
         self.last_refresh = 0.0
@@ -115,7 +145,7 @@ class EpochProgress:
 
     def due(self) -> bool:
         """Whether it is time to read back and show the live metrics."""
-        interval = {"bar": REFRESH_S, "lines": LINE_INTERVAL_S}.get(self.mode)
+        interval = {"bar": REFRESH_S, "lines": self.line_interval}.get(self.mode)
         return interval is not None and time.perf_counter() - self.last_refresh >= interval
 
     def advance(self, done: int, stats: str | None = None) -> None:

@@ -79,9 +79,11 @@ def test_save_keeps_the_evaluation_and_its_predictions_in_the_run(run_dir):
         "graphc_version",
         "evaluated",
         "collapsed",
+        "epoch",
     ]
     assert content["format"] == EVALUATION_FORMAT and content["checkpoint"] == "best.pt"
     summary = runs.read_json(run_dir / runs.SUMMARY)
+    assert content["epoch"] == summary["best_epoch"]  # the epoch best.pt holds
     assert content["metrics"] == pytest.approx(summary["test"], abs=1e-6)
     assert content["collapsed"] == summary["collapsed"]
     saved = read_evaluation(run_dir, "best-test")

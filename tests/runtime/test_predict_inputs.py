@@ -69,6 +69,19 @@ def test_links_out_of_the_folder_are_not_followed(photos, tmp_path):
     assert "skipped 3 symbolic link(s)" in note and "out of the folder" in note
 
 
+def test_patterns_do_not_follow_links_out_of_their_folder(photos, tmp_path):
+    """glob's ** descends into linked folders and a linked file may point anywhere: a pattern gets what
+    the folder walk would give, and a note says what it skipped."""
+    outside = picture(tmp_path / "secret" / "s.png")
+    os.symlink(outside, photos / "link.png")
+    os.symlink(tmp_path / "secret", photos / "linked_dir")
+    os.symlink(photos / "a.png", photos / "inside.png")
+    files, notes = predicting.find_images([str(photos / "**" / "*.png")])
+    assert sorted(f.relative_to(photos).as_posix() for f in files) == ["a.png", "inside.png"]
+    (note,) = notes
+    assert "skipped 2 match(es)" in note and "links out of the folder a pattern starts in" in note
+
+
 def test_quoted_patterns_are_expanded(photos):
     files, _ = predicting.find_images([str(photos / "*.png"), str(photos / "**" / "*.Jpeg")])
     assert [f.name for f in files] == ["a.png", "c.Jpeg"]

@@ -321,6 +321,8 @@ def test_reference_table_beside_its_rows(tmp_path):
         ("row,metric,valeu\nmine,fine/acc,0.5\n", r"published.csv:1: the header .* \(unknown: valeu\)"),
         ("row,metric,value\nmine,fine/acc\n", r"published.csv:2: 2 fields, the header has 3"),
         ("row,metric,value\nm,fine/acc,0.5\nm,fine/acc,0.6\n", r"published.csv:3: .* given already on line 2"),
+        ("row,metric,value,n\nmine,fine/acc,0.5,\u00b2\n", r"published.csv:2: 'n' is '\u00b2'"),  # "²".isdigit()
+        ("row,metric,value\nmine,fine/acc,0.5\n" + "x" * 200_000 + ",a,1\n", r"published.csv:3: not CSV"),
     ],
 )
 def test_every_bad_reference_line_names_file_and_line(tmp_path, text, message):
@@ -398,13 +400,15 @@ def test_cli_latex_sort_and_per_seed(tmp_path):
 # --------------------------------------------------------------------------- --eval
 
 
-def save_eval(run: Path, name: str, metrics: dict, correct: dict[str, list[bool]] | None = None) -> None:
+def save_eval(
+    run: Path, name: str, metrics: dict, correct: dict[str, list[bool]] | None = None, subset: dict | None = None
+) -> None:
     """A saved evaluation as graphc eval --save writes it (graphc.runtime.runs.evaluations)."""
     from graphc.runtime.runs.evaluations import Evaluation, write_evaluation
 
     answered = predictions(correct or {"fine": answers(5, 10), "coarse": answers(5, 10)})
     evaluation = Evaluation(
-        name, "test", "best.pt", metrics, len(answered.indices), {"limit": None, "seed": 0, "all": True},
+        name, "test", "best.pt", metrics, len(answered.indices), subset or {"limit": None, "seed": 0, "all": True},
         "0.4.0", "2026-12-06T12:00:00+00:00", {}, answered, run / "evaluations" / name,
     )  # fmt: skip
     write_evaluation(run, evaluation)
@@ -508,3 +512,34 @@ def test_weighted_acc_is_compared_only_between_rows_that_weight_the_heads_alike(
     assert "weighted_acc" in rows["same"].comparisons and "mean_acc" in rows["same"].comparisons
     assert "weighted_acc" not in rows["heavy"].comparisons and "mean_acc" in rows["heavy"].comparisons
     assert any("weighted_acc of heavy is not compared" in note for note in report.notes)
+
+
+def test_eval_rows_are_compared_by_the_images_the_evaluations_measured(tmp_path):
+    """With --eval, what decides comparability is the saved evaluations' images, not the training run's
+    own test pass: runs trained with different --limit-test but evaluated on all images compare, runs
+    evaluated on different subsets do not."""
+    for seed in (0, 1, 2):
+        base = write_run(tmp_path / "a", "base", seed, acc(0.1), config={"limit_test": 500})
+        whole = write_run(tmp_path / "a", "whole", seed, acc(0.1))
+        save_eval(base, "e", acc(0.5 + seed / 100))
+        save_eval(whole, "e", acc(0.6 + seed / 50))
+    report = build_report([tmp_path / "a"], split="test", evaluation="e", baseline="base")
+    rows = {r.spec: r for r in report.rows}
+    assert "fine/acc" in rows["whole"].comparisons  # both evaluated on every test image
+    assert any("[limit_test=N] is the training run's own test pass" in n for n in report.notes)
+    for seed in (0, 1, 2):
+        base = write_run(tmp_path / "b", "base", seed, acc(0.1))
+        other = write_run(tmp_path / "b", "other", seed, acc(0.1))
+        save_eval(base, "e", acc(0.5 + seed / 100), subset={"limit": 50, "seed": 0, "all": False})
+        save_eval(other, "e", acc(0.7 + seed / 50), subset={"limit": 100, "seed": 0, "all": False})
+    report = build_report([tmp_path / "b"], split="test", evaluation="e", baseline="base")
+    assert not {r.spec: r for r in report.rows}["other"].comparisons  # other images: never a verdict
+
+
+def test_differences_without_spread_are_not_called_significant():
+    """Three seeds that each got exactly one more of 200 images right: the t statistic is infinite, not
+    evidence. No t-test p; without an image test the verdict cannot tell; with one, it decides."""
+    paired = paired_difference({0: 0.505, 1: 0.605, 2: 0.705}, {0: 0.5, 1: 0.6, 2: 0.7})
+    assert math.isnan(paired.p) and paired.mean == pytest.approx(0.005)
+    assert verdict(paired.mean, 3, paired.p, None, why_not="no spread").startswith("cannot tell (no spread")
+    assert verdict(paired.mean, 3, paired.p, mcnemar_exact(3, 0)) == "no detectable difference"  # p = 0.25

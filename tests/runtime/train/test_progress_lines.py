@@ -71,3 +71,11 @@ def test_the_estimate_counts_the_work_left():
     bar.start(1, 3, 10)
     # 1 s a step (100 img/s): 4 steps left here, 2 epochs of 10, validation 3 x 300 and test 600 at 300 img/s
     assert bar._seconds(4, 2, 1.0, this_val=True) == pytest.approx(4 + 20 + 3 + 2)
+
+
+def test_a_bad_progress_interval_is_a_usage_error_not_a_traceback(monkeypatch):
+    monkeypatch.setenv("GRAPHC_PROGRESS_INTERVAL", "soon")
+    with pytest.raises(progress.UsageError, match="GRAPHC_PROGRESS_INTERVAL='soon'"):
+        progress.EpochProgress(Console(force_terminal=False), live="lines")
+    monkeypatch.setenv("GRAPHC_PROGRESS_INTERVAL", "5")
+    assert progress.EpochProgress(Console(force_terminal=False), live="lines").line_interval == 5.0
