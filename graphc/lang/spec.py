@@ -910,7 +910,9 @@ class CAGradAggregator(_Strict):
 
     name: Literal["cagrad"] = Field(description="Aggregator tag: conflict-averse gradient descent.")
     c: float = Field(
-        default=0.4, ge=0, description="Radius of the ball around the mean gradient (torchjd requires it; 0.4)."
+        default=0.5,
+        ge=0,
+        description="Radius of the ball around the mean gradient (torchjd requires it; 0.5, the authors' code's default).",
     )
     norm_eps: float = Field(default=0.0001, ge=0, description="Added to the Gramian's norm before normalising.")
 
