@@ -24,6 +24,33 @@ torch.set_num_threads(1)
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# One head (fine) on the tiny trunk, its [data] table given as TOML lines in {data}: for the tests of
+# data sets that need no coarse label (an image folder of one level, a spec/checkpoint mismatch).
+ONE_HEAD_SPEC = """\
+name = "folders"
+
+[[nodes]]
+name = "image"
+kind = "input"
+shape = [3, 8, 8]
+
+[[nodes]]
+name = "trunk"
+kind = "conv_block"
+input = "image"
+channels = [4]
+pool = "max"
+
+[[nodes]]
+name = "fine_head"
+kind = "head"
+input = "trunk"
+task = "fine"
+
+[data]
+{data}
+"""
+
 TINY_SPEC = """\
 name = "tiny"
 

@@ -40,7 +40,7 @@ from typing import Any
 
 from graphc.errors import RunError, SpecError, UsageError, printable
 from graphc.runtime.report.build import Report, lower_is_better
-from graphc.runtime.report.render import ACROSS_HEADS, display_name, format_value, head_of, report_dict
+from graphc.runtime.report.render import ACROSS_HEADS, display_name, format_value, head_of, report_dict, signed
 
 VERDICTS = {
     "better": ("better", "significantly better than the baseline (the tests are in the caption below the tables)"),
@@ -56,12 +56,12 @@ def esc(text: Any) -> str:
 
 
 def _fmt(key: str, value: float | None) -> str:
-    return "nan" if value is None else format_value(key, value)
+    """render.format_value of a number from report_dict (null there: not a number)."""
+    return format_value(key, math.nan if value is None else value)
 
 
 def _signed(key: str, value: float | None) -> str:
-    text = _fmt(key, value)
-    return text if text.startswith("-") or text == "nan" else "+" + text
+    return signed(key, math.nan if value is None else value)
 
 
 def _unit(key: str) -> str:

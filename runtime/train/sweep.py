@@ -353,15 +353,30 @@ def _read_progress(job: Job) -> None:
             job.metric = float(row[key])
 
 
-def _read_collapsed(job: Job) -> None:
-    """The heads its summary.json judged collapsed on the test pass (none: not judged, or unreadable)."""
+def _read_summary(job: Job) -> dict | None:
+    """The job's summary.json (None: not written yet, unreadable or not a table; graphc report names
+    damaged files)."""
     path = job.run_dir / runs.SUMMARY if job.run_dir is not None else None
     if path is None or not path.is_file():
-        return
-    with contextlib.suppress(RunError):
+        return None
+    try:
         summary = runs.read_json(path)
-        if isinstance(summary, dict):
-            job.collapsed = read_collapsed(summary.get("collapsed"), path) or {}
+    except RunError:
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def _note_collapsed(job: Job, summary: dict) -> None:
+    """The heads the summary judged collapsed on the test pass (none: not judged, or a damaged table)."""
+    with contextlib.suppress(RunError):
+        job.collapsed = read_collapsed(summary.get("collapsed"), job.run_dir / runs.SUMMARY) or {}
+
+
+def _read_collapsed(job: Job) -> None:
+    """The heads its summary.json judged collapsed (a run finished before the sweep started)."""
+    summary = _read_summary(job)
+    if summary is not None:
+        _note_collapsed(job, summary)
 
 
 def _error_of(log: Path) -> str:
@@ -611,15 +626,14 @@ def _ended(job: Job, out: Path, known: set[Path]) -> None:
         job.lock.release()
     if job.run_dir is None:
         job.run_dir = _find_new_run(job, out, known)
+    summary = None
     if job.run_dir is not None:
         known.add(job.run_dir)
         _read_progress(job)
-        _read_collapsed(job)
-    summary = job.run_dir / runs.SUMMARY if job.run_dir is not None else None
-    status = None
-    if summary is not None and summary.is_file():
-        with contextlib.suppress(RunError):
-            status = runs.read_json(summary).get("status")
+        summary = _read_summary(job)  # read once: the status, and the heads it judged collapsed
+        if summary is not None:
+            _note_collapsed(job, summary)
+    status = summary.get("status") if summary is not None else None
     if code == 0 and status in FINISHED:
         job.state = status
     elif code != 0 and status == "diverged":  # (a diverged run is never resumed: this summary is the child's)

@@ -8,34 +8,10 @@ import json
 
 from data_fixtures import write_image_folder
 
-from tests.conftest import TINY_SPEC, invoke, run_dir_of
+from tests.conftest import ONE_HEAD_SPEC, TINY_SPEC, invoke, run_dir_of
 
-FOLDER_SPEC = """\
-name = "folders"
-
-[[nodes]]
-name = "image"
-kind = "input"
-shape = [3, 8, 8]
-
-[[nodes]]
-name = "trunk"
-kind = "conv_block"
-input = "image"
-channels = [4]
-pool = "max"
-
-[[nodes]]
-name = "fine_head"
-kind = "head"
-input = "trunk"
-task = "fine"
-
-[data]
-dataset = "imagefolder"
-root = "{root}"
-val_fraction = 0.25
-"""
+# (format leaves the {root} it substitutes in: each test fills it with .format(root=...))
+FOLDER_SPEC = ONE_HEAD_SPEC.format(data='dataset = "imagefolder"\nroot = "{root}"\nval_fraction = 0.25')
 
 
 def words(text: str) -> str:

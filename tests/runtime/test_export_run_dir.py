@@ -8,32 +8,9 @@ from pathlib import Path
 import pytest
 from data_fixtures import write_image_folder
 
-from tests.conftest import invoke, run_dir_of
+from tests.conftest import ONE_HEAD_SPEC, invoke, run_dir_of
 
-SPEC = """\
-name = "folders"
-
-[[nodes]]
-name = "image"
-kind = "input"
-shape = [3, 8, 8]
-
-[[nodes]]
-name = "trunk"
-kind = "conv_block"
-input = "image"
-channels = [4]
-pool = "max"
-
-[[nodes]]
-name = "fine_head"
-kind = "head"
-input = "trunk"
-task = "fine"
-
-[data]
-{data}
-"""
+SPEC = ONE_HEAD_SPEC
 
 
 def words(text: str) -> str:
