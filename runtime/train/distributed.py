@@ -385,6 +385,8 @@ def _collect(processes: list, outbox: Path, outcomes: dict[int, Outcome], stoppe
             continue
         ended, path = process.exitcode is not None, outbox / f"{rank}.pickle"  # (a process posts, then ends)
         if path.is_file():
+            # Safe to unpickle: the outbox is this launcher's own mkdtemp folder (mode 0700), and only the
+            # worker processes it started write there - the same trust multiprocessing's own pipes assume.
             outcomes[rank] = pickle.loads(path.read_bytes())
         elif rank in stopped:
             outcomes[rank] = Outcome("stopped")  # ended by the launcher: not a failure of its own

@@ -394,19 +394,16 @@ def train_step(run: Run, x: torch.Tensor, labels: dict[str, torch.Tensor]):
 
 def optimisation_step(run: Run, x: torch.Tensor, labels: dict[str, torch.Tensor]):
     forward = run.compiled if run.compiled is not None else (run.model if run.ddp is None else run.ddp)
-    if run.aggregation is not None:  # Jacobian descent: it averages the gradients itself, not DDP
-        with run.ddp.no_sync() if run.ddp is not None else nullcontext():
-            with autocast(run.device, run.precision):
-                outputs = forward(x)  # {task: (B, classes)}
-            total, parts = compute_loss(outputs, labels, run.heads)
-            run.optimizer.zero_grad(set_to_none=True)
-            total = run.aggregation.step(total, parts, run.weighting, run.heads)
-    else:
+    aggregated = run.aggregation is not None
+    # Jacobian descent averages the gradients over the processes itself (one all-reduce), not DDP
+    with run.ddp.no_sync() if aggregated and run.ddp is not None else nullcontext():
         with autocast(run.device, run.precision):
             outputs = forward(x)  # {task: (B, classes)}
         total, parts = compute_loss(outputs, labels, run.heads)
         run.optimizer.zero_grad(set_to_none=True)
-        if run.weighting is None:
+        if aggregated:
+            total = run.aggregation.step(total, parts, run.weighting, run.heads)
+        elif run.weighting is None:
             total.backward()
         else:  # the method's objective; the total logged: sum_t w_t L_t with the weights in force
             total = run.weighting.backward(total, parts)
@@ -731,9 +728,9 @@ def final_test_images(run: Run) -> torch.Tensor | None:
     return final_test_indices(len(run.dataset.test), limit, run.spec.data.split_seed)
 
 
-def final_test_split(run: Run):
-    """The test split the final pass evaluates (:func:`final_test_images`), or None (--no-test)."""
-    indices = final_test_images(run)
+def final_test_split(run: Run, indices: torch.Tensor | None):
+    """The test split the final pass evaluates, from :func:`final_test_images`'s ``indices`` (None:
+    --no-test, no split)."""
     if indices is None:
         return None
     test = run.dataset.test
@@ -758,7 +755,7 @@ def finish(run: Run, status: str) -> dict:
     test = None
     best_path = run.run_dir / runs.BEST
     indices = final_test_images(run)
-    split = final_test_split(run)
+    split = final_test_split(run, indices)
     predictions_path = run.run_dir / TEST_PREDICTIONS
     # A resumed run's earlier test pass: its file goes with the summary that a resume deletes.
     predictions_path.unlink(missing_ok=True)
