@@ -20,7 +20,7 @@ from rich.table import Table
 import graphc
 from graphc.cli.help import HelpGroup
 from graphc.errors import RunError, SpecError, UsageError, printable
-from graphc.lang.spec import MAX_BATCH_SIZE, MAX_IMAGES, MAX_SEED
+from graphc.lang.spec import MAX_BATCH_SIZE, MAX_IMAGES, MAX_SEED, PARTIAL_LABELS
 
 app = typer.Typer(
     name="graphc",
@@ -98,7 +98,20 @@ def _file_size_limit_is_an_error() -> None:
 
 
 def _heads_summary(graph: graphc.Graph) -> str:
-    return ", ".join(f"{h.attrs['task']}({h.attrs['classes']})" for h in graph.heads)
+    """``fine(100), animal(binary), colours(multilabel, 3 labels), age(regression)``: each head's task and
+    what it predicts (a classifier: its classes)."""
+    return ", ".join(f"{h.attrs['task']}({_head_kind(h.attrs)})" for h in graph.heads)
+
+
+def _head_kind(attrs) -> str:
+    kind, units = attrs.get("type", "classification"), attrs["classes"]
+    if kind == "classification":
+        return str(units)
+    if kind == "multilabel":
+        return f"multilabel, {units} labels"
+    if kind == "regression" and units > 1:
+        return f"regression, {units} outputs"
+    return kind
 
 
 def _params_summary(graph: graphc.Graph) -> str:
@@ -156,6 +169,7 @@ def check(
             if data:
                 from graphc.lang.load import locate, resolve_data_root
                 from graphc.runtime.data.load import probe_dataset
+                from graphc.runtime.data.table import columns_of
                 from graphc.runtime.runs.record import input_shape
                 from graphc.runtime.train.launch import Overrides, apply_overrides
 
@@ -163,10 +177,15 @@ def check(
                 if note:
                     err.print(printable(note), markup=False, highlight=False)
                 try:
-                    probe = probe_dataset(spec.data, image_shape=input_shape(spec), source=spec.source)
+                    probe = probe_dataset(
+                        spec.data,
+                        image_shape=input_shape(spec),
+                        source=spec.source,
+                        columns=columns_of(spec) if spec.data.dataset in PARTIAL_LABELS else None,
+                    )
                 except SpecError as exc:  # the data's checks name a field: say in which file and line
                     raise locate(exc, spec) from None
-                graph = graphc.build_graph(spec, classes=probe.classes)
+                graph = graphc.build_graph(spec, classes=probe.classes, types=probe.types)
             else:
                 graph = graphc.build_graph(spec)
         except (SpecError, UsageError, RunError) as exc:
@@ -186,6 +205,10 @@ def check(
             f"[green]ok[/] {_escape(str(path))}: {_escape(graph.name)}, heads {_heads_summary(graph)}, "
             f"{_params_summary(graph)}{_escape(seen)}"
         )
+        labelled = getattr(probe, "labelled", None) or {}
+        for task in labelled.get("train", {}):  # labels may be missing (a label table): how many each split has
+            counts = " / ".join(f"{labelled[split].get(task, 0):,} {split}" for split in labelled)
+            out.print(f"  {_escape(task)}: labelled images {counts}", highlight=False)
     if invalid:
         raise typer.Exit(2)
     if missing:
@@ -318,6 +341,20 @@ def report(
         metavar="NAME",
         help="With --split test: compare each run's saved evaluation NAME (graphc eval --save NAME).",
     ),
+    delta_m: bool = typer.Option(
+        False,
+        "--delta-m",
+        help="Add Δm: each multi-task row against its tasks' single-task rows (graphc derive single-task), "
+        "on the test split, per seed, with the paired t-test against 0.",
+    ),
+    single_task: list[str] | None = typer.Option(
+        None,
+        "--single-task",
+        metavar="TASK=ROW",
+        show_default=False,
+        help="With --delta-m: the single-task row of TASK (a label, --tag or spec name), where it is not the "
+        "derived spec's row; repeatable. Implies --delta-m.",
+    ),
 ) -> None:
     """Compare runs: one row per variant (spec and settings), mean ± sd over seeds, learning curves per metric."""
     from graphc.runtime.report import FORMATS, build_report, render, write_report
@@ -327,6 +364,10 @@ def report(
     result = build_report(
         runs, split=split, epoch=epoch, baseline=baseline, sort=sort, evaluation=evaluation, reference_path=reference
     )
+    if delta_m or single_task:
+        from graphc.runtime.report.delta_m import add_delta_m, parse_single_task
+
+        add_delta_m(result, parse_single_task(single_task))
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {_escape(warning)}")
     written = write_report(result, out_dir, json_file=fmt == "json", latex_file=fmt == "latex", html_file=fmt == "html")
@@ -341,6 +382,54 @@ def report(
     if per_seed:
         (out if fmt in ("md", "html") else err).print(render.per_seed_table(result))
     (out if fmt in ("md", "html") else err).print(f"wrote {', '.join(_escape(str(p)) for p in written)}")
+
+
+# --------------------------------------------------------------------------- derive
+
+
+derive_app = typer.Typer(
+    help="Specs derived from a spec: the single-task model of each head (for graphc report --delta-m).",
+    no_args_is_help=True,
+)
+app.add_typer(derive_app, name="derive")
+
+
+@derive_app.command(name="single-task")
+@guarded
+def derive_single_task(
+    spec: Path = typer.Argument(..., help="A multi-task spec (a file or a built-in spec name).", show_default=False),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="The folder the specs are written to.", show_default=False),
+    tasks: list[str] | None = typer.Option(
+        None,
+        "--task",
+        metavar="TASK",
+        show_default=False,
+        help="Only this task's model (repeatable); default: every head.",
+    ),
+) -> None:
+    """Write one spec per head, OUT/<spec name>__single_<task>.toml: the head and the nodes it reads, as written
+    (templates, repeat, [layers], [data], [train]); cross-task reuse edges removed and named in a note. Train them
+    with graphc train, then compare with graphc report RUNS --delta-m."""
+    from graphc.ir.derive import single_task_specs, write_single_task
+
+    derivation = single_task_specs(spec, tasks=tasks, out=out_dir)
+    written = write_single_task(derivation, out_dir)
+    table = Table(title=_escape(f"single-task models of {derivation.spec_name}"), title_justify="left")
+    for column in ("task", "file", "parameters", "removed reuse edges"):
+        table.add_column(column, justify="right" if column == "parameters" else "left")
+    original = derivation.original.total_params
+    for member, path in zip(derivation.members, written):
+        edges = ", ".join(f"{head} -> {reader}" for reader, head in member.removed_reuse) or "-"
+        share = f" ({member.graph.total_params / original:.0%})" if original else ""
+        table.add_row(_escape(member.task), _escape(str(path)), f"{member.graph.total_params:,}{share}", _escape(edges))
+    out.print(table)
+    for member in derivation.members:
+        for note in member.notes:
+            err.print(f"note: {_escape(member.task)}: {_escape(note)}")
+    out.print(
+        f"wrote {len(written)} specs to {_escape(str(out_dir))}. Train each with the multi-task model's seeds "
+        f"(graphc train {_escape(str(out_dir))}/*.toml --seeds N), then graphc report RUNS --split test --delta-m."
+    )
 
 
 # --------------------------------------------------------------------------- train / eval
@@ -554,11 +643,17 @@ def train(
         summary = result.summary
         test = summary.get("test") or {}
         accs = ", ".join(f"{key[:-4]} {value:.2%}" for key, value in test.items() if key.endswith("/acc"))
-        if accs and summary.get("test_limit"):
-            accs += f" (on {summary['test_images']:,} test images: --limit-test)"
+        # the headline of the heads without an accuracy: a multilabel head's mAP, a regression head's MAE
+        others = [f"{key[:-4]} mAP {value:.2%}" for key, value in test.items() if key.endswith("/map")]
+        others += [f"{key[:-4]} MAE {value:.4g}" for key, value in test.items() if key.endswith("/mae")]
+        figures = ", ".join(
+            ([f"test accuracy {accs}"] if accs else []) + (["test " + ", ".join(others)] if others else [])
+        )
+        if figures and summary.get("test_limit"):
+            figures += f" (on {summary['test_images']:,} test images: --limit-test)"
         err.print(
             f"{result.status.replace('_', ' ')}: epochs {summary['epochs_completed']}, best epoch {summary['best_epoch']}"
-            + (f", test accuracy {accs}" if accs else "")
+            + (f", {figures}" if figures else "")
             + (", test skipped (--no-test)" if summary.get("test_skipped") else "")
             + f" ({summary['wall_time_s']:.1f} s)",
             markup=False,
@@ -793,7 +888,14 @@ def eval_command(
     On the test split it evaluates the run's own test images (those of its --limit-test, else all), so it
     reproduces summary.json's test numbers; --limit-test N and --all choose other images."""
     from graphc.runtime.collapse import warning_lines
-    from graphc.runtime.evaluate import evaluate_run, hierarchy_table, metrics_table, per_class_tables, save_evaluation
+    from graphc.runtime.evaluate import (
+        evaluate_run,
+        hierarchy_table,
+        metrics_table,
+        per_class_tables,
+        save_evaluation,
+        typed_tables,
+    )
     from graphc.runtime.runs.evaluations import check_new
 
     if overwrite and save is None:
@@ -814,7 +916,9 @@ def eval_command(
     if as_json:
         print(json.dumps(result.to_dict(per_class=per_class), indent=2))
     else:
-        out.print(metrics_table(result))
+        for table in [metrics_table(result), *typed_tables(result)]:
+            if table is not None:
+                out.print(table)
         hierarchies = hierarchy_table(result)
         if hierarchies is not None:
             out.print(hierarchies)
@@ -890,7 +994,12 @@ def export(
         source = (
             f"weights of epoch {weights['epoch']} from {weights['file']}" if weights else report.metadata["weights"]
         )
-        heads = ", ".join(f"{t}({len(report.metadata['class_names'][t])})" for t in report.tasks)
+        kinds = report.metadata.get("heads", {})
+        heads = ", ".join(
+            f"{t}({_head_kind({'type': kinds.get(t, {}).get('type', 'classification'), 'classes': len(names)})})"
+            for t in report.tasks
+            for names in [report.metadata["class_names"][t]]
+        )
         if report.written:
             out.print(
                 f"wrote {_escape(report.path)}: {_size(report.size_bytes)}, opset {report.opset}, "
@@ -936,7 +1045,7 @@ def predict(
     """Predict per-head top-k labels with probabilities for image files, folders or patterns."""
     from dataclasses import asdict
 
-    from graphc.runtime.predict import check_out, write_predictions
+    from graphc.runtime.predict import check_out, shown, write_predictions
     from graphc.runtime.predict import predict as run_predict
 
     if out_file is not None:
@@ -968,10 +1077,7 @@ def predict(
     for p in predictions:
         name = p.image.path + (f" (resized from {p.image.size[1]}x{p.image.size[0]})" if p.image.resized else "")
         # one line per label: each escaped on its own, so a newline in a class name cannot add a line
-        cells = [
-            "\n".join(_escape(f"{c['label']} {c['probability']:.1%}") for c in p.heads[task])
-            for task in predictor.tasks
-        ]
+        cells = ["\n".join(_escape(line) for line in shown(p.heads[task])) for task in predictor.tasks]
         table.add_row(_escape(name), *cells)
     out.print(table)
 
@@ -1033,6 +1139,100 @@ def render(
             err.print(f"printed {result.format} ({result.how})")
         else:
             out.print(f"wrote {_escape(str(result.path))} ({result.format}, {result.how})")
+
+
+# --------------------------------------------------------------------------- branch
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    options_metavar="[OPTIONS] [--train --seeds N --jobs K graphc train's flags]",
+)
+@guarded
+def branch(
+    ctx: typer.Context,
+    spec: Path = typer.Argument(..., help="A spec where several tasks read a shared path.", show_default=False),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="The family's folder (created).", show_default=False),
+    max_specs: int = typer.Option(16, "--max-specs", min=2, help="At most this many members."),
+    max_params: int | None = typer.Option(
+        None,
+        "--max-params",
+        min=1,
+        metavar="P",
+        show_default=False,
+        help="Leave out members over P trainable parameters.",
+    ),
+    score: bool = typer.Option(False, "--score", help="Score the family cheaply before training (scores.json)."),
+    score_epochs: int | None = typer.Option(
+        None, "--score-epochs", min=1, show_default=False, help="--score's epochs."
+    ),
+    score_images: int | None = typer.Option(
+        None, "--score-images", min=1, show_default=False, help="--score's training images."
+    ),
+    do_train: bool = typer.Option(
+        False, "--train", help="Train the family through the sweep (resumable) and rank it on the test split."
+    ),
+    metric: str | None = typer.Option(
+        None, "--metric", show_default=False, help="Rank by this report metric (default: the spec's select metric)."
+    ),
+    baseline: str = typer.Option("shared", "--baseline", help="Compare with the fully shared or separate member."),
+) -> None:
+    """Generate the family of branch points of SPEC (where the tasks stop sharing), check it, draw it,
+    and with --train train and rank it. graphc train's flags (--seeds, --jobs, --epochs, --limit-train,
+    --dataset, --device, ...) follow --train and are passed to the sweep."""
+    from graphc.ir.branch import branch_family
+    from graphc.runtime.branching import family as branching
+
+    train_command = typer.main.get_command(app).commands["train"]
+    if ctx.args and not (do_train or score):
+        raise UsageError(f"{' '.join(ctx.args)}: graphc train's flags go with --train or --score.")
+    params = train_command.make_context("graphc branch", list(ctx.args)).params
+    if params["specs"] or params["resume"] is not None:
+        raise UsageError("graphc branch trains the family it writes: give one SPEC before the options, no --resume.")
+    overrides = train_overrides(params)
+    scoring = None
+    if score:
+        scoring = branching.Scoring(
+            score_epochs or branching.SCORE_EPOCHS,
+            score_images or branching.SCORE_IMAGES,
+            overrides,
+            lambda line: err.print(_escape(line)),
+        )
+    generated = branch_family(spec, max_specs=max_specs, max_params=max_params, score=scoring)
+    written = branching.write_family(generated, out_dir)
+    out.print(branching.family_table(generated))
+    where: dict[str, list[str]] = {}  # a note -> the members it is about (one line for a note they all share)
+    for member in generated.members:
+        for note in member.notes:
+            where.setdefault(note, []).append(member.file_name)
+    member_notes = [
+        f"{n} (in {'every member' if len(files) == len(generated.members) else ', '.join(files)})"
+        for n, files in where.items()
+    ]
+    for note in (*generated.notes, *member_notes, f"chosen: {generated.rule}."):
+        err.print(f"note: {_escape(note)}")
+    out.print(f"wrote {len(written)} files to {_escape(str(out_dir))} (family.json, family.svg, family.png)")
+    if scoring is not None:
+        rows, recommended, rule = branching.write_scores(scoring, generated, out_dir, max_params)
+        out.print(branching.scores_rich_table(rows))
+        out.print(
+            f"recommended: {_escape(recommended)} ({_escape(rule)}); wrote {_escape(str(out_dir / 'scores.json'))}"
+        )
+    if do_train:
+        ranking = branching.train_family(
+            out_dir,
+            generated,
+            jobs=params["jobs"] or 1,
+            seeds=params["seeds"],
+            seed=params["seed"],
+            overrides=overrides,
+            metric=metric,
+            baseline=baseline,
+            quiet=params["quiet"],
+            console=err,
+        )
+        _print_report(ranking.report)
+        out.print(branching.ranking_table(ranking))
 
 
 # --------------------------------------------------------------------------- bench

@@ -24,7 +24,7 @@ from graphc.lang.spec import Spec, json_schema
 if TYPE_CHECKING:
     from torch import fx
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "Graph",

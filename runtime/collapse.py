@@ -11,6 +11,10 @@ on one evaluation's metrics (a run's final test pass, ``graphc eval``)::
 constant answer scores exactly the first, and exactly chance on the second, whatever the
 imbalance. Both bounds are inclusive (a float tolerance keeps 0.61 vs 0.60 inside).
 
+Classification and binary heads are judged (a binary head - one output - answers one of two
+classes, yes or no: chance is 1/2); multilabel and regression heads have no accuracy and are not.
+Each number is over the images with the head's label.
+
 summary.json's ``"collapsed"`` and an evaluation's (runtime/runs/evaluations.py) hold
 :func:`collapsed_heads`' result: ``{TASK: {"acc", "majority_acc", "balanced_acc", "chance",
 "why"}}``, empty when no head collapsed, absent or null when nothing was judged (--no-test);
@@ -46,9 +50,11 @@ def _number(value: Any) -> float | None:
 def collapsed_heads(metrics: Mapping[str, Any], classes: Mapping[str, int]) -> dict[str, dict[str, Any]]:
     """The collapsed heads of one evaluation: ``metrics`` flat as summary.json's ``"test"``
     (``TASK/acc``, ``TASK/majority_acc``, ``TASK/balanced_acc``), ``classes`` ``{TASK: classes}``
-    in head order. A head whose numbers are missing or not finite (no images) is not judged."""
+    in head order (a head's output units: a binary head's 1 counts as its two answers). A head whose
+    numbers are missing or not finite (no images; a multilabel or regression head) is not judged."""
     found: dict[str, dict[str, Any]] = {}
     for task, count in classes.items():
+        count = 2 if count == 1 else count  # one output: a binary head, yes or no
         acc = _number(metrics.get(f"{task}/acc"))
         majority = _number(metrics.get(f"{task}/majority_acc"))
         balanced = _number(metrics.get(f"{task}/balanced_acc"))

@@ -33,6 +33,7 @@ from graphc.runtime.metrics import (
     logged_weights,
     recalls,
     reweight_loss,
+    targets_of,
 )
 from graphc.runtime.runs import rundir as runs
 from graphc.runtime.runs.checkpoint import load_checkpoint
@@ -58,6 +59,8 @@ class RunEvaluation:
     confusion: dict[str, torch.Tensor] = field(default_factory=dict)
     # task -> (images, correct answers) of each true class, int64 (classes,) each: O(classes), always there
     class_counts: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    # task -> each label's AUROC of a multilabel head (NaN: one answer only among its labelled images)
+    label_aurocs: dict[str, list[float]] = field(default_factory=dict)
     class_names: dict[str, list[str]] = field(default_factory=dict)  # label field -> class names
     precision: str = "fp32"  # what the model ran in: the run's own where the device can (evaluation_execution)
     images: int = 0  # how many images were evaluated
@@ -75,6 +78,13 @@ class RunEvaluation:
             {"class": name, "images": images, "correct": right, "acc": None if math.isnan(acc) else acc}
             for name, images, right, acc in zip(names, support.tolist(), correct.tolist(), recalls(support, correct))
         ]
+
+    def per_label(self, task: str) -> list[dict[str, Any]]:
+        """One entry per label of a multilabel head: its AUROC (None when its labelled images all have
+        the same answer)."""
+        aurocs = self.label_aurocs[task]
+        names = self.class_names.get(task) or [str(i) for i in range(len(aurocs))]
+        return [{"label": name, "auroc": None if math.isnan(a) else a} for name, a in zip(names, aurocs)]
 
     def to_dict(self, per_class: bool = False) -> dict[str, Any]:
         result = {
@@ -94,6 +104,7 @@ class RunEvaluation:
         }
         if per_class:
             result["per_class"] = {task: self.per_class(task) for task in self.class_counts}
+            result["per_class"].update({task: self.per_label(task) for task in self.label_aurocs})
         return result
 
 
@@ -140,7 +151,7 @@ def evaluate_run(
     dataset = load_run_data(spec, record, data_dir)
     graph = graphc.build_graph(spec, classes=dataset.classes)
     model, _ = load_trained(graph, path, state)  # names the node whose weights do not fit
-    heads = heads_of(graph)
+    heads = targets_of(heads_of(graph), record, dataset)  # a regression head's units, as the run trained
     data_split = dataset.val if split == "val" else dataset.test
     if len(data_split) == 0:
         raise RunError(
@@ -186,7 +197,7 @@ def evaluate_run(
         record.dataset,
         indices.tolist(),
         answers.collected(),
-        classes,
+        answers.classes,  # a binary head's answers are 0 or 1: 2 classes
         {"limit": subset["limit"], "seed": subset["seed"]},
     )
     return RunEvaluation(
@@ -199,6 +210,7 @@ def evaluate_run(
         metrics,
         confusion=confusion.matrices(),
         class_counts=confusion.class_counts(),
+        label_aurocs=confusion.label_aurocs(),
         class_names=dict(dataset.class_names),
         precision=precision,
         images=len(indices),
@@ -277,8 +289,10 @@ def metrics_table(evaluation: RunEvaluation):
     from graphc.errors import printable
 
     m = evaluation.metrics
-    tasks = list(evaluation.graph.tasks)
-    kinds = {key.split("/", 1)[1] for key in m if "/" in key}
+    tasks = [t for t in evaluation.graph.tasks if _type(evaluation, t) == "classification"]
+    if not tasks:  # only binary, multilabel or regression heads: typed_tables shows them
+        return None
+    kinds = {key.split("/", 1)[1] for key in m if key.split("/", 1)[0] in tasks}
     columns = [
         "head",
         "classes",
@@ -301,9 +315,59 @@ def metrics_table(evaluation: RunEvaluation):
         cells = [f"{m[f'{task}/loss']:.4f}"] + [_percent(m.get(f"{task}/{kind}")) for kind in columns[3:]]
         table.add_row(task, str(evaluation.graph.head_for(task).attrs["classes"]), *cells)
     blank = ["" for _ in columns[4:]]
-    table.add_row("mean of heads", "", "", _percent(m.get("mean_acc")), *blank)
+    if "mean_acc" in m:  # over the accuracy-typed heads (classification, binary): say so when others exist
+        every = all(_type(evaluation, t) in ("classification", "binary") for t in evaluation.graph.tasks)
+        table.add_row("mean of heads" if every else "mean of accuracy heads", "", "", _percent(m["mean_acc"]), *blank)
     table.add_row("total (weighted)", "", f"{m['loss']:.4f}", _percent(m.get("weighted_acc")), *blank, style="bold")
     return table
+
+
+def _type(evaluation: RunEvaluation, task: str) -> str:
+    return evaluation.graph.head_for(task).attrs.get("type", "classification")
+
+
+# How each typed head's metrics print: fractions as percentages, the rest (losses, errors, R^2) as numbers.
+_FRACTION_METRICS = ("acc", "balanced_acc", "majority_acc", "auroc", "f1", "positive_rate", "mean_auroc", "map")
+
+
+def typed_tables(evaluation: RunEvaluation) -> list:
+    """One rich table per head type other than classification (binary, multilabel, regression), a row per
+    head: its labelled images (where labels may be missing), its loss and its type's metrics."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from graphc.errors import printable
+
+    m = evaluation.metrics
+    tables = []
+    for kind in ("binary", "multilabel", "regression"):
+        tasks = [t for t in evaluation.graph.tasks if _type(evaluation, t) == kind]
+        if not tasks:
+            continue
+        columns = list(dict.fromkeys(k.split("/", 1)[1] for k in m if k.split("/", 1)[0] in tasks and "/" in k))
+        columns = [c for c in columns if "/" not in c]  # per-label entries (multilabel --per-class) go elsewhere
+        title = f"{kind} heads - {evaluation.split} split" + (
+            " (in the targets' units)" if kind == "regression" else ""
+        )
+        table = Table(title=escape(printable(title)))
+        table.add_column("head", no_wrap=True)
+        for column in columns:
+            table.add_column(column, justify="right", no_wrap=True)
+        for task in tasks:
+            cells = []
+            for column in columns:
+                value = m.get(f"{task}/{column}")
+                if value is None or value != value:  # absent, or NaN (e.g. AUROC of a split with one answer)
+                    cells.append("n/a" if value is not None else "")
+                elif column == "labelled":
+                    cells.append(f"{int(value):,}")
+                elif column in _FRACTION_METRICS:
+                    cells.append(f"{value:.2%}")
+                else:
+                    cells.append(f"{value:.4g}")
+            table.add_row(escape(printable(task)), *cells)
+        tables.append(table)
+    return tables
 
 
 def hierarchy_table(evaluation: RunEvaluation):
@@ -361,5 +425,14 @@ def per_class_tables(evaluation: RunEvaluation) -> list:
                 str(row["correct"]),
                 "" if row["acc"] is None else f"{row['acc']:.2%}",
             )
+        tables.append(table)
+    for task in evaluation.label_aurocs:  # multilabel heads: each label's AUROC
+        mean = evaluation.metrics.get(f"{task}/mean_auroc", math.nan)
+        title = f"{task}: per-label AUROC on the {evaluation.split} split (mean {mean:.2%})"
+        table = Table(title=escape(printable(title)))
+        table.add_column("label", justify="left")
+        table.add_column("auroc", justify="right")
+        for row in evaluation.per_label(task):
+            table.add_row(escape(printable(row["label"])), "n/a" if row["auroc"] is None else f"{row['auroc']:.2%}")
         tables.append(table)
     return tables

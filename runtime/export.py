@@ -64,7 +64,15 @@ def load_model(
                 raise
             raise UsageError(mismatch) from None
         model, weights = load_trained(graph, file, saved)
-    return graph, DeployedModel(model, graph.tasks, weights.normalize).eval(), weights
+    return graph, DeployedModel(model, graph.tasks, weights.normalize, units_of(weights.record)).eval(), weights
+
+
+def units_of(record: RunRecord | None) -> dict[str, tuple[list[float], list[float]]]:
+    """task -> (mean, std) of each regression head trained on standardised targets (the run's record):
+    what turns its output back into the targets' units."""
+    if record is None:
+        return {}
+    return {task: (list(t.mean), list(t.std)) for task, t in record.targets.items() if t.standardize}
 
 
 def spec_of_run_dir(run_dir: Path) -> Spec:
@@ -123,11 +131,29 @@ def data_mismatch(spec: Spec, file: Path, checkpoint: dict) -> str | None:
 
 def build_metadata(graph: Graph, weights: Weights) -> dict[str, Any]:
     """What a consumer needs to use the file without the spec: names, classes, input contract, provenance."""
-    class_names = {}
+    class_names, heads = {}, {}
+    record = weights.record
     for head in graph.heads:
-        task, count = head.attrs["task"], head.attrs["classes"]
+        task, count, kind = head.attrs["task"], head.attrs["classes"], head.attrs.get("type", "classification")
         names = weights.class_names.get(task)
+        if kind == "binary":  # one logit, of the positive class
+            names = ["yes"]
+        elif kind == "regression":
+            names = [task] if count == 1 else [f"{task}[{i}]" for i in range(count)]
         class_names[task] = list(names) if names and len(names) == count else [str(i) for i in range(count)]
+        heads[task] = {
+            "type": kind,
+            # what the output is: logits (softmax over them for classification, a sigmoid each for binary and
+            # multilabel), or a regression head's value in the targets' units
+            "output": "value" if kind == "regression" else "logits",
+        }
+        if kind == "regression":
+            targets = record.targets.get(task) if record is not None else None
+            heads[task]["standardization"] = (
+                {"mean": list(targets.mean), "std": list(targets.std), "applied": "in_model"}
+                if targets is not None and targets.standardize
+                else None
+            )
     metadata: dict[str, Any] = {
         "version": graphc.__version__,
         "spec_name": graph.name,
@@ -136,7 +162,8 @@ def build_metadata(graph: Graph, weights: Weights) -> dict[str, Any]:
         "tasks": list(graph.tasks),
         "class_names": class_names,
         "class_names_source": "checkpoint" if weights.class_names else "indices (no checkpoint)",
-        "outputs": "logits",  # softmax is left to the consumer
+        "outputs": "logits",  # softmax is left to the consumer (a regression head's: "heads" says)
+        "heads": heads,
         "input": {
             "name": graph.input.name,
             "layout": "NCHW",

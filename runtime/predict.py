@@ -57,6 +57,10 @@ class Predictor:
     tasks: list[str]
     class_names: dict[str, list[str]]
     run: Callable[[np.ndarray], dict[str, np.ndarray]]
+    types: dict[str, str] = field(default_factory=dict)  # task -> head type; absent: classification
+
+    def type_of(self, task: str) -> str:
+        return self.types.get(task, "classification")
 
 
 def open_model(path: str | Path) -> Predictor:
@@ -100,7 +104,9 @@ def _onnx_predictor(path: Path) -> Predictor:
                 f"{path}: ONNX Runtime failed to run it on {len(images)} image(s) ({_first_line(exc)})."
             ) from None
 
-    return Predictor(str(path), "onnx", deployment.input_shape, list(deployment.tasks), deployment.class_names, run)
+    return Predictor(
+        str(path), "onnx", deployment.input_shape, list(deployment.tasks), deployment.class_names, run, deployment.types
+    )
 
 
 def _first_line(exc: Exception) -> str:
@@ -119,7 +125,10 @@ def _torch_predictor(run_dir: Path) -> Predictor:
         with torch.inference_mode():
             return {task: t.numpy() for task, t in zip(model.tasks, model(torch.from_numpy(images)))}
 
-    return Predictor(str(run_dir), "torch", tuple(graph.input.shape), list(graph.tasks), meta["class_names"], run)
+    types = {task: head["type"] for task, head in meta["heads"].items()}
+    return Predictor(
+        str(run_dir), "torch", tuple(graph.input.shape), list(graph.tasks), meta["class_names"], run, types
+    )
 
 
 # --------------------------------------------------------------------------- images
@@ -238,13 +247,60 @@ def _predict_batch(predictor: Predictor, images: Sequence[Path], top_k: int, res
                 f"{predictor.source}: the head '{task}' gave {shape} for {len(loaded)} image(s), expected "
                 f"[{len(loaded)}, {len(names) if names else 'classes'}] logits (one per class name)."
             )
-        probabilities = softmax(scores.astype(np.float64))
-        names = names or [str(i) for i in range(probabilities.shape[1])]
-        k = min(top_k, probabilities.shape[1])
-        for row, prediction in zip(probabilities, predictions):
-            best = np.argsort(-row, kind="stable")[:k]
-            prediction.heads[task] = [{"index": int(i), "label": names[i], "probability": float(row[i])} for i in best]
+        names = names or [str(i) for i in range(scores.shape[1])]
+        answer = ANSWERS[predictor.type_of(task)]
+        for row, prediction in zip(scores.astype(np.float64), predictions):
+            prediction.heads[task] = answer(row, names, top_k)
     return predictions
+
+
+def _classes(logits: np.ndarray, names: list[str], top_k: int) -> list[dict[str, Any]]:
+    """A classifier's top-k classes, most probable first, with their softmax probabilities."""
+    row = softmax(logits[None, :])[0]
+    best = np.argsort(-row, kind="stable")[: min(top_k, len(row))]
+    return [{"index": int(i), "label": names[i], "probability": float(row[i])} for i in best]
+
+
+def _yes_no(logits: np.ndarray, names: list[str], top_k: int) -> list[dict[str, Any]]:
+    """A binary head's answer, yes (probability above 0.5, as its accuracy counts it) or no, with the
+    probability of that answer."""
+    yes = float(sigmoid(logits[0]))
+    return [{"index": int(yes > 0.5), "label": "yes" if yes > 0.5 else "no", "probability": max(yes, 1 - yes)}]
+
+
+def _labels(logits: np.ndarray, names: list[str], top_k: int) -> list[dict[str, Any]]:
+    """A multilabel head's labels whose probability is above 0.5, most probable first (none: an empty list)."""
+    row = sigmoid(logits)
+    above = [i for i in np.argsort(-row, kind="stable") if row[i] > 0.5]
+    return [{"index": int(i), "label": names[i], "probability": float(row[i])} for i in above]
+
+
+def _values(outputs: np.ndarray, names: list[str], top_k: int) -> list[dict[str, Any]]:
+    """A regression head's numbers, in the targets' units (the exported model turns them back)."""
+    return [{"index": i, "label": names[i], "value": float(v)} for i, v in enumerate(outputs)]
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * logits))  # = 1 / (1 + e^-x), without overflow for large |x|
+
+
+# What each head type answers, from its row of outputs and its output names.
+ANSWERS: dict[str, Callable[[np.ndarray, list[str], int], list[dict[str, Any]]]] = {
+    "classification": _classes,
+    "binary": _yes_no,
+    "multilabel": _labels,
+    "regression": _values,
+}
+
+
+def shown(answer: list[dict[str, Any]]) -> list[str]:
+    """A head's answer as lines of text: 'label 87.5%' per class or label, 'label 12.3' per value;
+    a multilabel head with no label above 0.5: '(no label above 50%)'."""
+    if not answer:
+        return ["(no label above 50%)"]
+    return [
+        f"{a['label']} {a['value']:.4g}" if "value" in a else f"{a['label']} {a['probability']:.1%}" for a in answer
+    ]
 
 
 # --------------------------------------------------------------------------- what to predict
@@ -413,12 +469,20 @@ def write_predictions(path: Path, predictor: Predictor, predictions: Sequence[Pr
     else:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", "resized", *[c for t in predictor.tasks for c in (t, f"{t}_probability")]])
+        header = ["path", "resized"]
+        for task in predictor.tasks:  # a regression head's value(s) alone; the others' answer and probability
+            header += [task] if predictor.type_of(task) == "regression" else [task, f"{task}_probability"]
+        writer.writerow(header)
         for p in predictions:
             cells = [p.image.path, p.image.resized]
             for task in predictor.tasks:
-                top = p.heads[task][0]
-                cells += [top["label"], f"{top['probability']:.6f}"]
+                answer, kind = p.heads[task], predictor.type_of(task)
+                if kind == "regression":
+                    cells.append(";".join(f"{a['value']:.6g}" for a in answer))
+                elif kind == "multilabel":  # every label above 0.5, separated by ';' as a label table's cell
+                    cells += [";".join(a["label"] for a in answer), ";".join(f"{a['probability']:.6f}" for a in answer)]
+                else:
+                    cells += [answer[0]["label"], f"{answer[0]['probability']:.6f}"]
             writer.writerow(cells)
         text = buffer.getvalue()
     try:

@@ -3,9 +3,9 @@
 ``evaluate`` is the one evaluation pass of the runtime: a run's validation and final test pass
 (runtime/train/loop.py), ``graphc eval`` (runtime/evaluate.py) and graphc bench all score a model
 through it, in batches of ``eval_batch_size``. :class:`Answers` keeps each image's true and
-predicted class per head (the per-image predictions files, runtime/runs/predictions.py), and
-:func:`final_test_indices` picks the test images a run's final pass evaluates (``--limit-test``), so that
-``graphc eval`` evaluates the same ones.
+predicted class per classification and binary head (the per-image predictions files,
+runtime/runs/predictions.py), and :func:`final_test_indices` picks the test images a run's final
+pass evaluates (``--limit-test``), so that ``graphc eval`` evaluates the same ones.
 
 May import: graphc, ``graphc.runtime.device``, ``graphc.runtime.data``, ``graphc.runtime.metrics``.
 """
@@ -43,19 +43,28 @@ def final_test_indices(total: int, limit: int | None, seed: int) -> torch.Tensor
 
 
 class Answers:
-    """Each image's true and predicted (argmax) class per head, in the order evaluated, kept on the
-    device until :meth:`collected` (one copy at the end, no sync per batch)."""
+    """Each image's true and predicted class per classification and binary head (a binary head's: 1 yes
+    when its logit > 0, else 0 no), in the order evaluated, kept on the device until :meth:`collected`
+    (one copy at the end, no sync per batch). A missing label's true class is -1
+    (graphc.runtime.data.split.MISSING). Multilabel and regression heads have no single answer: none here."""
 
     def __init__(self, heads: list[HeadInfo]):
-        self.heads = heads
-        self.true: dict[str, list[torch.Tensor]] = {h.task: [] for h in heads}
-        self.predicted: dict[str, list[torch.Tensor]] = {h.task: [] for h in heads}
+        self.heads = [h for h in heads if h.answers]
+        self.true: dict[str, list[torch.Tensor]] = {h.task: [] for h in self.heads}
+        self.predicted: dict[str, list[torch.Tensor]] = {h.task: [] for h in self.heads}
+
+    @property
+    def classes(self) -> dict[str, int]:
+        """``{task: classes}`` of the heads answered (a binary head's: 2), as a predictions file records them."""
+        return {h.task: h.answers for h in self.heads}
 
     @torch.no_grad()
     def update(self, outputs, labels) -> None:
         for head in self.heads:
+            out = outputs[head.task]
             self.true[head.task].append(labels[head.task].detach())
-            self.predicted[head.task].append(outputs[head.task].argmax(dim=1))
+            answer = out.argmax(dim=1) if head.type == "classification" else (out.view(-1) > 0).long()
+            self.predicted[head.task].append(answer)
 
     def collected(self) -> dict[str, tuple[list[int], list[int]]]:
         """``{task: (true, predicted)}`` as lists of ints, one entry per image evaluated."""

@@ -39,6 +39,7 @@ LAYERS = {
     "graphc.runtime.export": 8,
     "graphc.runtime.predict": 9,
     "graphc.runtime.bench": 9,  # graphc bench: measures training (graphc.runtime.train) and inference
+    "graphc.runtime.branching": 9,  # graphc branch: trains and ranks a family through the sweep (layer 8)
     "graphc.cli": 10,
     "graphc.__main__": 10,
 }

@@ -34,7 +34,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,13 @@ class DeployedModel(nn.Module):
     has to scale pixels to [0, 1] and cannot forget or misapply the mean and std.
     """
 
-    def __init__(self, model: nn.Module, tasks: tuple[str, ...], normalize: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        tasks: tuple[str, ...],
+        normalize: Mapping[str, Any] | None = None,
+        units: Mapping[str, tuple[list[float], list[float]]] | None = None,
+    ):
         super().__init__()
         self.model = model
         self.tasks = tuple(tasks)
@@ -70,12 +76,20 @@ class DeployedModel(nn.Module):
         if normalize is not None:
             self.register_buffer("mean", torch.tensor(normalize["mean"], dtype=torch.float32).view(1, -1, 1, 1))
             self.register_buffer("std", torch.tensor(normalize["std"], dtype=torch.float32).view(1, -1, 1, 1))
+        # Regression heads trained on z-scored targets: task -> (mean, std) per output, so that the
+        # deployed model answers in the targets' own units (value = output * std + mean).
+        self.units = dict(units or {})
+        for i, (mean, std) in enumerate(self.units.values()):
+            self.register_buffer(f"target_mean_{i}", torch.tensor(mean, dtype=torch.float32).view(1, -1))
+            self.register_buffer(f"target_std_{i}", torch.tensor(std, dtype=torch.float32).view(1, -1))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.normalize:
             image = (image - self.mean) / self.std  # (B, C, H, W)
-        logits = self.model(image)
-        return tuple(logits[task] for task in self.tasks)  # spec order, never dict order
+        outputs = dict(self.model(image))
+        for i, task in enumerate(self.units):
+            outputs[task] = outputs[task] * getattr(self, f"target_std_{i}") + getattr(self, f"target_mean_{i}")
+        return tuple(outputs[task] for task in self.tasks)  # spec order, never dict order
 
 
 def require(package: str):
@@ -191,6 +205,11 @@ class Deployment:
     tasks: tuple[str, ...]  # one output of logits per task, named after it
     class_names: dict[str, list[str]]  # task -> a name per logit
     metadata: dict[str, Any]
+    # task -> head type (metadata "heads"; a file of graphc before 0.5 has none: every head a classifier)
+    types: dict[str, str] = field(default_factory=dict)
+
+    def type_of(self, task: str) -> str:
+        return self.types.get(task, "classification")
 
 
 def read_deployment(proto, source: str) -> Deployment:
@@ -262,7 +281,32 @@ def read_deployment(proto, source: str) -> Deployment:
             )
 
     _check_graph(proto, name, dims, tasks, class_names, bad)
-    return Deployment(name, (channels, height, width), tuple(tasks), {t: list(class_names[t]) for t in tasks}, meta)
+    types = _head_types(meta.get("heads"), tasks, bad)
+    return Deployment(
+        name, (channels, height, width), tuple(tasks), {t: list(class_names[t]) for t in tasks}, meta, types
+    )
+
+
+HEAD_TYPES = ("classification", "binary", "multilabel", "regression")
+
+
+def _head_types(heads: Any, tasks: list[str], bad) -> dict[str, str]:
+    """task -> type from metadata 'heads' (None: a file of graphc before 0.5, every head a classifier)."""
+    if heads is None:
+        return {}
+    if not isinstance(heads, dict):
+        raise bad(f"metadata '{PREFIX}heads' is {_shown(heads)}, expected an object: task -> {{type, output}}")
+    types = {}
+    for task in tasks:
+        head = heads.get(task)
+        kind = head.get("type") if isinstance(head, dict) else None
+        if kind not in HEAD_TYPES:
+            raise bad(
+                f"metadata '{PREFIX}heads' gives task '{task}' {_shown(head)}, expected an object whose type is "
+                f"one of {', '.join(HEAD_TYPES)}"
+            )
+        types[task] = kind
+    return types
 
 
 def _check_normalize(spec_input: Mapping[str, Any], channels: int, bad) -> None:
@@ -398,11 +442,17 @@ def verify(session, reference: DeployedModel, inputs: Mapping[str, torch.Tensor]
             expected = dict(zip(reference.tasks, (t.numpy() for t in reference(images))))
         results = dict(zip(output_names, session.run(None, {input_name: images.numpy()})))
         for task in reference.tasks:
-            rows.append(_compare(label, task, results, expected, atol))
+            if task in reference.units:  # a value in the targets' units: the tolerance scaled with them, no argmax
+                scale = max(1.0, *reference.units[task][1])
+                rows.append(_compare(label, task, results, expected, atol * scale, values=True))
+            else:
+                rows.append(_compare(label, task, results, expected, atol))
     return rows
 
 
-def _compare(label: str, task: str, results: Mapping[str, Any], expected: Mapping[str, Any], atol: float) -> Parity:
+def _compare(
+    label: str, task: str, results: Mapping[str, Any], expected: Mapping[str, Any], atol: float, values: bool = False
+) -> Parity:
     if task not in results:
         return Parity(label, task, math.nan, 0.0, 0, f"no ONNX output is named '{task}'")
     got, want = results[task], expected[task]
@@ -416,7 +466,8 @@ def _compare(label: str, task: str, results: Mapping[str, Any], expected: Mappin
             f"output '{task}' has shape {list(got.shape)}, task '{task}' gives {list(want.shape)}",
         )
     diff = float(np.abs(got - want).max())
-    same = got.argmax(1) == want.argmax(1)
+    # a regression head's outputs are numbers, not scores of classes: its "argmax" agrees by definition
+    same = np.ones(len(want), bool) if values else got.argmax(1) == want.argmax(1)
     ordered = np.sort(want, axis=1)
     tie = (ordered[:, -1] - ordered[:, -2] <= atol) if want.shape[1] > 1 else np.zeros(len(want), bool)
     ties = int((~same & tie).sum())

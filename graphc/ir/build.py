@@ -36,7 +36,7 @@ from graphc.ir.shapes import ShapeProblem
 from graphc.ir.weighting import gradnorm_node
 from graphc.lang.hierarchy import hierarchy_paths, listed_twice
 from graphc.lang.load import source_map
-from graphc.lang.spec import HeadNode, InputNode, Spec
+from graphc.lang.spec import PARTIAL_LABELS, HeadNode, InputNode, Spec
 
 # The largest model graphc builds: a guard against nonsense such as channels = [1000000000],
 # a 10^20-pixel input or padding = 100000, caught before anything allocates. Generous on
@@ -88,7 +88,7 @@ def _inputs_of(node) -> tuple[str, ...]:
 
 
 class _Builder:
-    def __init__(self, spec: Spec, classes: Mapping[str, int] | None):
+    def __init__(self, spec: Spec, classes: Mapping[str, int] | None, types: Mapping[str, str] | None = None):
         self.spec = spec
         self.file = spec.source
         self.where = source_map(spec.text)
@@ -96,6 +96,8 @@ class _Builder:
         self.data_classes: Mapping[str, int | None] = (
             dict(classes) if classes is not None else spec.data.known_classes()
         )
+        self.data_unread = classes is None  # only what the spec says of the data is known
+        self.data_types: Mapping[str, str] = dict(types or {})
         self.seen: dict[str, Seen] = {}  # the nodes resolved so far
         self.raw_nodes: list | None = None  # the [[nodes]] tables as written (template_of reads them)
         self.context = Context(self.seen, self.head_classes, self.template_of)
@@ -353,15 +355,17 @@ class _Builder:
         if problems:
             raise SpecError(problems)
 
-    def check_monitors(self, heads: list[tuple[str, int]], diagnostics: Sequence[str] = ()) -> None:
+    def check_monitors(self, heads: list[tuple[str, int, str]], diagnostics: Sequence[str] = ()) -> None:
         """train.select and train.early_stopping must watch a metric training will log: the names
-        come from graphc.ir.metrics, as the runtime's own (heads, classes, hierarchy tables;
+        come from graphc.ir.metrics, as the runtime's own (heads' tasks, output units and types, hierarchy tables;
         ``diagnostics``: the gradient-conflict diagnostics' names, with [train] diagnostics)."""
-        links = measured_links(hierarchy_paths(self.spec.data.hierarchy_links()), [task for task, _ in heads])
+        links = measured_links(hierarchy_paths(self.spec.data.hierarchy_links()), [head[0] for head in heads])
         data, train = self.spec.data, self.spec.train
-        weights = weight_metrics([task for task, _ in heads], train.loss_weighting)
+        weights = weight_metrics([head[0] for head in heads], train.loss_weighting)
         available = watchable_metrics(
-            metric_names(heads, links), validation=data.val_fraction > 0, train_only=[*weights, *diagnostics]
+            metric_names(heads, links, partial_labels=data.dataset in PARTIAL_LABELS),
+            validation=data.val_fraction > 0,
+            train_only=[*weights, *diagnostics],
         )
         monitors = [("select", train.select)] + (
             [("early_stopping", train.early_stopping)] if train.early_stopping else []
@@ -554,9 +558,22 @@ class _Builder:
             raise SpecError(Problem(message, file=self.file, line=line, field="train.init_map", hint=hint))
 
     def head_classes(self, head: HeadNode) -> int:
+        """The head's output units: a classifier's classes, 1 for binary, a multilabel head's labels,
+        a regression head's outputs - checked against what the data set provides where it is known."""
         task = head.task_name
         data = self.spec.data
-        if task not in self.data_classes:
+        partial = data.dataset in PARTIAL_LABELS
+        if head.type != "classification" and not partial:
+            self.fail(
+                f"is a {head.type} head, but the {data.dataset} data set has class labels only.",
+                node=head.name,
+                field="type",
+                hint='remove type (a classification head), or train on a label table ([data] dataset = "table") '
+                'or CelebA (dataset = "celeba"), whose columns can hold yes/no, several labels or numbers.',
+            )
+        # A label table's columns and CelebA's attributes are known only once the files are read:
+        # without them (graphc check without --data) any column is accepted here and checked there.
+        if task not in self.data_classes and not (partial and self.data_unread):
             provided = ", ".join(f"'{t}'" for t in self.data_classes)
             self.fail(
                 f"predicts task '{task}', but the {data.dataset} data set has no such label field "
@@ -565,15 +582,71 @@ class _Builder:
                 field="task",
                 hint=did_you_mean(task, self.data_classes) or "set task to one of the data set's label fields.",
             )
-        known = self.data_classes[task]
-        if head.classes == "auto":
+        known = self.data_classes.get(task)
+        field_type = self.data_types.get(task, "classification")  # checked where the data set says
+        if head.type in ("multilabel", "regression") and field_type != head.type and task in self.data_types:
+            self.fail(
+                f"is a {head.type} head, but the data set's '{task}' labels are {field_type} labels.",
+                node=head.name,
+                field="type",
+                hint=f'set type = "{field_type}", or name a {head.type} column in task.',
+            )
+        if head.type == "binary":  # yes/no labels, or a classification field of two classes (0 no, 1 yes)
+            if task in self.data_types and field_type != "binary" and known != 2:
+                self.fail(
+                    f"is a binary head, but the data set's '{task}' labels have {known} classes.",
+                    node=head.name,
+                    field="type",
+                    hint="a binary head needs yes/no labels: name such a column in task, or remove type "
+                    "(a classification head).",
+                )
+            return 1
+        if head.type == "regression":
+            units = head.output_units
+            if known is not None and known != units:
+                self.fail(
+                    f"predicts {units} number{'s' if units != 1 else ''}, but the data set's '{task}' cells "
+                    f"hold {known}.",
+                    node=head.name,
+                    field="outputs",
+                    hint=f"set outputs = {known}.",
+                )
+            return units
+        if head.type == "multilabel":
+            if head.labels is not None:
+                return len(head.labels)
             if known is None:
                 self.fail(
-                    f"classes = 'auto', but the number of '{task}' classes of the {data.dataset} "
-                    "data set is known only from its folders.",
+                    f"is a multilabel head without 'labels', and the labels of '{task}' are known only from "
+                    f"the {data.dataset} data set's files.",
+                    node=head.name,
+                    field="labels",
+                    hint="list them, labels = [...] (their order is the outputs' order), or check with "
+                    "`graphc check --data`, which reads them.",
+                )
+            return known
+        if isinstance(head.classes, list):  # the names fix the order; the data set's must be among them
+            if known is not None and known != len(head.classes):
+                self.fail(
+                    f"lists {len(head.classes)} classes for task '{task}', but the {data.dataset} data set has "
+                    f"{known}.",
                     node=head.name,
                     field="classes",
-                    hint="write the class count, or list every class in [data.hierarchy].",
+                    hint="list every class of the column once.",
+                )
+            return len(head.classes)
+        if head.classes == "auto":
+            if known is None:
+                source = "its files" if partial else "its folders"
+                self.fail(
+                    f"classes = 'auto', but the number of '{task}' classes of the {data.dataset} "
+                    f"data set is known only from {source}.",
+                    node=head.name,
+                    field="classes",
+                    hint="list the classes, classes = [...] (their order is the outputs' order), or check with "
+                    "`graphc check --data`, which reads them."
+                    if partial
+                    else "write the class count, or list every class in [data.hierarchy].",
                 )
             return self.two_classes(head, known)
         if known is not None and head.classes != known:
@@ -674,20 +747,26 @@ class _Builder:
             diagnostic_names(shared_nodes(graph), reused_branches(graph)) if self.spec.train.diagnostics else []
         )
         self.check_monitors(
-            [(n.task_name, resolved[n.name][0]["classes"]) for n in self.spec.nodes if isinstance(n, HeadNode)],
+            [
+                (n.task_name, resolved[n.name][0]["classes"], resolved[n.name][0].get("type", "classification"))
+                for n in self.spec.nodes
+                if isinstance(n, HeadNode)
+            ],
             diagnostics,
         )
         return graph
 
 
-def build_graph(spec: Spec, classes: Mapping[str, int] | None = None) -> Graph:
+def build_graph(spec: Spec, classes: Mapping[str, int] | None = None, types: Mapping[str, str] | None = None) -> Graph:
     """Check a spec's meaning and return its IR.
 
-    ``classes`` maps label fields to class counts as read from the actual data
-    set; without it the counts the ``[data]`` table implies are used. Raises
+    ``classes`` maps label fields to class counts (a multilabel field: its labels; a regression
+    field: its numbers per image) as read from the actual data set; without it the counts the
+    ``[data]`` table implies are used. ``types`` maps label fields to their head type where the data
+    set says (a label table's, CelebA's; absent: classification). Raises
     :class:`~graphc.errors.SpecError` on any problem.
     """
-    return _Builder(spec, classes).build()
+    return _Builder(spec, classes, types).build()
 
 
 def check_model_size(spec: Spec) -> None:

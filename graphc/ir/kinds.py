@@ -277,14 +277,24 @@ def _what_shrinks(name: str, node: Seen, ctx: Context) -> tuple[str, str]:
 # --------------------------------------------------------------------------- head
 
 
+# The loss of each head type that has one choice; a regression head's is its `loss` (default mse).
+_HEAD_LOSS = {"classification": "cross_entropy", "binary": "bce", "multilabel": "bce"}
+
+
 def _head(node, inputs: Inputs, ctx: Context) -> dict[str, Any]:
-    """head: ``in_features, task, classes, loss_weight, label_smoothing, reuse_as, reuse_gradient,
-    trainable, unfreeze_after``."""
+    """head: ``in_features, task, type, classes, loss, pos_weight, standardize, loss_weight,
+    label_smoothing, reuse_as, reuse_gradient, trainable, unfreeze_after``. ``classes`` is the head's
+    output units whatever its type (a classifier's classes, 1 for binary, a multilabel head's labels,
+    a regression head's outputs); ``loss`` the loss its type and spec give it."""
     ((_, in_shape),) = inputs
     return {
         "in_features": features(in_shape),
         "task": node.task_name,
+        "type": node.type,
         "classes": ctx.classes(node),
+        "loss": _HEAD_LOSS.get(node.type) or node.loss or "mse",
+        "pos_weight": node.pos_weight,
+        "standardize": node.type == "regression" and node.standardize is not False,
         "loss_weight": node.loss_weight,
         "label_smoothing": node.label_smoothing,
         "reuse_as": node.reuse_as,

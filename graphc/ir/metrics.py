@@ -7,15 +7,21 @@ them, so ``graphc check`` and ``graphc train`` cannot disagree about what a mode
 A metrics row (see runtime/runs/rundir.py) holds:
 
 - ``loss``: the loss-weighted total;
-- per head: ``TASK/loss``, ``TASK/acc`` and, for heads of more than 10 classes, ``TASK/top5``;
+- per head: ``TASK/loss`` then its type's metrics (:data:`TYPE_METRICS`): a classification head's
+  ``TASK/acc`` and, with more than 10 classes, ``TASK/top5``; a binary head's ``acc, balanced_acc,
+  auroc, f1, positive_rate``; a multilabel head's ``mean_auroc, map, example_f1``; a regression
+  head's ``mae, rmse, r2, mean_mae`` (in the targets' units); where labels may be missing (a label
+  table, CelebA) also ``TASK/labelled``, the images with the task's label (a count). Every other
+  per-head metric is a mean over those images;
 - per label hierarchy CHILD -> PARENT whose CHILD field has a head - every
   ``[data.hierarchy]`` table, and every chain of nested tables (fine -> coarse -> super gives
   fine -> super too): ``PARENT/acc_from_CHILD`` (the child head's prediction mapped to the
   parent, against the parent label) and, when PARENT has a head too,
   ``CHILD/consistency_with_PARENT`` (how often the child head's prediction maps to the
   parent head's prediction);
-- ``mean_acc`` (the heads' accuracies averaged) and ``weighted_acc`` (averaged with the
-  heads' ``loss_weight`` as weights): one number to select a multi-task model by.
+- ``mean_acc`` (the classification and binary heads' accuracies averaged) and ``weighted_acc``
+  (averaged with those heads' ``loss_weight`` as weights): one number to select a multi-task model
+  by; absent when the model has no such head.
 
 With a ``[train] loss_weighting`` table, training rows also carry ``weight/TASK``: the weight
 of each head's loss in force at the end of the epoch (runtime/train/weighting.py).
@@ -62,18 +68,43 @@ def measured_links(paths: Iterable[Sequence[str]], tasks: Iterable[str]) -> list
     return [(path[0], path[-1]) for path in paths if path[0] in tasks]
 
 
-def metric_names(heads: Sequence[tuple[str, int]], links: Sequence[tuple[str, str]]) -> list[str]:
-    """Names of a metrics row, in order: ``heads`` are ``(task, classes)`` in spec order, ``links``
-    the ``(child, ancestor)`` pairs of :func:`measured_links`."""
-    tasks = {task for task, _ in heads}
+# Per-head metrics of each head type, after TASK/loss (TASK/top5 only for classification heads of
+# TOP5_MIN_CLASSES or more classes; see graphc.runtime.metrics for their definitions).
+TYPE_METRICS = {
+    "classification": ("acc",),
+    "binary": ("acc", "balanced_acc", "auroc", "f1", "positive_rate"),
+    "multilabel": ("mean_auroc", "map", "example_f1"),
+    "regression": ("mae", "rmse", "r2", "mean_mae"),
+}
+# The head types with an accuracy: mean_acc and weighted_acc average theirs.
+ACCURACY_TYPES = ("classification", "binary")
+LABELLED = "labelled"  # TASK/labelled: the images of the split with the task's label (data sets with missing labels)
+
+
+def metric_names(
+    heads: Sequence[tuple[str, int] | tuple[str, int, str]],
+    links: Sequence[tuple[str, str]],
+    partial_labels: bool = False,
+) -> list[str]:
+    """Names of a metrics row, in order: ``heads`` are ``(task, classes)`` (a classification head) or
+    ``(task, classes, type)`` in spec order (``classes``: the head's output units), ``links`` the
+    ``(child, ancestor)`` pairs of :func:`measured_links`; ``partial_labels``: the data set's labels
+    may be missing (a label table, CelebA), which adds ``TASK/labelled``. ``mean_acc`` and
+    ``weighted_acc`` average the classification and binary heads' accuracies: none, none of them."""
+    typed = [(head[0], head[1], head[2] if len(head) > 2 else "classification") for head in heads]
+    tasks = {task for task, _, _ in typed}
     names = ["loss"]
-    for task, classes in heads:
-        names += [f"{task}/loss", f"{task}/acc"] + ([f"{task}/top5"] if classes >= TOP5_MIN_CLASSES else [])
+    for task, classes, kind in typed:
+        names += [f"{task}/loss"] + [f"{task}/{metric}" for metric in TYPE_METRICS[kind]]
+        if kind == "classification" and classes >= TOP5_MIN_CLASSES:
+            names.append(f"{task}/top5")
+        if partial_labels:
+            names.append(f"{task}/{LABELLED}")
     for child, parent in links:
         names.append(f"{parent}/acc_from_{child}")
         if parent in tasks:
             names.append(f"{child}/consistency_with_{parent}")
-    return names + list(MULTITASK_METRICS)
+    return names + (list(MULTITASK_METRICS) if any(kind in ACCURACY_TYPES for _, _, kind in typed) else [])
 
 
 def weight_metrics(tasks: Iterable[str], weighting: object | None) -> list[str]:

@@ -32,6 +32,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeInt,
+    PositiveFloat,
     PositiveInt,
     ValidationError,
     field_validator,
@@ -120,6 +121,11 @@ RESERVED_NAMES = frozenset(
 
 Activation = Literal["relu", "gelu", "silu", "tanh", "sigmoid", "leaky_relu", "elu", "none"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+# A class or label name as a label table's cell writes it: not empty, no surrounding spaces, no ';'
+# (a multilabel cell's separator) and no control characters (they would garble every table printing it).
+LabelName = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[^\s;\x00-\x1f\x7f](?:[^;\x00-\x1f\x7f]*[^\s;\x00-\x1f\x7f])?$")
+]
 
 
 def _check_name(value: str) -> str:
@@ -394,14 +400,48 @@ class HeadNode(_Weighted):
         pattern=NAME_PATTERN,
         description="The task (label field of the data set) this head predicts; defaults to the node name.",
     )
-    classes: PositiveInt | Literal["auto"] = Field(
-        default="auto", description="Number of classes, or 'auto' to take it from the data set."
+    type: Literal["classification", "binary", "multilabel", "regression"] = Field(
+        default="classification",
+        description="What the head predicts: 'classification' (one class of several: softmax cross-entropy), "
+        "'binary' (yes/no: one logit, binary cross-entropy), 'multilabel' (any number of labels: one logit per "
+        "label, binary cross-entropy each) or 'regression' (numbers: mse, l1 or huber loss).",
+    )
+    classes: PositiveInt | Literal["auto"] | Annotated[list[LabelName], Field(min_length=2)] = Field(
+        default="auto",
+        description="classification: the number of classes, 'auto' to take it from the data set, or the class "
+        "names in the order the head's outputs take them (a label table's column; else its sorted values).",
+    )
+    labels: Annotated[list[LabelName], Field(min_length=1)] | None = Field(
+        default=None,
+        description="multilabel: the label names in the order the head's outputs take them; omitted: the "
+        "sorted labels found in the data set.",
+    )
+    outputs: PositiveInt | None = Field(
+        default=None, description="regression: how many numbers the head predicts (default 1)."
+    )
+    loss: Literal["mse", "l1", "huber"] | None = Field(
+        default=None, description="regression: the loss, 'mse' (default), 'l1' or 'huber' (delta 1)."
+    )
+    pos_weight: PositiveFloat | None = Field(
+        default=None,
+        description="binary and multilabel: the weight of a positive example in the binary cross-entropy "
+        "(> 1 counts rare positives more; torch's BCEWithLogitsLoss pos_weight, one value for every label).",
+    )
+    standardize: bool | None = Field(
+        default=None,
+        description="regression (default true): train on targets z-scored with the training split's mean and "
+        "standard deviation (stored in the run and the ONNX metadata); predictions and metrics are in the "
+        "original units either way.",
     )
     loss_weight: float = Field(default=1.0, ge=0.0, description="Weight of this head's loss in the total.")
-    label_smoothing: Probability = Field(default=0.0, description="Label smoothing of this head's cross-entropy.")
+    label_smoothing: Probability = Field(
+        default=0.0, description="classification: label smoothing of this head's cross-entropy."
+    )
     reuse_as: Literal["logits", "probabilities"] = Field(
         default="logits",
-        description="What nodes that read this head see: its logits (the reference) or softmax probabilities.",
+        description="What nodes that read this head see: its logits (the reference) or its probabilities "
+        "(softmax for classification, sigmoid for binary and multilabel); a regression head is read as its "
+        "output either way.",
     )
     reuse_gradient: bool = Field(
         default=True,
@@ -411,6 +451,55 @@ class HeadNode(_Weighted):
     @property
     def task_name(self) -> str:
         return self.task or self.name
+
+    # The fields that mean something for one type only: set on a head of another type they are
+    # refused (a silently ignored loss = "l1" would mean a run that is not what its spec says).
+    _TYPE_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "label_smoothing": ("classification",),
+        "labels": ("multilabel",),
+        "outputs": ("regression",),
+        "loss": ("regression",),
+        "standardize": ("regression",),
+        "pos_weight": ("binary", "multilabel"),
+    }
+
+    @model_validator(mode="after")
+    def _fields_of_type(self):
+        for field, types in self._TYPE_FIELDS.items():
+            value = getattr(self, field)
+            if value is None or (field == "label_smoothing" and value == 0.0):
+                continue
+            if self.type not in types:
+                raise ValueError(
+                    f"'{field}' applies to {' and '.join(types)} heads, but this head's type is '{self.type}'; "
+                    f"remove {field}" + (f', or set type = "{types[0]}"' if len(types) == 1 else "")
+                )
+        if self.type != "classification" and self.classes != "auto":
+            raise ValueError(
+                f"'classes' applies to classification heads, but this head's type is '{self.type}'; remove classes"
+                + (" (a multilabel head lists its labels in 'labels')" if self.type == "multilabel" else "")
+            )
+        if isinstance(self.classes, list) and len(set(self.classes)) != len(self.classes):
+            twice = sorted({c for c in self.classes if self.classes.count(c) > 1})
+            raise ValueError(f"classes lists {', '.join(map(repr, twice))} more than once; list each class once")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            twice = sorted({c for c in self.labels if self.labels.count(c) > 1})
+            raise ValueError(f"labels lists {', '.join(map(repr, twice))} more than once; list each label once")
+        return self
+
+    @property
+    def output_units(self) -> int | None:
+        """Outputs the head has when the spec alone says (binary 1, regression `outputs`, listed classes or
+        labels); None when the data set decides (classes = 'auto', multilabel without labels)."""
+        if self.type == "binary":
+            return 1
+        if self.type == "regression":
+            return self.outputs or 1
+        if self.type == "multilabel":
+            return len(self.labels) if self.labels else None
+        if isinstance(self.classes, list):
+            return len(self.classes)
+        return None if self.classes == "auto" else self.classes
 
 
 # --------------------------------------------------------------------------- the kinds
@@ -679,19 +768,32 @@ class SyntheticData(_Strict):
         return self
 
 
-DATASETS = ("cifar100", "imagefolder", "synthetic")
+DATASETS = ("cifar100", "imagefolder", "synthetic", "table", "celeba")
+# Data sets whose images may lack a task's label (an empty cell of a label table): their heads log
+# TASK/labelled, the number of images of the split with that label.
+PARTIAL_LABELS = ("table", "celeba")
 
 
 class DataSpec(_Strict):
     """What to train on. CLI flags (--dataset, --data-dir) override these."""
 
-    dataset: Literal["cifar100", "imagefolder", "synthetic"] = Field(default="cifar100", description="Data set kind.")
+    dataset: Literal["cifar100", "imagefolder", "synthetic", "table", "celeba"] = Field(
+        default="cifar100", description="Data set kind."
+    )
     root: str | None = Field(
         default=None,
         description="cifar100: directory holding (or to receive) cifar-100-python/; "
-        "imagefolder: directory with train/<class>/ and test/<class>/. A relative path is read from the "
-        "spec file's folder (built-in specs: from the working directory); --data-dir overrides it.",
+        "imagefolder: directory with train/<class>/ and test/<class>/; table: directory holding the label "
+        "tables and the images they name; celeba: directory holding celeba/ (torchvision's layout). A relative "
+        "path is read from the spec file's folder (built-in specs: from the working directory); --data-dir "
+        "overrides it.",
     )
+    train: str = Field(
+        default="train.csv",
+        description="table: the training label table (.csv or .tsv), relative to root: a column 'image' (the "
+        "image's path relative to root) and one column per label field; an empty cell is a missing label.",
+    )
+    test: str = Field(default="test.csv", description="table: the test label table, in the training table's form.")
     val_fraction: float = Field(
         default=0.2, ge=0.0, lt=1.0, description="Fraction of the training images held out for validation."
     )
@@ -704,7 +806,10 @@ class DataSpec(_Strict):
     augment: AugmentSpec = Field(default_factory=lambda: NoAugment(preset="none"), description="Training augmentation.")
     normalize: Normalize | None = Field(default=None, description="Optional mean/std normalisation.")
     label: str = Field(
-        default="fine", pattern=NAME_PATTERN, description="imagefolder: label field named by the class folder."
+        default="fine",
+        pattern=NAME_PATTERN,
+        description="imagefolder: label field named by the class folder; table: the classification column "
+        "[data.hierarchy] tables group.",
     )
     # Non-empty groups and fields: an empty one would give a head zero classes.
     hierarchy: dict[str, Annotated[dict[str, Annotated[list[str], Field(min_length=1)]], Field(min_length=1)]] = Field(
@@ -724,6 +829,8 @@ class DataSpec(_Strict):
             return {"fine": 100, "coarse": 20}
         if self.dataset == "synthetic":
             return {"fine": self.synthetic.classes, "coarse": self.synthetic.coarse_classes}
+        if self.dataset == "celeba":  # binary attributes: no class counts to give
+            return {}
         fields: dict[str, int | None] = {self.label: None}
         if self.hierarchy:  # the classes the tables list, each once (graphc.lang.hierarchy)
             fields.update({field: len(names) for field, names in label_fields(self.label, self.hierarchy).items()})

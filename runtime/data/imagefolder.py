@@ -236,11 +236,16 @@ def scan(root: Path, where: str | None = None) -> tuple[list[str], dict[str, lis
 
 
 def derive_labels(
-    classes: list[str], label: str, hierarchy: dict[str, dict[str, list[str]]], root: Path
+    classes: list[str],
+    label: str,
+    hierarchy: dict[str, dict[str, list[str]]],
+    root: Path,
+    classes_from: str | None = None,
 ) -> tuple[dict[str, list[str]], dict[tuple[str, str], torch.Tensor]]:
     """Class names per label field and, per hierarchy table, its child class -> group index map,
     keyed ``(child field, table field)``. The child is the folder label, or for a nested table the
-    table whose groups it lists (graphc.lang.hierarchy.table_children)."""
+    table whose groups it lists (graphc.lang.hierarchy.table_children). ``classes_from``: where the
+    classes come from when not ROOT's class folders (a label table's column), for the messages."""
     nfc = lambda name: unicodedata.normalize("NFC", name) if isinstance(name, str) else name  # as class_labels
     tables = {
         field: dict(sorted((nfc(group), [nfc(m) for m in members]) for group, members in groups.items()))
@@ -273,7 +278,11 @@ def derive_labels(
                 if member not in members:
                     problems.append(
                         Problem(
-                            f"group '{group}' lists class '{member}', but {root / 'train'} has no folder of that name."
+                            (
+                                f"group '{group}' lists class '{member}', but {root / 'train'} has no folder of that name."
+                                if classes_from is None
+                                else f"group '{group}' lists class '{member}', which {classes_from} does not have."
+                            )
                             if child == label
                             else f"group '{group}' lists '{member}', which is not a group of '{child}'.",
                             field=where,
@@ -286,8 +295,8 @@ def derive_labels(
             if name not in group_of:
                 problems.append(
                     Problem(
-                        f"class '{name}' (folder {root / 'train' / name}) is in no group; every class must be "
-                        "mapped exactly once."
+                        f"class '{name}' ({classes_from or 'folder ' + str(root / 'train' / name)}) is in no group; "
+                        "every class must be mapped exactly once."
                         if child == label
                         else f"group '{name}' of '{child}' is in no group; every {child} class must be mapped exactly once.",
                         field=where,

@@ -10,17 +10,19 @@ limits training but not validation.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from graphc.errors import RunError, UsageError
 from graphc.lang.spec import DataSpec
+from graphc.runtime.data.celeba import load_celeba, probe_celeba
 from graphc.runtime.data.cifar100 import load_cifar100, probe_cifar100
 from graphc.runtime.data.imagefolder import open_imagefolder, probe_imagefolder, read_imagefolder
 from graphc.runtime.data.split import Dataset, check_image_shape, split_indices
 from graphc.runtime.data.synthetic import make_synthetic, synthetic_class_names
+from graphc.runtime.data.table import Column, load_table, probe_table
 
 MIN_VALIDATION = 500  # validation images of a run that limits training but not validation, at least
 VALIDATION_SHARE = 4  # ... and otherwise a quarter of its training images (train : val = 4 : 1, val_fraction 0.2's)
@@ -57,6 +59,7 @@ def load_dataset(
     download: bool = True,
     source: Path | None = None,
     report: Callable[[str], None] | None = None,
+    columns: dict[str, Column] | None = None,
 ) -> Dataset:
     """Load the data set ``data`` describes.
 
@@ -69,6 +72,8 @@ def load_dataset(
     image folder decodes only those (and the test split).
     ``download=False`` forbids network access (cifar100 then needs a local copy).
     ``source``: the spec file, named in the messages of a missing data set; ``report``: progress lines.
+    ``columns``: a label table's columns to read and how (``graphc.runtime.data.table.columns_of(spec)``;
+    None: only ``[data] label`` where the spec has a hierarchy); the other data sets ignore it.
     """
     name = dataset or data.dataset
     root = root if root is not None else data.root
@@ -97,6 +102,32 @@ def load_dataset(
         check_image_shape(name, tuple(test.images.shape[1:]), image_shape)
         return Dataset(
             name=name, train=train, val=val, test=test, class_names=folder.class_names, hierarchy=folder.links
+        )
+    if name == "table":  # label tables: the columns the spec's heads read (runtime/data/table.py)
+        dataset = load_table(
+            data,
+            _folder_root(root, source, name),
+            columns=columns,
+            image_shape=image_shape,
+            limit_train=limit_train,
+            limit_val=limit_val,
+            where=root_field(source),
+            report=report,
+        )
+        _check_pool(name, len(dataset.train) + len(dataset.val), len(dataset.train), data.val_fraction)
+        check_image_shape(name, tuple(dataset.test.images.shape[1:]), image_shape)
+        return dataset
+    if name == "celeba":  # the official partitions: no pool to split (runtime/data/celeba.py)
+        attributes = (columns or {}).get("attributes")  # a multilabel head's own choice and order of attributes
+        return load_celeba(
+            data,
+            root,
+            image_shape=image_shape,
+            limit_train=limit_train,
+            limit_val=limit_val,
+            where=root_field(source),
+            labels=attributes.labels if attributes is not None else None,
+            report=report,
         )
     if name == "cifar100":
         pool, test, class_names, hierarchy = _missing_names_spec(lambda: load_cifar100(root, download=download), source)
@@ -128,18 +159,20 @@ def _missing_names_spec(load: Callable, source: Path | None):
         raise RunError(f"{exc} (The data set's folder is set by {root_field(source)}.)") from None
 
 
-def _folder_root(root: str | Path | None, source: Path | None = None) -> str | Path:
+def _folder_root(root: str | Path | None, source: Path | None = None, name: str = "imagefolder") -> str | Path:
     if root is None:
         spec = f"set [data] root in {source}" if source is not None else "set [data] root in the spec"
-        raise UsageError(
-            f"the imagefolder data set needs a directory: {spec} or pass --data-dir "
-            "(it must hold train/<class>/ and test/<class>/ folders of images)."
+        holds = (
+            "the label tables and the images they name"
+            if name == "table"
+            else "train/<class>/ and test/<class>/ folders of images"
         )
+        raise UsageError(f"the {name} data set needs a directory: {spec} or pass --data-dir (it must hold {holds}).")
     return root
 
 
 def _unknown(name: str) -> UsageError:
-    return UsageError(f"unknown data set '{name}'; expected one of cifar100, imagefolder, synthetic.")
+    return UsageError(f"unknown data set '{name}'; expected one of celeba, cifar100, imagefolder, synthetic, table.")
 
 
 def _check_pool(name: str, pool: int, train: int, val_fraction: float) -> None:
@@ -158,6 +191,9 @@ class Probe:
     class_names: dict[str, list[str]]  # label field -> class names, as load_dataset would give them
     image_shape: tuple[int, ...]  # (C, H, W) of the images read
     pool: int | None  # images in the training pool (before the validation split), where known without reading them
+    types: dict[str, str] = field(default_factory=dict)  # label field -> head type where not classification
+    # split ("train", "val", "test") -> label field -> images with that label, where labels may be missing
+    labelled: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def classes(self) -> dict[str, int]:
@@ -171,17 +207,29 @@ def probe_dataset(
     root: str | Path | None = None,
     image_shape: tuple[int, int, int] | None = None,
     source: Path | None = None,
+    columns: dict[str, Column] | None = None,
 ) -> Probe:
     """Run the checks :func:`load_dataset` runs, with the same functions and messages, on the data
     set's class lists and one image per class (and split) instead of every image: seconds, not minutes.
 
     imagefolder: the folder listing, the hierarchy tables against the class folders, the first image
     of each class folder (size, channels, decoding); cifar100: the meta file and the test file (never
-    downloads; a missing copy is a RunError); synthetic: nothing to read.
+    downloads; a missing copy is a RunError); synthetic: nothing to read; table: both tables whole (every
+    row and image path checked, ``columns`` as for :func:`load_dataset`) and the first image of each.
     """
     name = dataset or data.dataset
     root = root if root is not None else data.root
     pool: int | None = None
+    if name == "celeba":  # its own checks (shape with the resize hint); the pool is the train partition
+        class_names, types, found, counts = probe_celeba(data, root, image_shape=image_shape, where=root_field(source))
+        return Probe(name=name, class_names=class_names, image_shape=found, pool=counts["train"], types=types)
+    if name == "table":  # both tables read and checked whole, one image of each decoded
+        class_names, types, found, pool, counts = probe_table(
+            data, _folder_root(root, source, name), columns=columns, image_shape=image_shape, where=root_field(source)
+        )
+        check_image_shape(name, found, image_shape)
+        _check_pool(name, pool, pool - round(pool * data.val_fraction), data.val_fraction)
+        return Probe(name=name, class_names=class_names, image_shape=found, pool=pool, types=types, labelled=counts)
     if name == "cifar100":
         class_names, found, _ = _missing_names_spec(lambda: probe_cifar100(root), source)
     elif name == "imagefolder":

@@ -12,6 +12,7 @@ there. The sources live in their own modules:
 - ``graphc.runtime.data.cifar100``    the real CIFAR-100 pickles, downloaded on first use
 - ``graphc.runtime.data.imagefolder`` ROOT/{train,test}/<class>/*.png|jpg, decoded once into a cache
 - ``graphc.runtime.data.synthetic``   generated, learnable images with a fine/coarse hierarchy
+- ``graphc.runtime.data.table``       label tables (CSV/TSV): an image path and a column per label field
 
 Each returns a training *pool* and a test split; ``graphc.runtime.data.load.load_dataset`` carves the
 validation split out of the pool with ``data.split_seed`` (independent of the
@@ -22,7 +23,7 @@ and never touches the test split, which is for final evaluation only.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,20 +37,39 @@ def default_data_dir() -> Path:
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "graphc"
 
 
+# A missing label: -1 in an int64 label (a class index, a binary 0/1, a multilabel row of 0/1s: the whole
+# row -1); a regression label's row is NaN instead. See :func:`labelled`.
+MISSING = -1
+
+
+def labelled(labels: torch.Tensor) -> torch.Tensor:
+    """bool (N,): which images have the label. int64 (N,): not -1; int64 (N, L) (multilabel): the row is
+    not -1; float (N, K) (regression): no NaN in the row."""
+    if labels.is_floating_point():
+        return ~torch.isnan(labels).any(dim=1) if labels.dim() == 2 else ~torch.isnan(labels)
+    return labels[:, 0] >= 0 if labels.dim() == 2 else labels >= 0
+
+
 @dataclass(frozen=True)
 class Split:
     """Images and their labels, one entry per image."""
 
     images: torch.Tensor  # uint8 (N, C, H, W), CPU, contiguous
-    labels: dict[str, torch.Tensor]  # label field -> int64 (N,)
+    # label field -> int64 (N,) (a class, binary 0/1), int64 (N, L) (multilabel 0/1s) or float32 (N, K)
+    # (regression); a missing label is MISSING (-1), or NaN for regression
+    labels: dict[str, torch.Tensor]
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
-        for field, labels in self.labels.items():
-            if labels.dtype != torch.int64 or labels.shape != (len(self.images),):
+        for name, labels in self.labels.items():
+            rows_ok = labels.dim() in (1, 2) and labels.shape[0] == len(self.images)
+            if not rows_ok or (
+                labels.dtype != torch.int64 and not (labels.dtype == torch.float32 and labels.dim() == 2)
+            ):
                 raise ValueError(
-                    f"labels '{field}' must be int64 ({len(self.images)},), got {labels.dtype} {tuple(labels.shape)}"
+                    f"labels '{name}' must be int64 ({len(self.images)},) or ({len(self.images)}, L), or float32 "
+                    f"({len(self.images)}, K), got {labels.dtype} {tuple(labels.shape)}"
                 )
 
     def __len__(self) -> int:
@@ -76,6 +96,10 @@ class Dataset:
     # per label hierarchy (each [data.hierarchy] table; cifar100/synthetic: fine -> coarse). Chains of
     # them (fine -> coarse -> super) are composed by graphc.runtime.metrics.hierarchies_of.
     hierarchy: dict[tuple[str, str], torch.Tensor]
+    # label field -> head type where it is not "classification": "binary", "multilabel" or "regression"
+    # (a label table's columns, CelebA's attributes). class_names then holds ["no", "yes"] (binary), the
+    # label names (multilabel) or the output names (regression: [field] or [field[0], field[1], ...]).
+    types: dict[str, str] = field(default_factory=dict)
 
     @property
     def classes(self) -> dict[str, int]:

@@ -100,12 +100,16 @@ _KIND_ORDER = ("loss", "acc", "balanced_acc", "majority_acc", "top5", "acc_from_
 # Row entries that are not reported: the weighted total loss (the heads' losses are) and
 # the training-only figures. Every other entry without a head (e.g. mean_acc) is.
 NOT_REPORTED = ("epoch", "split", "loss", "lr", "images_per_s", "time_s")
-# A property of the split, not of the model: shown, never a winner or a difference.
-NOT_COMPARED = ("majority_acc",)
+# A property of the split, not of the model: shown, never a winner or a difference (majority_acc: always the
+# commonest class; mean_mae: always the training mean; labelled: how many images of the split have the label).
+NOT_COMPARED = ("majority_acc", "mean_mae", "labelled")
+# Lower is better: losses and a regression head's errors (in the targets' units); higher for every other metric.
+LOWER_IS_BETTER = ("loss", "mae", "rmse", "mean_mae")
+COUNTS = ("labelled",)  # counts of images, not fractions: shown as whole numbers
 
 
 def lower_is_better(key: str) -> bool:
-    return key.split("/")[-1] == "loss"
+    return key.split("/")[-1] in LOWER_IS_BETTER
 
 
 def compared(key: str) -> bool:
@@ -285,6 +289,8 @@ class Run:
     labels: str | None = None  # imagefolder: the label field (data.label); the study's labels are CIFAR-100's own
 
     classes: dict[str, int] = field(default_factory=dict)  # config.json "classes": label field -> classes
+    # config.json "types": head -> type where not classification (graphc 0.5 on); None: the record has no table
+    types: dict[str, str] | None = None
 
     @cached_property
     def head_weights(self) -> tuple[tuple[str, float], ...] | None:
@@ -422,6 +428,9 @@ def load_run(path: Path) -> Run:
             for k, v in (config.get("classes") or {}).items()
             if isinstance(config.get("classes"), dict) and type(v) is int and v > 0
         },
+        types={k: v for k, v in config["types"].items() if isinstance(v, str)}
+        if isinstance(config.get("types"), dict)
+        else None,
     )
 
 
@@ -862,6 +871,7 @@ class Report:
     warnings: list[str]  # skipped or ignored runs
     notes: list[str]  # how to read the table: marked runs, pairing, rows not compared
     evaluation: str | None = None  # --eval NAME: the saved evaluation compared
+    delta_m: Any = None  # --delta-m: graphc.runtime.report.delta_m.DeltaMTable (set by add_delta_m)
 
     def best(self, key: str, row: Row | None = None) -> float | None:
         """The best mean in a column among the rows measured like ``row`` (all rows when None);

@@ -566,6 +566,7 @@ def render_html(report: Report, plots: Iterable[Path] = (), diagrams: bool = Tru
         f'<li><a href="#head-{i}">{esc("across heads" if h == ACROSS_HEADS else h)}</a></li>'
         for i, h in enumerate(by_head)
     )
+    nav += '<li><a href="#delta-m">Δm</a></li>' if report.delta_m is not None else ""
     parts.append(
         f'<nav aria-label="contents"><ul>{nav}<li><a href="#curves">learning curves</a></li>'
         '<li><a href="#architectures">architectures</a></li><li><a href="#variants">variants</a></li></ul></nav>'
@@ -573,6 +574,10 @@ def render_html(report: Report, plots: Iterable[Path] = (), diagrams: bool = Tru
     parts.append(legend(data))
     for i, (head, keys) in enumerate(by_head.items()):
         parts.append(head_table(data, head, keys, i))
+    if report.delta_m is not None:  # --delta-m: the multi-task rows against their single-task models
+        from graphc.runtime.report.delta_m import html_section
+
+        parts.append(html_section(report.delta_m))
     parts.append(f'<p class="caption">{esc(data.get("caption", ""))}</p>')
     notes, warnings = data.get("notes") or [], data.get("warnings") or []
     if notes:

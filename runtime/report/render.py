@@ -21,7 +21,13 @@ from pathlib import Path
 
 from graphc.errors import printable
 from graphc.runtime.collapse import COLLAPSE_RULE
-from graphc.runtime.report.build import Comparison, Delta, Report, Row, lower_is_better
+from graphc.runtime.report.build import COUNTS, Comparison, Delta, Report, Row, lower_is_better
+from graphc.runtime.report.delta_m import CSV_COLUMNS as DELTA_M_CSV
+from graphc.runtime.report.delta_m import as_dict as delta_m_dict
+from graphc.runtime.report.delta_m import cell as delta_m_cell
+from graphc.runtime.report.delta_m import csv_fields as delta_m_csv
+from graphc.runtime.report.delta_m import markdown as delta_m_markdown
+from graphc.runtime.report.delta_m import rich_table as delta_m_rich
 from graphc.runtime.report.stats import ALPHA, MIN_SEEDS_FOR_T
 from graphc.runtime.runs.rundir import finite_json
 
@@ -29,12 +35,14 @@ ACROSS_HEADS = "across heads"  # the terminal table of metrics without a head (m
 
 
 def display_name(key: str) -> str:
-    return key if lower_is_better(key) else f"{key} (%)"
+    return key if lower_is_better(key) or key.split("/")[-1] in COUNTS else f"{key} (%)"
 
 
 def format_value(key: str, value: float) -> str:
     if math.isnan(value):
         return "nan"
+    if key.split("/")[-1] in COUNTS:  # TASK/labelled: images; a mean over seeds whose splits differ may not be whole
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
     return f"{value:.3f}" if lower_is_better(key) else f"{100 * value:.2f}"
 
 
@@ -79,8 +87,11 @@ class Line:
 
 def table_lines(report: Report, delta_sep: str = " ", columns: list[str] | None = None) -> tuple[list[str], list[Line]]:
     """Header and lines of the table (of ``columns``, default all), shared by the terminal and markdown."""
+    whole = columns is None  # the whole table (markdown) also gets the Δm column (--delta-m); the terminal's own table
     columns = report.columns if columns is None else columns
     header = ["variant", "n", "epoch"] + [printable(display_name(k)) for k in columns]
+    delta_m = report.delta_m if whole else None
+    header += ["Δm (%)"] if delta_m is not None else []
     lines = []
     for row in report.rows:
         # labels come from run directories, maybe someone else's: no terminal controls
@@ -108,6 +119,10 @@ def table_lines(report: Report, delta_sep: str = " ", columns: list[str] | None 
                 text += f"{delta_sep}({format_delta(key, row.deltas[key])})"
             cells.append(text)
             bold.append(report.is_best(row, key))
+        if delta_m is not None:
+            entry = delta_m.entries.get(row.label)
+            cells.append("-" if entry is None else delta_m_cell(entry))
+            bold.append(False)
         lines.append(Line(cells, bold))
         if row.reference:
             values = row.reference["values"]
@@ -131,6 +146,7 @@ def table_lines(report: Report, delta_sep: str = " ", columns: list[str] | None 
             cells = ["↳ reported", str(row.reported["seeds"]), str(row.reported["epoch"])]
             # two decimals, as the original printed them (its losses had no third digit)
             cells += [f"{values[k] * (1 if lower_is_better(k) else 100):.2f}" if k in values else "-" for k in columns]
+            cells += ["-"] if delta_m is not None else []
             lines.append(Line(cells, [False] * len(cells), reported=True))
     return header, lines
 
@@ -201,6 +217,8 @@ def render_markdown(report: Report, plots: Iterable[Path] = ()) -> str:
         cells = [f"**{c}**" if b else c for c, b in zip(line.cells, line.bold)]
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     out += ["", caption(report), ""]
+    if report.delta_m is not None:
+        out += delta_m_markdown(report.delta_m)
     if report.notes or report.warnings:
         out += [f"- {printable(n)}" for n in report.notes + report.warnings] + [""]
     for path in plots:
@@ -218,6 +236,7 @@ def render_csv(report: Report) -> str:
         columns += [f"{key} reported"] if has_reported else []
         columns += [f"{key} delta", f"{key} delta_sd", f"{key} paired", f"{key} within_sd"] if report.baseline else []
         columns += [f"{key} {c}" for c in COMPARISON_CSV] if report.baseline else []
+    columns += list(DELTA_M_CSV) if report.delta_m is not None else []
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -267,6 +286,8 @@ def render_csv(report: Report) -> str:
                     "verdict": block["verdict"],
                 }
                 record.update({f"{key} {k}": "" if v is None else v for k, v in flat.items()})
+        if report.delta_m is not None:
+            record.update(delta_m_csv(report.delta_m, row.label))
         writer.writerow(record)
     return buffer.getvalue()
 
@@ -376,6 +397,7 @@ def report_dict(report: Report) -> dict:
         "notes": report.notes,
         "warnings": report.warnings,
         "note": NULL_NOTE,
+        **({"delta_m": delta_m_dict(report.delta_m)} if report.delta_m is not None else {}),
     }
 
 
@@ -471,6 +493,8 @@ def rich_tables(report: Report, width: int = 160) -> list:
                 ]
                 table.add_row(*cells, style="dim italic" if line.reported else None)
             tables.append(table)
+    if report.delta_m is not None:
+        tables.append(delta_m_rich(report.delta_m))
     return tables
 
 

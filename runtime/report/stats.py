@@ -6,7 +6,8 @@ Two levels of evidence, each a two-sided test at alpha 0.05:
   its mean, a 95% confidence interval from Student's t with n-1 degrees of freedom, and the
   paired t-test's p (needs n >= 2 shared seeds; with n = 2 the interval is wide, as it should be).
 * **images**: McNemar's exact test on the test images both runs answered, for accuracies
-  (``TASK/acc``): b = images the row got right and the baseline wrong, c = the other way round;
+  (``TASK/acc``; the images with the task's label - a missing one, -1, is skipped): b = images the
+  row got right and the baseline wrong, c = the other way round;
   p is the two-sided binomial test of b against b + c with probability 1/2. With several shared
   seeds the discordant counts of each seed's pair of runs are *pooled* (b and c summed over the
   seeds) and tested once: every pair answers the same images, so pooling counts each (image, seed)
@@ -73,10 +74,14 @@ def mcnemar_exact(b: int, c: int) -> float:
     return float(stats.binomtest(b, b + c, 0.5, alternative="two-sided").pvalue)
 
 
-def discordant(row_correct: list[bool], base_correct: list[bool]) -> tuple[int, int]:
-    """(b, c): images only the row got right, images only the baseline got right."""
-    b = sum(1 for r, s in zip(row_correct, base_correct) if r and not s)
-    c = sum(1 for r, s in zip(row_correct, base_correct) if s and not r)
+def discordant(row_correct: list[bool], base_correct: list[bool], true: list[int] | None = None) -> tuple[int, int]:
+    """(b, c): images only the row got right, images only the baseline got right. With ``true`` (each
+    image's true class), the images whose label is missing (-1, graphc.runtime.data.split.MISSING) are
+    left out: neither run can be right or wrong about them."""
+    pairs = zip(row_correct, base_correct, true if true is not None else [0] * len(row_correct))
+    known = [(r, s) for r, s, t in pairs if t >= 0]
+    b = sum(1 for r, s in known if r and not s)
+    c = sum(1 for r, s in known if s and not r)
     return b, c
 
 

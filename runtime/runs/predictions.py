@@ -15,6 +15,10 @@ Format ``graphc-predictions/1``, plain JSON (never a pickle)::
      "indices": [3, 17, ...],        # each image's index in the data set's test split, ascending
      "heads": {"fine": {"classes": 100, "true": [..], "predicted": [..]}, ...}}
 
+A true class of -1 is a missing label (a label table's empty cell): that image counts for no
+accuracy and no paired test. Binary heads are written as two classes (0 no, 1 yes); multilabel and
+regression heads have no per-image class and are not written.
+
 Every list of a head has one entry per index. Two files cover the same images exactly when their
 ``dataset`` and ``indices`` are equal; that, not the subset's settings, is what the report checks.
 Files come from elsewhere (a copied run): :func:`read_predictions` checks every field and names
@@ -43,7 +47,8 @@ class HeadPredictions:
     predicted: list[int]
 
     def correct(self) -> list[bool]:
-        return [t == p for t, p in zip(self.true, self.predicted)]
+        """Per labelled image (true not -1: a missing label), whether the prediction was right."""
+        return [t == p for t, p in zip(self.true, self.predicted) if t >= 0]
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class Predictions:
     subset: dict[str, Any] = field(default_factory=dict)
 
     def accuracy(self, task: str) -> float:
-        """The fraction of images head ``task`` got right (NaN for no images): summary.json's ``TASK/acc``."""
+        """The fraction of the labelled images head ``task`` got right (NaN for none): summary.json's ``TASK/acc``."""
         correct = self.heads[task].correct()
         return sum(correct) / len(correct) if correct else float("nan")
 
@@ -135,7 +140,7 @@ def read_predictions(path: Path) -> Predictions:
         if not isinstance(head, dict) or type(head.get("classes")) is not int or head["classes"] < 1:
             raise RunError(f"{path}: head '{task}' has no whole 'classes' >= 1. The file is damaged; delete it.")
         classes = head["classes"]
-        true = _int_list(head.get("true"), f"head '{task}' 'true'", path, 0, classes)
+        true = _int_list(head.get("true"), f"head '{task}' 'true'", path, -1, classes)  # -1: a missing label
         predicted = _int_list(head.get("predicted"), f"head '{task}' 'predicted'", path, 0, classes)
         if not (len(true) == len(predicted) == len(indices)):
             raise RunError(

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 import graphc
 from graphc.errors import RunError
-from graphc.lang.spec import DataSpec, InputNode, Spec, TrainSpec
+from graphc.lang.spec import PARTIAL_LABELS, DataSpec, InputNode, Spec, TrainSpec
 from graphc.runtime.device import Execution
 from graphc.runtime.runs.rundir import CONFIG, SPEC_COPY, read_json, read_text, write_json
 
@@ -61,6 +61,17 @@ class Resume(BaseModel):
     torch_version: StrictStr | None = None  # the torch that ran the session
 
 
+class Targets(BaseModel):
+    """A regression head's targets on the training split, per output: what standardises the loss and
+    what the predictions are turned back into original units with."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mean: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(min_length=1)
+    std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=1)
+    standardize: StrictBool = True  # whether the loss is on z-scored targets (the metrics are in original units)
+
+
 class RunRecord(BaseModel):
     """config.json: everything a run was started with, fully resolved. Fields in the file's order."""
 
@@ -71,7 +82,11 @@ class RunRecord(BaseModel):
     spec_sha256: StrictStr | None = None
     seed: Count
     tasks: list[StrictStr]
-    classes: dict[str, PositiveInt] | None = None  # label field -> classes, as the data set had them
+    classes: dict[str, PositiveInt] | None = None  # label field -> classes (a head's outputs), as the data set had them
+    # A head's type where it is not classification (graphc 0.5 on; absent: every head a classifier) and a
+    # regression head's target standardisation (the training split's mean and std per output, original units).
+    types: dict[str, Literal["binary", "multilabel", "regression"]] = Field(default_factory=dict)
+    targets: dict[str, Targets] = Field(default_factory=dict)
     dataset: StrictStr | None = None
     data_root: StrictStr | None = None
     data: DataSpec
@@ -96,6 +111,19 @@ class RunRecord(BaseModel):
     frozen: dict[str, PositiveInt | None] = Field(default_factory=dict)  # node -> unfreeze_after (None: never)
     init_from: dict[str, Any] | None = None  # transfer: the source run's provenance (runtime/train/transfer.py)
     resumed: list[Resume] = Field(default_factory=list)
+
+    @staticmethod
+    def task_fields(heads) -> dict[str, Any]:
+        """``types`` and ``targets`` of a new run's record, from its heads (graphc.runtime.metrics.HeadInfo,
+        targets fitted on the training split)."""
+        return {
+            "types": {h.task: h.type for h in heads if h.type != "classification"},
+            "targets": {
+                h.task: Targets(mean=list(h.target_mean), std=list(h.target_std), standardize=h.standardize)
+                for h in heads
+                if h.type == "regression" and h.target_mean is not None
+            },
+        }
 
     @property
     def execution(self) -> Execution:
@@ -137,6 +165,9 @@ class RunRecord(BaseModel):
         """config.json's content: every field in order, ``frozen``, ``init_from`` and ``resumed``
         only when they apply, then the keys this graphc does not know, as read."""
         content = self.model_dump(mode="json", exclude={"frozen", "init_from", "resumed"})
+        for only_when_set in ("types", "targets"):  # a run of classifiers alone: written as before 0.5
+            if not content[only_when_set]:
+                del content[only_when_set]
         extra = {k: content.pop(k) for k in list(content) if k not in type(self).model_fields}
         if self.frozen:
             content["frozen"] = dict(self.frozen)
@@ -226,6 +257,8 @@ _EXPECTED = {
     "seed": "a non-negative integer",
     "tasks": "a list of task names",
     "classes": "a table of positive numbers of classes, or null",
+    "types": "a table of head types ('binary', 'multilabel' or 'regression')",
+    "targets": "a table of {mean, std, standardize} per regression head",
     "dataset": "a string or null",
     "data_root": "a string or null",
     "data": "a table (JSON object)",
@@ -311,6 +344,7 @@ def load_run_data(spec: Spec, record: RunRecord, data_dir: str | Path | None = N
     """The data set exactly as the run loaded it (same split seed, limits and image shape);
     ``report``: an image folder's progress lines."""
     from graphc.runtime.data.load import load_dataset
+    from graphc.runtime.data.table import columns_of
 
     root = data_dir if data_dir is not None else record.data_root
     return load_dataset(
@@ -320,4 +354,5 @@ def load_run_data(spec: Spec, record: RunRecord, data_dir: str | Path | None = N
         limit_val=record.limit_val,
         image_shape=input_shape(spec),
         report=report,
+        columns=columns_of(spec) if spec.data.dataset in PARTIAL_LABELS else None,
     )

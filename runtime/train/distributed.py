@@ -133,12 +133,25 @@ class World:
 
     def reduce_meter(self, meter) -> None:
         """Sum a graphc.runtime.metrics.Meter's sums and image count over the processes (one all_reduce),
-        so that it computes the means of the whole data."""
+        so that it computes the means of the whole data; and give every process every process's kept
+        scores (binary and multilabel heads: AUROC and average precision rank every image, no sum will do)."""
         if self.size == 1:
             return
         packed = torch.cat([meter.sums, meter.sums.new_tensor([meter.count])])
         dist.all_reduce(packed)
         meter.sums, meter.count = packed[:-1], int(packed[-1].item())
+        if getattr(meter, "scores", None):
+            # Each process's share differs in length: gathered as objects, on the CPU (once per pass).
+            mine = {task: (s.cpu(), t.cpu()) for task, (s, t) in meter.ranked().items()}
+            everyone: list = [None] * self.size
+            dist.all_gather_object(everyone, mine)
+            tasks = dict.fromkeys(task for part in everyone for task in part)  # a process without images has none
+            meter.set_ranked(
+                {
+                    task: tuple(torch.cat([part[task][i] for part in everyone if task in part]) for i in (0, 1))
+                    for task in tasks
+                }
+            )
 
     def sync_buffers(self, model: torch.nn.Module) -> None:
         """Give every process rank 0's buffers (batch-norm running statistics): the model rank 0 saves."""

@@ -33,7 +33,7 @@ from graphc.files import atomic_write_bytes, atomic_write_text
 from graphc.ir.build import check_model_size
 from graphc.ir.graph import Graph
 from graphc.lang.load import resolve_data_root
-from graphc.lang.spec import DATASETS, MAX_SEED, DataSpec, Spec, TrainSpec
+from graphc.lang.spec import DATASETS, MAX_SEED, PARTIAL_LABELS, DataSpec, HeadNode, Spec, TrainSpec
 from graphc.runtime import allocator
 from graphc.runtime.data.load import validation_note
 from graphc.runtime.device import Execution, decide_execution, resolve_device
@@ -54,7 +54,16 @@ from graphc.runtime.train import distributed, tensorboard
 from graphc.runtime.train.diagnostics import canonical_monitors
 from graphc.runtime.train.distributed import World
 from graphc.runtime.train.freeze import apply_freeze
-from graphc.runtime.train.loop import Run, build_run, check_run, finish, fit, make_checkpoint, restore_checkpoint
+from graphc.runtime.train.loop import (
+    Run,
+    build_run,
+    check_labelled,
+    check_run,
+    finish,
+    fit,
+    make_checkpoint,
+    restore_checkpoint,
+)
 from graphc.runtime.train.run_lock import identity_lock, run_variant
 from graphc.runtime.train.transfer import init_from, transfer_table
 
@@ -309,8 +318,11 @@ def load_data(
     ``report``: an image folder's progress lines."""
     from graphc.lang.load import locate
     from graphc.runtime.data.load import load_dataset
+    from graphc.runtime.data.table import columns_of
 
-    key = (spec.data.model_dump_json(), limit_train, limit_val, input_shape(spec))
+    # A label table's columns are read as the spec's heads say (two specs on one table may read it apart).
+    columns = columns_of(spec) if spec.data.dataset in PARTIAL_LABELS else None
+    key = (spec.data.model_dump_json(), limit_train, limit_val, input_shape(spec), repr(columns))
     if cache is not None and key in cache:
         return cache[key]
     try:
@@ -321,6 +333,7 @@ def load_data(
             image_shape=input_shape(spec),
             source=spec.source,
             report=report,
+            columns=columns,
         )
     except SpecError as exc:  # the data's checks name a field: say in which file and line
         raise locate(exc, spec) from None
@@ -341,19 +354,28 @@ def graph_before_data(spec: Spec, checked: Graph | None = None) -> Graph | None:
     stops at the first count only the data knows (an image folder's)."""
     if checked is not None and checked.train == spec.train and checked.data == spec.data:
         return checked
-    if None not in spec.data.known_classes().values():
+    if counts_known(spec):
         return graphc.build_graph(spec)
     check_model_size(spec)
     return None
+
+
+def counts_known(spec: Spec) -> bool:
+    """Whether the spec alone gives every head's outputs, so that its graph can be built before its data:
+    the [data] table knows every class count, or (a label table, CelebA, whose columns only their files
+    know) every head says its own (listed classes or labels, binary, regression)."""
+    if spec.data.dataset in PARTIAL_LABELS:
+        return all(node.output_units is not None for node in spec.nodes if isinstance(node, HeadNode))
+    return None not in spec.data.known_classes().values()
 
 
 def graph_of_data(spec: Spec, dataset, graph: Graph | None) -> Graph:
     """A run's graph against its data's label fields (a head the data cannot serve is a SpecError
     before any training): ``graph`` (graph_before_data's) when the data has the class counts it was
     built with, else built now - the one build of a run on an image folder."""
-    if graph is not None and dict(dataset.classes) == spec.data.known_classes():
+    if graph is not None and dict(dataset.classes) == spec.data.known_classes() and not dataset.types:
         return graph
-    return graphc.build_graph(spec, classes=dataset.classes)
+    return graphc.build_graph(spec, classes=dataset.classes, types=dataset.types)
 
 
 def train_run(
@@ -400,6 +422,7 @@ def _train_run(
     say = functools.partial(console.print, markup=False, highlight=False)
     dataset = load_data(spec, overrides.limit_train, overrides.limit_val, data_cache, report=say)
     graph = graph_of_data(spec, dataset, graph)  # heads vs the data's label fields
+    check_labelled(dataset, graph)
     started = _now()
     model = graphc.compile_graph(graph, seed=spec.train.seed)
     # How the run executes, decided once: recorded below, the training processes are given it.
@@ -417,6 +440,7 @@ def _train_run(
         seed=seed,
         tasks=list(graph.tasks),
         classes={h.attrs["task"]: h.attrs["classes"] for h in graph.heads},
+        **RunRecord.task_fields(run.heads),
         dataset=spec.data.dataset,
         data_root=spec.data.root,
         data=spec.data,
@@ -542,7 +566,7 @@ def _resume_run(run_dir: Path, overrides: Overrides, console: Console, quiet: bo
     data_root = str(Path(overrides.data_dir).expanduser().resolve()) if overrides.data_dir else None
     say = functools.partial(console.print, markup=False, highlight=False)  # an image folder's progress lines
     dataset = load_run_data(spec, record, data_root, report=say)
-    graph = graphc.build_graph(spec, classes=dataset.classes)  # the session's one IR build
+    graph = graphc.build_graph(spec, classes=dataset.classes, types=dataset.types)  # the session's one IR build
     model = graphc.compile_graph(graph, seed=spec.train.seed)
     # The session's execution, decided once (the device may have changed): in its resume entry.
     execution = decide_execution(spec.train, device, model, nproc, distributed.threads_per_process(nproc))
@@ -638,7 +662,7 @@ def train_process(
     record = read_record(run_dir)
     spec = apply_freeze(spec_of_run(run_dir, record), record.frozen)
     dataset = load_run_data(spec, record)
-    graph = graphc.build_graph(spec, classes=dataset.classes)  # this process's one IR build
+    graph = graphc.build_graph(spec, classes=dataset.classes, types=dataset.types)  # this process's one IR build
     run = build_run(run_dir, spec, graph, dataset, world.device, record, world, execution=execution or record.execution)
     restore_checkpoint(run, load_checkpoint(run_dir / runs.LAST), run_dir / runs.LAST)
     run.monitor = monitor  # as the launching process left it (a resume may have given patience a fresh start)
@@ -716,7 +740,7 @@ def train_command(
     for spec in specs:  # and its meaning (graph, class counts, watched metrics) where that needs no data, as check does
         resolved, _ = resolve_data_root(apply_overrides(spec, overrides))  # as train_run resolves it
         # The graph a run of the spec's own seed builds (train_run takes it rather than build it again).
-        checked.append(graphc.build_graph(resolved) if None not in resolved.data.known_classes().values() else None)
+        checked.append(graphc.build_graph(resolved) if counts_known(resolved) else None)
         if resolved.train.init_from:  # a missing source fails before any data loads (transfer.py reads it later)
             resolve_checkpoint(Path(resolved.train.init_from))
     plan = [(spec, graph, s) for spec, graph in zip(specs, checked) for s in seeds_to_run(spec, seeds, seed)]

@@ -46,12 +46,13 @@ import torch
 from rich.console import Console
 
 import graphc
-from graphc.errors import Problem, RunError, SpecError
+from graphc.errors import Problem, RunError, SpecError, UsageError
 from graphc.ir.graph import Graph
 from graphc.ir.metrics import monitor_problem, watchable_metrics
-from graphc.lang.spec import Spec, TrainSpec
+from graphc.lang.spec import PARTIAL_LABELS, Spec, TrainSpec
 from graphc.runtime.allocator import keep_freed_memory
 from graphc.runtime.collapse import COLLAPSE_RULE, collapsed_heads
+from graphc.runtime.data.split import labelled
 from graphc.runtime.device import Execution, autocast, configure_matmul, decide_execution
 from graphc.runtime.metrics import (
     Confusion,
@@ -63,6 +64,7 @@ from graphc.runtime.metrics import (
     hierarchies_of,
     label_fields,
     metric_names,
+    targets_of,
 )
 from graphc.runtime.runs import rundir as runs
 from graphc.runtime.runs.checkpoint import (
@@ -213,7 +215,7 @@ def build_run(
     freeze(model, frozen)  # before the optimiser: make_optimizer leaves out parameters without gradients
     seed_everything(seed)
     optimizer = make_optimizer(model.parameters(), spec.train)
-    heads = heads_of(graph)
+    heads = targets_of(heads_of(graph), record, dataset)
     weighting = make_weighting(spec, graph, model, heads, device, world)
     if weighting is not None and weighting.parameters():  # learned weights: the same optimiser, no weight decay
         optimizer.add_param_group({"params": weighting.parameters(), "weight_decay": 0.0})
@@ -245,6 +247,31 @@ def build_run(
     )
     run.features = make_features(run)
     return run
+
+
+def labelled_counts(run: Run, test_split) -> dict[str, dict[str, int]] | None:
+    """``{split: {task: images with the task's label}}`` of a data set whose labels may be missing
+    (a label table, CelebA): train, val and the test images evaluated; None for the others."""
+    if run.spec.data.dataset not in PARTIAL_LABELS:
+        return None
+    splits = {"train": run.dataset.train, "val": run.dataset.val, "test": test_split}
+    return {
+        name: {h.task: int(labelled(split.labels[h.task]).sum()) for h in run.heads}
+        for name, split in splits.items()
+        if split is not None
+    }
+
+
+def check_labelled(dataset, graph: Graph) -> None:
+    """Every head must have labelled training images: a task without any would train on a loss that is
+    always 0 and report metrics of nothing. A UsageError before training, naming the tasks."""
+    empty = [task for task in graph.tasks if not bool(labelled(dataset.train.labels[task]).any())]
+    if empty:
+        raise UsageError(
+            f"the {dataset.name} training split has no labelled image for task{'s' if len(empty) > 1 else ''} "
+            f"{', '.join(repr(t) for t in empty)} ({len(dataset.train):,} training images, every such label "
+            "missing): fill in labels for it, train on more images (--limit-train), or remove its head."
+        )
 
 
 def check_monitors(run: Run) -> None:
@@ -783,7 +810,7 @@ def finish(run: Run, status: str) -> dict:
             record.dataset if record is not None else run.spec.data.dataset,
             indices.tolist(),
             answers.collected(),
-            {h.task: h.classes for h in run.heads},
+            answers.classes,
             {"limit": record.limit_test if record is not None else None, "seed": run.spec.data.split_seed},
         )
         write_predictions(predictions_path, predictions)  # before summary.json, which marks the run finished
@@ -802,6 +829,8 @@ def finish(run: Run, status: str) -> dict:
         "test_skipped": run.record is not None and run.record.no_test,
         "test_limit": run.record.limit_test if run.record is not None else None,
         "test_images": len(split) if test is not None else 0,
+        # Images with each task's label, per split (data sets whose labels may be missing; None: all have them).
+        "labelled": labelled_counts(run, split if test is not None else None),
         "test_predictions": TEST_PREDICTIONS if test is not None else None,  # per image, beside this file
         # Heads no better than a constant answer on the test pass (runtime/collapse.py); None: not judged.
         "collapsed": collapsed_heads(test, {h.task: h.classes for h in run.heads}) if test is not None else None,

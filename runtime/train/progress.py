@@ -243,8 +243,19 @@ class EpochProgress:
             torch.mps.synchronize()
 
 
+def task_figure(metrics: dict[str, float], task: str) -> str:
+    """One task's headline figure for a progress line: its accuracy (classification, binary), mAP
+    (multilabel) or MAE (regression, in the targets' units); 'n/a' where the split had no label for it
+    (or, live, for a figure computed only at the epoch's end)."""
+    for key, label, shown in (("acc", "", "{:.1%}"), ("map", "mAP ", "{:.1%}"), ("mae", "MAE ", "{:.4g}")):
+        value = metrics.get(f"{task}/{key}")
+        if value is not None:
+            return f"{task} {label}{'n/a' if math.isnan(value) else shown.format(value)}"
+    return f"{task} n/a"
+
+
 def live_stats(metrics: dict[str, float], tasks, images_per_s: float) -> str:
-    accs = " ".join(f"{t} {metrics[f'{t}/acc']:.1%}" for t in tasks)
+    accs = " ".join(task_figure(metrics, t) for t in tasks)
     return f"loss {metrics['loss']:.4f}  acc {accs}  {images_per_s:,.0f} img/s"
 
 
@@ -261,7 +272,7 @@ def epoch_line(
     """``epoch 3/100  train loss 2.10 fine 31.2% coarse 45.0%  val loss ... | 12.3 s 4,100 img/s  best``"""
 
     def part(name: str, m: dict[str, float]) -> str:
-        accs = " ".join(f"{t} {m[f'{t}/acc']:.1%}" for t in tasks)
+        accs = " ".join(task_figure(m, t) for t in tasks)
         return f"{name} loss {m['loss']:.4f} {accs}"
 
     text = f"epoch {epoch}/{epochs}  {part('train', train)}"

@@ -93,7 +93,7 @@ def test_missing_required_field(write_spec):
             'task = "fine"',
             'task = "fine"\nclasses = 0',
             "classes",
-            "greater than 0, or input should be 'auto'; found 0",
+            "greater than 0, or input should be 'auto', or input should be a valid list; found 0",
         ),
         ("shape = [3, 8, 8]", 'shape = "big"', "shape", "valid tuple; found 'big'"),
     ],

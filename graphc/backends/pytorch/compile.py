@@ -114,8 +114,12 @@ def _compile(graph: Graph) -> fx.GraphModule:
             value = values[name]
             if not source.attrs["reuse_gradient"]:
                 value = code.call_method("detach", (value,))
-            if source.attrs["reuse_as"] == "probabilities":
+            # Probabilities as the head's type defines them; a regression head's output is read as it is.
+            kind = source.attrs.get("type", "classification")
+            if source.attrs["reuse_as"] == "probabilities" and kind == "classification":
                 value = code.call_function(torch.softmax, (value,), {"dim": 1})
+            elif source.attrs["reuse_as"] == "probabilities" and kind in ("binary", "multilabel"):
+                value = code.call_function(torch.sigmoid, (value,))
             reused[name] = value
         return reused[name]
 
