@@ -1214,6 +1214,9 @@ def branch(
     out.print(f"wrote {len(written)} files to {_escape(str(out_dir))} (family.json, family.svg, family.png)")
     if scoring is not None:
         rows, recommended, rule = branching.write_scores(scoring, generated, out_dir, max_params)
+        written_points = {m.branch_node or "nothing_shared" for m in generated.members if m.kind != "tree"}
+        if recommended not in written_points:  # scored and sized, but --max-specs left it out of the folder
+            rule += "; it is not among the members written: raise --max-specs to generate it"
         out.print(branching.scores_rich_table(rows))
         out.print(
             f"recommended: {_escape(recommended)} ({_escape(rule)}); wrote {_escape(str(out_dir / 'scores.json'))}"

@@ -32,6 +32,7 @@ from graphc.ir.graph import Graph
 from graphc.lang.spec import Spec
 from graphc.runtime.data.augment import to_float  # pixels / 255: the same scaling as training and eval
 from graphc.runtime.data.load import load_dataset
+from graphc.runtime.metrics import check_targets, heads_of
 from graphc.runtime.runs.record import RunRecord, checkpoint_record, read_record, spec_of_run
 from graphc.runtime.runs.rundir import BEST, CONFIG, SPEC_COPY, is_run_dir
 from graphc.runtime.runs.weights import Weights, graph_for, load_trained, normalize_of, read_checkpoint
@@ -64,6 +65,8 @@ def load_model(
                 raise
             raise UsageError(mismatch) from None
         model, weights = load_trained(graph, file, saved)
+    if weights.record is not None and weights.record.targets:  # from a copied run: checked against the heads
+        check_targets(heads_of(graph), weights.record.targets)
     return graph, DeployedModel(model, graph.tasks, weights.normalize, units_of(weights.record)).eval(), weights
 
 

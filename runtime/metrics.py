@@ -165,11 +165,32 @@ def targets_of(heads: list[HeadInfo], record, dataset) -> list[HeadInfo]:
     training split (:func:`fit_targets`). ``record``: a graphc.runtime.runs.record.RunRecord or None."""
     targets = getattr(record, "targets", None)
     if targets:
+        check_targets(heads, targets)
         return [
             replace(h, target_mean=tuple(t.mean), target_std=tuple(t.std)) if (t := targets.get(h.task)) else h
             for h in heads
         ]
     return fit_targets(heads, dataset.train)
+
+
+def check_targets(heads: list[HeadInfo], targets: Mapping) -> None:
+    """A run record's ``targets`` (config.json, from elsewhere: a copied run) must fit the heads: one entry per
+    regression head that has one, each with a mean and std per output. Else a RunError: z-scoring with a
+    wrong-length mean would broadcast silently into a wrong loss, wrong metrics and a wrong exported model."""
+    from graphc.errors import RunError
+
+    outputs = {h.task: h.classes for h in heads if h.type == "regression"}
+    for task, t in targets.items():
+        if task not in outputs or len(t.mean) != outputs[task] or len(t.std) != outputs[task]:
+            what = (
+                f"head '{task}' has {outputs[task]} output(s) but {len(t.mean)} mean(s) and {len(t.std)} std(s)"
+                if task in outputs
+                else f"'{task}' is not a regression head of the model"
+            )
+            raise RunError(
+                f"the run's config.json 'targets' do not fit its spec: {what}. The record is damaged or from "
+                "another spec; train the run again (or restore its config.json)."
+            )
 
 
 def hierarchies_of(links: Mapping[tuple[str, str], torch.Tensor], tasks) -> list[Hierarchy]:

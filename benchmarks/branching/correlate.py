@@ -23,7 +23,7 @@ def main(folder: Path) -> None:
     scores = json.loads((folder / "scores.json").read_text())
     ranking = json.loads((folder / "ranking.json").read_text())
     metric = ranking.get("metric")
-    trained = {row["member"]: row for row in ranking["rows"]}
+    trained = {row["name"]: row for row in ranking["rows"]}
     by_point = {c["branch_point"]: c["score"] for c in scores["candidates"]}
     rows = []
     for member in family["members"]:
@@ -35,7 +35,7 @@ def main(folder: Path) -> None:
                 member["name"],
                 member["branch_node"],
                 result["mean"],
-                result.get("n"),
+                result.get("seeds"),
                 by_point.get(member["branch_node"], {}),
             )
         )

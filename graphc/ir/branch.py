@@ -114,6 +114,9 @@ class Family:
     candidates: int  # how many were generated before --max-specs chose
     rule: str  # how the members were chosen
     notes: tuple[str, ...] = field(default=())
+    # every generated plain candidate's trainable parameters (branch node, None: nothing shared), chosen or
+    # not: what a recommendation under --max-params weighs, including candidates --max-specs left out
+    plain_params: dict[str | None, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -246,6 +249,7 @@ def branch_family(
         _member(text, source, spec.name, tasks, info, shared, plan, position, _data_root(spec))
         for position, plan in enumerate(plans)
     ]
+    plain_params = {m.branch_node: m.trainable_params for m in members if m.kind != "tree"}
     if max_params is not None:
         over = [m for m in members if m.trainable_params > max_params]
         notes += [
@@ -268,7 +272,7 @@ def branch_family(
         if len(name) > 100:  # spec names are at most 100 characters: a long tree's slug gives way to its kind
             name = f"{spec.name[:60]}__branch_{k:0{max(2, stem_width)}d}_{member.kind}"
         final.append(_named(member, k, name))
-    return Family(spec.name, tasks, tuple(final), len(members), rule, tuple(notes))
+    return Family(spec.name, tasks, tuple(final), len(members), rule, tuple(notes), plain_params)
 
 
 def _point(shared: list[str], cut: int) -> str:
@@ -479,6 +483,12 @@ def _member(text, source, spec_name, tasks, info: _Tables, shared, plan, positio
 
 def _describe(tasks, shared, cut, group, group_cut, info) -> str:
     everyone = ", ".join(tasks)
+    if cut < 0 and group:  # a tree whose first split is at the input: only the group shares, up to its point
+        alone = ", ".join(t for t in tasks if t not in group)
+        return (
+            f"nothing shared by all: {' and '.join(group)} share up to {shared[group_cut]}, {alone} "
+            f"{'has its' if len(tasks) - len(group) == 1 else 'each have their'} own copy of {', '.join(shared)}"
+        )
     if cut < 0:
         return f"nothing shared: {everyone} each have their own copy of {', '.join(shared)}"
     if cut == len(shared) - 1:

@@ -104,11 +104,20 @@ def read_family(out: Path) -> dict:
 def default_metric(family: Family) -> str:
     """The report column to rank by: the spec's train.select metric without its split (val/fine/acc ->
     fine/acc), read on the test split; with the default select (val/loss, the weighted total loss,
-    which the report does not show) mean_acc."""
-    select = family.members[0].graph.train.select.metric
+    which the report does not show) mean_acc; without a classification or binary head (no mean_acc) the
+    first head's main metric, as Δm takes it (a regression head's mae: lower is better, the report sorts so)."""
+    graph = family.members[0].graph
+    select = graph.train.select.metric
     split, _, key = select.partition("/")
     if key in ("loss", "") or "/diag/" in select or key.startswith("diag/"):
-        return "mean_acc"
+        from graphc.ir.metrics import ACCURACY_TYPES
+        from graphc.runtime.report.delta_m import MAIN_METRIC
+
+        types = [(h.attrs["task"], h.attrs.get("type", "classification")) for h in graph.heads]
+        if any(kind in ACCURACY_TYPES for _, kind in types):
+            return "mean_acc"
+        task, kind = types[0]
+        return f"{task}/{MAIN_METRIC[kind]}"
     return key
 
 
@@ -316,7 +325,7 @@ def write_scores(scoring: Scoring, family: Family, out: Path, max_params: int | 
     from graphc.runtime.branching import scores
 
     # every generated plain candidate's size, chosen or not: the recommendation may name one left out
-    params = {(m.branch_node or scores.NOTHING_SHARED): m.trainable_params for m in family.members if m.kind != "tree"}
+    params = {(node or scores.NOTHING_SHARED): count for node, count in family.plain_params.items()}
     rows = scores.scores_table(scoring.result, params)
     recommended, rule = scores.recommend(scoring.result, params, max_params)
     document = {**scoring.result, "table": rows, "recommended": recommended, "rule": rule}

@@ -220,7 +220,9 @@ def score_family(
     at = {c: outputs[c] for c in candidates if c is not None}  # candidate -> the graph node whose output it is
     dev = torch.device(device)
     if dataset is None:
+        from graphc.lang.spec import PARTIAL_LABELS
         from graphc.runtime.data.load import load_dataset
+        from graphc.runtime.data.table import columns_of
 
         dataset = load_dataset(
             spec.data,
@@ -229,6 +231,8 @@ def score_family(
             image_shape=tuple(graph.nodes[0].shape) if graph.nodes[0].kind == "input" else None,
             source=graph.source,
             report=report,
+            # a label table's (CelebA's) columns are read as the heads say, as graphc train reads them
+            columns=columns_of(spec) if spec.data.dataset in PARTIAL_LABELS else None,
         )
     heads = fit_targets(heads_of(graph), dataset.train)
     tasks = [h.task for h in heads]

@@ -221,7 +221,14 @@ def probe_dataset(
     root = root if root is not None else data.root
     pool: int | None = None
     if name == "celeba":  # its own checks (shape with the resize hint); the pool is the train partition
-        class_names, types, found, counts = probe_celeba(data, root, image_shape=image_shape, where=root_field(source))
+        attributes = (columns or {}).get("attributes")  # a multilabel head's labels: checked here, as a load does
+        class_names, types, found, counts = probe_celeba(
+            data,
+            root,
+            image_shape=image_shape,
+            where=root_field(source),
+            labels=attributes.labels if attributes is not None else None,
+        )
         return Probe(name=name, class_names=class_names, image_shape=found, pool=counts["train"], types=types)
     if name == "table":  # both tables read and checked whole, one image of each decoded
         class_names, types, found, pool, counts = probe_table(

@@ -70,6 +70,7 @@ SEPARATOR = ";"  # between a multilabel cell's labels and a regression cell's nu
 BINARY = {"1": 1, "true": 1, "yes": 1, "0": 0, "false": 0, "no": 0}
 BINARY_NAMES = ["no", "yes"]
 TYPES = ("classification", "binary", "multilabel", "regression")
+FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,14 @@ def read_table(path: str | Path, columns: dict[str, Column], root: str | Path) -
     ``image`` column (paths inside ``root``, present, each named once) and that it has every column of
     ``columns``; keep the raw cells of those columns. The cells are parsed by :func:`encode`."""
     path, root = Path(path), Path(root).resolve()
+    # The table is untrusted input as its images are: a link out of ROOT is not followed (its text would be
+    # read and quoted in the messages)
+    real = os.path.realpath(path)
+    if os.path.lexists(path) and not real.startswith(os.path.join(str(root), "")):
+        raise RunError(
+            f"the label table {path} is a symbolic link to {real}, outside the data folder {root}; graphc does not "
+            "follow links out of the data folder. Copy the table in, or point [data] root (--data-dir) at its folder."
+        )
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             text = f.read()
@@ -339,7 +348,13 @@ def vocabulary(table: Table, columns: dict[str, Column]) -> dict[str, list[str]]
                     column=name,
                 )
         elif column.type == "multilabel":
-            found = sorted({label for c in cells for label in _multilabel_cell(table.path, 0, name, c) or ()})
+            found = sorted(
+                {
+                    label
+                    for c, line in zip(cells, table.lines)
+                    for label in _multilabel_cell(table.path, line, name, c) or ()
+                }
+            )
             names[name] = list(column.labels) if column.labels is not None else found
             if not names[name]:
                 raise _content_error(
@@ -447,7 +462,8 @@ def _numbers(table: Table, i: int, name: str, cell: str, outputs: int) -> list[f
             number = float(part.strip())
         except ValueError:
             number = None
-        if number is None or not math.isfinite(number):
+        # float32 holds the labels: a finite float64 beyond its range would become inf there
+        if number is None or not math.isfinite(number) or abs(number) > FLOAT32_MAX:
             raise _content_error(
                 table.path,
                 table.lines[i],

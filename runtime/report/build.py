@@ -101,8 +101,10 @@ _KIND_ORDER = ("loss", "acc", "balanced_acc", "majority_acc", "top5", "acc_from_
 # the training-only figures. Every other entry without a head (e.g. mean_acc) is.
 NOT_REPORTED = ("epoch", "split", "loss", "lr", "images_per_s", "time_s")
 # A property of the split, not of the model: shown, never a winner or a difference (majority_acc: always the
-# commonest class; mean_mae: always the training mean; labelled: how many images of the split have the label).
-NOT_COMPARED = ("majority_acc", "mean_mae", "labelled")
+# commonest class; mean_mae: always the training mean; labelled: how many images of the split have the label);
+# and positive_rate, a binary head's share of "yes" answers: a description of the model, neither better nor worse
+# higher (a row answering "yes" more often must not be called better).
+NOT_COMPARED = ("majority_acc", "mean_mae", "labelled", "positive_rate")
 # Lower is better: losses and a regression head's errors (in the targets' units); higher for every other metric.
 LOWER_IS_BETTER = ("loss", "mae", "rmse", "mean_mae")
 COUNTS = ("labelled",)  # counts of images, not fractions: shown as whole numbers

@@ -117,8 +117,9 @@ class DeltaMTable:
 
 def head_type(run, task: str, metrics: dict[str, float]) -> tuple[str, bool]:
     """(type, inferred) of ``task`` in ``run``: the record's types table, else from the metric names."""
-    if run.types is not None:
+    if run.types is not None and run.types.get(task, "classification") in MAIN_METRIC:
         return run.types.get(task, "classification"), False
+    # no table, or a type this graphc does not know (a damaged or newer record): read from the metric names
     for metric, kind in (("auroc", "binary"), ("map", "multilabel"), ("mae", "regression")):
         if f"{task}/{metric}" in metrics:
             return kind, kind != "classification"

@@ -34,8 +34,14 @@ from graphc.runtime.runs.rundir import finite_json
 ACROSS_HEADS = "across heads"  # the terminal table of metrics without a head (mean_acc)
 
 
+# Higher-is-better figures that are not fractions: printed as numbers, never as percentages
+# (a regression head's R^2 runs from -inf to 1; -3.0 is not "-300%").
+PLAIN_NUMBERS = ("r2",)
+
+
 def display_name(key: str) -> str:
-    return key if lower_is_better(key) or key.split("/")[-1] in COUNTS else f"{key} (%)"
+    last = key.split("/")[-1]
+    return key if lower_is_better(key) or last in COUNTS or last in PLAIN_NUMBERS else f"{key} (%)"
 
 
 def format_value(key: str, value: float) -> str:
@@ -43,7 +49,7 @@ def format_value(key: str, value: float) -> str:
         return "nan"
     if key.split("/")[-1] in COUNTS:  # TASK/labelled: images; a mean over seeds whose splits differ may not be whole
         return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
-    return f"{value:.3f}" if lower_is_better(key) else f"{100 * value:.2f}"
+    return f"{value:.3f}" if lower_is_better(key) or key.split("/")[-1] in PLAIN_NUMBERS else f"{100 * value:.2f}"
 
 
 def signed(key: str, value: float) -> str:

@@ -122,6 +122,21 @@ def test_fit_targets_takes_the_labelled_training_rows():
     assert fit_targets([plain], one)[0].target_std == (1.0, 1.0)  # one labelled row: no spread
 
 
+def test_recorded_targets_that_do_not_fit_the_heads_are_a_run_error_not_a_silent_broadcast():
+    from graphc.errors import RunError
+    from graphc.runtime.metrics import targets_of
+
+    plain = HeadInfo("size", 2, 1.0, 0.0, type="regression", loss="mse", standardize=True)
+    fits = SimpleNamespace(targets={"size": SimpleNamespace(mean=[1.0, 2.0], std=[3.0, 4.0])})
+    assert targets_of([plain, KIND], fits, None)[0].target_std == (3.0, 4.0)  # a resume: the run's own numbers
+    short = SimpleNamespace(targets={"size": SimpleNamespace(mean=[1.0], std=[3.0])})  # (B, 2) - (1,) broadcasts
+    with pytest.raises(RunError, match="head 'size' has 2 output"):
+        targets_of([plain, KIND], short, None)
+    other = SimpleNamespace(targets={"kind": SimpleNamespace(mean=[1.0, 2.0, 3.0], std=[1.0, 1.0, 1.0])})
+    with pytest.raises(RunError, match="'kind' is not a regression head"):
+        targets_of([plain, KIND], other, None)
+
+
 # --------------------------------------------------------------------------- loss
 
 

@@ -18,6 +18,7 @@ from graphc.lang.spec import DataSpec
 from graphc.runtime.data import celeba
 from graphc.runtime.data.load import load_dataset, probe_dataset
 from graphc.runtime.data.split import labelled
+from graphc.runtime.data.table import Column
 from tests.conftest import REPO, invoke
 
 # list_attr_celeba.txt's second line, in its order.
@@ -344,6 +345,13 @@ def test_check_data_exits_1_with_the_message_and_probes_a_copy(tmp_path, monkeyp
     probe = probe_dataset(data(root=str(tmp_path / "data"), resize=(8, 8)), image_shape=(3, 8, 8))
     assert (probe.pool, probe.image_shape, probe.types["Smiling"]) == (10, (3, 8, 8), "binary")
     assert probe.classes["attributes"] == 40
+    # a multilabel head's labels are checked by graphc check --data too, not first by graphc train
+    chosen = {"attributes": Column("attributes", "multilabel", labels=["Male", "Smiling"])}
+    probe = probe_dataset(data(root=str(tmp_path / "data"), resize=(8, 8)), image_shape=(3, 8, 8), columns=chosen)
+    assert probe.class_names["attributes"] == ["Male", "Smiling"]
+    typo = {"attributes": Column("attributes", "multilabel", labels=["Smilling"])}
+    with pytest.raises(SpecError, match="Smiling"):
+        probe_dataset(data(root=str(tmp_path / "data"), resize=(8, 8)), image_shape=(3, 8, 8), columns=typo)
     with pytest.raises(SpecError, match=r"resize = \[8, 8\]"):
         probe_dataset(data(root=str(tmp_path / "data")), image_shape=(3, 8, 8))
     result = invoke("check", spec, "--data", "--data-dir", tmp_path / "data")

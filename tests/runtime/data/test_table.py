@@ -179,6 +179,8 @@ def test_hierarchy_over_a_column(tmp_path):
         ),
         (TRAIN, ["img/10.png,cat,yes,violet,1;1"], SpecError, "test.csv:2", "label 'violet' of the column 'tags'"),
         (TRAIN, ["img/10.png,cat,yes,red;;blue,1;1"], SpecError, "test.csv:2", "empty label"),
+        ([*TRAIN[:2], "img/2.png,cat,yes,red;;blue,1;1", *TRAIN[3:]], TEST, SpecError, "train.csv:4", "empty label"),
+        (["img/0.png,cat,yes,red,1e300;1", *TRAIN[1:]], TEST, SpecError, "train.csv:2", "not 2 numbers"),
         (TRAIN, ["img/3.png,cat,yes,red,1;1"], SpecError, "test.csv:2", "both trained and tested on"),
         (TRAIN, ["img/10.png,cat,yes,red"], SpecError, "test.csv:2", "has 4 cells"),
         (["/etc/passwd,cat,yes,red,1;1", *TRAIN], TEST, SpecError, "train.csv:2", "out of the data folder"),
@@ -252,6 +254,16 @@ def test_a_link_out_of_the_root_is_refused(tmp_path):
     root = write_tables(root, [*TRAIN[1:], "img/near.png,cat,yes,red,1;1"])
     ds = load_table(data_spec(), root, columns=COLUMNS, cache_dir=tmp_path / "c")
     assert sorted(red(ds.train)) == list(range(10))
+
+
+def test_a_table_linked_out_of_the_root_is_refused(tmp_path):
+    root = write_tables(tmp_path / "d")
+    outside = tmp_path / "outside.csv"
+    outside.write_text("secret,columns\n1,2\n")
+    (root / "train.csv").unlink()
+    os.symlink(outside, root / "train.csv")
+    with pytest.raises(RunError, match=r"train.csv is a symbolic link to .*outside.csv, outside the data folder"):
+        probe_table(data_spec(), root, columns=COLUMNS)
 
 
 def test_images_must_share_a_size_unless_resized(tmp_path):

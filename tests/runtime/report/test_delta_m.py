@@ -123,6 +123,17 @@ def test_types_are_inferred_from_metric_names_when_not_recorded(tmp_path):
     assert any("read as regression from its metric names" in n for n in report.notes)
 
 
+def test_an_unknown_recorded_type_is_read_from_the_metric_names_not_a_traceback(tmp_path):
+    # config.json comes from elsewhere: a type this graphc does not know must not become a KeyError
+    root = tmp_path / "runs"
+    make_run(root, "odd", 0, {"cls/acc": 0.5, "age/mae": 2.0}, types={"age": "ordinal", "cls": 3})
+    make_run(root, "odd__single_cls", 0, {"cls/acc": 0.5})
+    make_run(root, "odd__single_age", 0, {"age/mae": 4.0})
+    entry = add_delta_m(build_report([root], split="test")).entries["odd"]
+    assert [t.type for t in entry.terms] == ["classification", "regression"]
+    assert entry.by_seed[0] == pytest.approx(25.0)
+
+
 def test_binary_and_multilabel_use_auroc_and_map(tmp_path):
     root = tmp_path / "runs"
     types = {"smile": "binary", "tags": "multilabel"}
@@ -210,6 +221,7 @@ def test_missing_label_counts_are_shown_as_counts_and_never_compared():
     assert format_value("age/labelled", 120.0) == "120" and not compared("age/labelled")
     assert lower_is_better("age/mae") and lower_is_better("age/rmse") and not lower_is_better("smile/auroc")
     assert not compared("age/mean_mae")  # always predicting the training mean: a property of the split
+    assert not compared("smile/positive_rate")  # how often it says yes: neither better nor worse when higher
 
 
 @pytest.mark.slow  # trains six tiny runs in-process (about 7 s on two cores)

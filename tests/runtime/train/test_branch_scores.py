@@ -269,3 +269,34 @@ def test_a_repeated_table_is_scored_at_its_last_node():
     assert scores["candidates"][1]["score"]["conflict_kept"] == pytest.approx(
         (scores["conflict"]["stage1_1"]["coarse:fine"] + scores["conflict"]["stage1_2"]["coarse:fine"]) / 2
     )
+
+
+def test_score_family_reads_a_label_table_as_the_heads_say(tmp_path, monkeypatch):
+    # score_family loads the data itself: a label table's columns must be read as graphc train reads them
+    # (a classification and a binary column here), not only [data] label
+    from PIL import Image
+
+    monkeypatch.setenv("GRAPHC_DATA", str(tmp_path / "graphc-data"))
+    root = tmp_path / "table"
+    (root / "img").mkdir(parents=True)
+    rows = {"train": range(12), "test": range(12, 14)}
+    for split, numbers in rows.items():
+        lines = ["image,kind,tall"]
+        for i in numbers:
+            Image.fromarray(np.full((8, 8, 3), 10 * i, dtype=np.uint8), "RGB").save(root / "img" / f"{i}.png")
+            lines.append(f"img/{i}.png,{'cat' if i % 2 else 'dog'},{'yes' if i % 3 else ''}")
+        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    text = (
+        TWO_STAGE_SPEC.replace('task = "fine"', 'task = "kind"\nclasses = ["cat", "dog"]')
+        .replace('task = "coarse"', 'task = "tall"\ntype = "binary"')
+        .replace(
+            'dataset = "synthetic"\nsynthetic = { classes = 4, coarse_classes = 2 }',
+            f'dataset = "table"\nroot = "{root}"',
+        )
+        .replace("batch_size = 8", "batch_size = 4")
+    )
+    (tmp_path / "spec.toml").write_text(text)
+    spec = graphc.load_spec(tmp_path / "spec.toml")
+    result = score_family(spec, [None, "stage1", "stage2"], epochs=1, images=8, report=lambda line: None)
+    assert set(result["affinity"]) == {"kind->tall", "tall->kind"}
+    assert all(math.isfinite(v) for v in result["affinity"].values())

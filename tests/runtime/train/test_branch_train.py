@@ -78,6 +78,16 @@ def test_the_default_ranking_metric_is_the_select_metric_or_mean_acc(spec: Path)
     assert default_metric(branch_family("s.toml", text=text)) == "fine/acc"
 
 
+def test_without_an_accuracy_head_the_default_ranking_metric_is_the_first_heads_main_metric():
+    # no classification or binary head: no mean_acc column, and ranking by it would rank nothing
+    text = (
+        TWO_STAGE.replace('task = "fine"', 'task = "age"\ntype = "regression"')
+        .replace('task = "coarse"', 'task = "tags"\ntype = "multilabel"\nlabels = ["a", "b"]')
+        .replace('dataset = "synthetic"\nsynthetic = { classes = 4, coarse_classes = 2 }', 'dataset = "table"')
+    )
+    assert default_metric(branch_family("s.toml", text=text)) == "age/mae"
+
+
 @pytest.mark.slow  # the sweep starts one graphc train process per member
 def test_train_ranks_the_family_and_a_rerun_resumes(spec: Path, tmp_path: Path):
     out = tmp_path / "family"
