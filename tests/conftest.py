@@ -23,6 +23,10 @@ torch.set_num_threads(1)
 # the test processes and in the graphc processes they start): restore the handler here.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+# Likewise SIGHUP under nohup: graphc rightly leaves an ignored SIGHUP alone (runtime/train/signals.py),
+# so the tests of its hangup handling need the default disposition whatever started the suite.
+if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 # One head (fine) on the tiny trunk, its [data] table given as TOML lines in {data}: for the tests of
 # data sets that need no coarse label (an image folder of one level, a spec/checkpoint mismatch).
