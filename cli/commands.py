@@ -20,7 +20,7 @@ from rich.table import Table
 import graphc
 from graphc.cli.help import HelpGroup
 from graphc.errors import RunError, SpecError, UsageError, printable
-from graphc.lang.spec import MAX_BATCH_SIZE, MAX_IMAGES, MAX_SEED, PARTIAL_LABELS
+from graphc.lang.spec import MAX_BATCH_SIZE, MAX_IMAGES, MAX_SEED
 
 app = typer.Typer(
     name="graphc",
@@ -169,7 +169,7 @@ def check(
             if data:
                 from graphc.lang.load import locate, resolve_data_root
                 from graphc.runtime.data.load import probe_dataset
-                from graphc.runtime.data.table import columns_of
+                from graphc.runtime.data.table import label_columns
                 from graphc.runtime.runs.record import input_shape
                 from graphc.runtime.train.launch import Overrides, apply_overrides
 
@@ -181,7 +181,7 @@ def check(
                         spec.data,
                         image_shape=input_shape(spec),
                         source=spec.source,
-                        columns=columns_of(spec) if spec.data.dataset in PARTIAL_LABELS else None,
+                        columns=label_columns(spec),
                     )
                 except SpecError as exc:  # the data's checks name a field: say in which file and line
                     raise locate(exc, spec) from None

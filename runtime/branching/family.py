@@ -86,18 +86,6 @@ def draw_family(members: tuple[Member, ...] | list[Member]) -> dict[str, bytes]:
     return {"svg": save(scene, "svg"), "png": save(scene, "png", dpi=dpi)}
 
 
-def read_family(out: Path) -> dict:
-    """family.json of a family folder (what --train trains), checked enough to use."""
-    path = Path(out) / FAMILY_JSON
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        members = document["members"]
-        assert all(isinstance(m["file"], str) and "/" not in m["file"] for m in members)
-    except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
-        raise RunError(f"cannot read {path}: {exc}. Run graphc branch SPEC --out {out} again to rewrite it.") from None
-    return document
-
-
 # --------------------------------------------------------------------------- train and rank
 
 

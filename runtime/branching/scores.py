@@ -220,9 +220,8 @@ def score_family(
     at = {c: outputs[c] for c in candidates if c is not None}  # candidate -> the graph node whose output it is
     dev = torch.device(device)
     if dataset is None:
-        from graphc.lang.spec import PARTIAL_LABELS
         from graphc.runtime.data.load import load_dataset
-        from graphc.runtime.data.table import columns_of
+        from graphc.runtime.data.table import label_columns
 
         dataset = load_dataset(
             spec.data,
@@ -232,7 +231,7 @@ def score_family(
             source=graph.source,
             report=report,
             # a label table's (CelebA's) columns are read as the heads say, as graphc train reads them
-            columns=columns_of(spec) if spec.data.dataset in PARTIAL_LABELS else None,
+            columns=label_columns(spec),
         )
     heads = fit_targets(heads_of(graph), dataset.train)
     tasks = [h.task for h in heads]

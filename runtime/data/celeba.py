@@ -50,7 +50,7 @@ import torch
 from graphc.errors import Problem, RunError, SpecError, did_you_mean
 from graphc.lang.spec import DataSpec
 from graphc.runtime.data.imagefolder import Folder, _follow, _options, decode_all, first_size, read_imagefolder
-from graphc.runtime.data.split import Dataset, Split, default_data_dir
+from graphc.runtime.data.split import BINARY_CLASS_NAMES, Dataset, Split, default_data_dir
 
 FOLDER = "celeba"
 IMAGES = "img_align_celeba"
@@ -69,7 +69,6 @@ DRIVE = {
 HOME = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 PARTITIONS = ("train", "valid", "test")  # 0, 1, 2 in list_eval_partition.txt
 MULTILABEL = "attributes"  # the label field of all attributes at once
-BINARY_NAMES = ["no", "yes"]
 # An image's name in the text files: a plain file name (no folder, no leading dot), so it stays in IMAGES/.
 IMAGE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*\.(?:jpe?g|png)$", re.IGNORECASE)
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -364,7 +363,7 @@ def class_names_and_types(
     """``Dataset.class_names`` and ``Dataset.types`` of CelebA's label fields (the contract's:
     binary ``["no", "yes"]``, multilabel the label names in index order)."""
     fields = [field_name(name) for name in attributes]
-    class_names = {field: list(BINARY_NAMES) for field in fields}
+    class_names = {field: list(BINARY_CLASS_NAMES) for field in fields}
     class_names[MULTILABEL] = [attributes[a] for a in (range(len(attributes)) if chosen is None else chosen)]
     types = {field: "binary" for field in fields}
     types[MULTILABEL] = "multilabel"

@@ -37,6 +37,9 @@ def default_data_dir() -> Path:
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "graphc"
 
 
+# The class names of a binary label field: index 0 is no, 1 is yes (a label table's, CelebA's).
+BINARY_CLASS_NAMES = ("no", "yes")
+
 # A missing label: -1 in an int64 label (a class index, a binary 0/1, a multilabel row of 0/1s: the whole
 # row -1); a regression label's row is NaN instead. See :func:`labelled`.
 MISSING = -1

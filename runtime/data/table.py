@@ -61,14 +61,23 @@ import torch
 
 from graphc.errors import Problem, RunError, SpecError, did_you_mean, printable
 from graphc.lang.hierarchy import hierarchy_paths
+from graphc.lang.spec import PARTIAL_LABELS
 from graphc.runtime.data.imagefolder import Folder, _options, decode_all, derive_labels, read_imagefolder
-from graphc.runtime.data.split import MISSING, Dataset, Split, compose, default_data_dir, labelled, split_indices
+from graphc.runtime.data.split import (
+    BINARY_CLASS_NAMES,
+    MISSING,
+    Dataset,
+    Split,
+    compose,
+    default_data_dir,
+    labelled,
+    split_indices,
+)
 
 IMAGE = "image"  # the column of image paths
 NONE_APPLIES = "-"  # a multilabel cell: a known empty set of labels (an empty cell is a missing label)
 SEPARATOR = ";"  # between a multilabel cell's labels and a regression cell's numbers
 BINARY = {"1": 1, "true": 1, "yes": 1, "0": 0, "false": 0, "no": 0}
-BINARY_NAMES = ["no", "yes"]
 TYPES = ("classification", "binary", "multilabel", "regression")
 FLOAT32_MAX = torch.finfo(torch.float32).max
 
@@ -82,6 +91,12 @@ class Column:
     classes: list[str] | None = None  # classification: the class names in index order (None: from the table)
     labels: list[str] | None = None  # multilabel: the label names in index order (None: from the table)
     outputs: int = 1  # regression: numbers per cell
+
+
+def label_columns(spec) -> dict[str, Column] | None:
+    """What ``load_dataset``/``probe_dataset`` take as ``columns`` for ``spec``: the columns its heads read
+    where the data set has columns (a label table, CelebA's attributes: :data:`PARTIAL_LABELS`), else None."""
+    return columns_of(spec) if spec.data.dataset in PARTIAL_LABELS else None
 
 
 def columns_of(spec) -> dict[str, Column]:
@@ -150,8 +165,8 @@ class Table:
     targets: list[str] = field(default_factory=list)  # every image's resolved path (the duplicates check)
 
 
-def _content_error(path: Path, line: int, message: str, hint: str | None = None, column: str | None = None):
-    # ``column`` is not the Problem's field (that names a spec field): the message names the column itself.
+def _content_error(path: Path, line: int, message: str, hint: str | None = None):
+    # No Problem field: that names a spec field, and the message names the table's column itself.
     return SpecError(Problem(message, file=path, line=line, hint=hint))
 
 
@@ -214,7 +229,7 @@ def read_table(path: str | Path, columns: dict[str, Column], root: str | Path) -
     header = [unicodedata.normalize("NFC", h.strip()) for h in header]
     for name in header:
         if header.count(name) > 1:
-            raise _content_error(path, 1, f"names the column '{printable(name)}' twice.", column=name)
+            raise _content_error(path, 1, f"names the column '{printable(name)}' twice.")
     if IMAGE not in header:
         raise _content_error(
             path,
@@ -229,7 +244,6 @@ def read_table(path: str | Path, columns: dict[str, Column], root: str | Path) -
                 1,
                 f"has no column '{name}', which a head reads (its task).",
                 did_you_mean(name, [h for h in header if h != IMAGE]) or "add the column, or rename the head's task.",
-                column=name,
             )
     where = {name: header.index(name) for name in [IMAGE, *columns]}
     table = Table(path, [], [], [], {name: [] for name in columns}, "")
@@ -263,7 +277,6 @@ def read_table(path: str | Path, columns: dict[str, Column], root: str | Path) -
                 line,
                 f"names the image {printable(name)} again (line {first} names it too): it would be trained on twice.",
                 "name each image once.",
-                column=IMAGE,
             )
         fingerprint.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}\0{stat.st_ctime_ns}\n".encode())
         table.images.append(image)
@@ -283,7 +296,7 @@ def _image(path: Path, line: int, name: str, root: Path) -> tuple[str, str, os.s
     inside = os.path.join(str(root), "")  # root/ : a resolved path inside root starts with it
     if not name:
         raise _content_error(
-            path, line, "has an empty image cell.", "give the image's path relative to the data folder.", column=IMAGE
+            path, line, "has an empty image cell.", "give the image's path relative to the data folder."
         )
     relative = PurePosixPath(name.replace("\\", "/"))
     if relative.is_absolute() or PureWindowsPath(name).drive or ".." in relative.parts:
@@ -293,7 +306,6 @@ def _image(path: Path, line: int, name: str, root: Path) -> tuple[str, str, os.s
             f"names the image {printable(name)}, a path out of the data folder {root}; graphc reads "
             "only images inside it (a table is untrusted input).",
             "write each image's path relative to [data] root (--data-dir), without '..'.",
-            column=IMAGE,
         )
     # os.path on strings, not pathlib: a table names every image (60,000 for CIFAR-10) and Path objects cost
     # several times the system calls. realpath(strict=True) follows every link on the path, as resolve does.
@@ -334,7 +346,6 @@ def vocabulary(table: Table, columns: dict[str, Column]) -> dict[str, list[str]]
                 f"the column '{name}' has no label at all (every cell is empty, a missing label); "
                 "a head cannot learn from it.",
                 "fill in labels, or remove the head.",
-                column=name,
             )
         if column.type == "classification":
             found = sorted({unicodedata.normalize("NFC", c) for c in cells if c})
@@ -345,7 +356,6 @@ def vocabulary(table: Table, columns: dict[str, Column]) -> dict[str, list[str]]
                     1,
                     f"the column '{name}' has a single class ({printable(found[0])}); a classifier needs at least two.",
                     "label the images with two classes or more.",
-                    column=name,
                 )
         elif column.type == "multilabel":
             found = sorted(
@@ -363,10 +373,9 @@ def vocabulary(table: Table, columns: dict[str, Column]) -> dict[str, list[str]]
                     f"the multilabel column '{name}' lists no label in any row (every cell is "
                     f"'{NONE_APPLIES}' or empty).",
                     "list the labels that apply, separated by ';'.",
-                    column=name,
                 )
         elif column.type == "binary":
-            names[name] = list(BINARY_NAMES)
+            names[name] = list(BINARY_CLASS_NAMES)
         elif column.type == "regression":
             names[name] = [name] if column.outputs == 1 else [f"{name}[{k}]" for k in range(column.outputs)]
         else:
@@ -388,7 +397,6 @@ def _multilabel_cell(path: Path, line: int, column: str, cell: str) -> list[str]
             f"the multilabel cell '{printable(cell)}' of the column '{column}' has an empty label or '{NONE_APPLIES}' among labels.",
             f"separate the labels with one ';'; write '{NONE_APPLIES}' alone when none applies, or "
             "leave the cell empty when the labels are unknown.",
-            column=column,
         )
     return labels
 
@@ -420,7 +428,6 @@ def encode(table: Table, columns: dict[str, Column], names: dict[str, list[str]]
                             table.lines[i],
                             f"the binary cell '{printable(cell)}' of the column '{name}' is not yes/no.",
                             "write 1/0, true/false or yes/no (any case), or leave it empty (missing).",
-                            column=name,
                         )
                     found[i] = BINARY[cell.lower()]
             values = torch.tensor(found, dtype=torch.int64)
@@ -454,7 +461,6 @@ def _numbers(table: Table, i: int, name: str, cell: str, outputs: int) -> list[f
             f"the regression cell '{printable(cell)}' of the column '{name}' has {len(parts)} "
             f"value(s), but the head predicts {outputs}.",
             f"write {shape}, or leave the cell empty (missing).",
-            column=name,
         )
     numbers = []
     for part in parts:
@@ -470,7 +476,6 @@ def _numbers(table: Table, i: int, name: str, cell: str, outputs: int) -> list[f
                 f"the regression cell '{printable(cell)}' of the column '{name}' is not "
                 f"{'a finite number' if outputs == 1 else shape + ' (finite)'}.",
                 "write a number such as 1.5 (nan and inf are refused), or leave the cell empty (missing).",
-                column=name,
             )
         numbers.append(number)
     return numbers
@@ -485,7 +490,6 @@ def _unknown_value(table: Table, i: int, name: str, value: str, known: list[str]
         f"the {what} '{printable(value)}' of the column '{name}' is not among the {plural} of the training table or the head's "
         f"list ({shown}).",
         did_you_mean(value, known) or f"fix the {what}, or list it in the head's {plural}.",
-        column=name,
     )
 
 
@@ -547,7 +551,6 @@ def open_tables(data, root: str | Path, columns: dict[str, Column] | None = None
                 f"names the image {printable(test.names[i])}, which the training table "
                 f"{train.path} names too (line {trained[target]}): it would be both trained and tested on.",
                 "give each image to one table.",
-                column=IMAGE,
             )
     class_names = vocabulary(train, columns)
     train_labels, test_labels = encode(train, columns, class_names), encode(test, columns, class_names)

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 import graphc
 from graphc.errors import RunError
-from graphc.lang.spec import PARTIAL_LABELS, DataSpec, InputNode, Spec, TrainSpec
+from graphc.lang.spec import DataSpec, InputNode, Spec, TrainSpec
 from graphc.runtime.device import Execution
 from graphc.runtime.runs.rundir import CONFIG, SPEC_COPY, read_json, read_text, write_json
 
@@ -344,7 +344,7 @@ def load_run_data(spec: Spec, record: RunRecord, data_dir: str | Path | None = N
     """The data set exactly as the run loaded it (same split seed, limits and image shape);
     ``report``: an image folder's progress lines."""
     from graphc.runtime.data.load import load_dataset
-    from graphc.runtime.data.table import columns_of
+    from graphc.runtime.data.table import label_columns
 
     root = data_dir if data_dir is not None else record.data_root
     return load_dataset(
@@ -354,5 +354,5 @@ def load_run_data(spec: Spec, record: RunRecord, data_dir: str | Path | None = N
         limit_val=record.limit_val,
         image_shape=input_shape(spec),
         report=report,
-        columns=columns_of(spec) if spec.data.dataset in PARTIAL_LABELS else None,
+        columns=label_columns(spec),
     )

@@ -318,10 +318,10 @@ def load_data(
     ``report``: an image folder's progress lines."""
     from graphc.lang.load import locate
     from graphc.runtime.data.load import load_dataset
-    from graphc.runtime.data.table import columns_of
+    from graphc.runtime.data.table import label_columns
 
     # A label table's columns are read as the spec's heads say (two specs on one table may read it apart).
-    columns = columns_of(spec) if spec.data.dataset in PARTIAL_LABELS else None
+    columns = label_columns(spec)
     key = (spec.data.model_dump_json(), limit_train, limit_val, input_shape(spec), repr(columns))
     if cache is not None and key in cache:
         return cache[key]
